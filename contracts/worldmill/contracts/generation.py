@@ -1,0 +1,260 @@
+"""From a prompt spec to a video: requests, plans, GPU jobs, progress, outcomes, provenance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from worldmill.contracts.augment import ControlSpec
+from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Resolution, Sha256
+from worldmill.contracts.cards import ControlType, GenerationMode
+from worldmill.contracts.prompts import SamplingParams
+
+
+class GenerationRequested(Message):
+    """Someone asks for videos of these prompt specs (HTTP, CLI, another system, auto-generation)."""
+
+    TYPE: ClassVar[str] = "generation.requested"
+
+    request_id: Identifier
+    prompt_ids: tuple[Identifier, ...] = Field(min_length=1, max_length=10000)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    priority: int = Field(default=0, ge=-10, le=10)
+    requested_by: str = "api"
+
+    def entity_id(self) -> str | None:
+        return self.request_id
+
+
+class FpsConversion(Contract):
+    """How the model's native frame rate becomes the target frame rate. Never silent."""
+
+    source_fps: float = Field(gt=0)
+    target_fps: float = Field(gt=0)
+    method: Literal["none", "interpolate", "resample"]
+    source_frames: int = Field(gt=0, description="Frames the model produces at source_fps.")
+    target_frames: int = Field(gt=0, description="Frames delivered at target_fps.")
+
+
+class Adaptation(Contract):
+    """A recorded difference between what was asked and how it is delivered."""
+
+    field: str
+    requested: str
+    delivered: str
+    reason: str
+
+
+class ChunkPlan(Contract):
+    """One model call of an autoregressive generation."""
+
+    index: int = Field(ge=0)
+    seed: int = Field(ge=0, lt=2**32)
+    frames: int = Field(gt=0, description="Frames this call generates (valid for the model).")
+    condition: Literal["none", "input", "previous_chunk"]
+    condition_frames: int = Field(ge=0, description="Frames taken from the input or previous chunk.")
+    keep_from: int = Field(ge=0, description="First generated frame appended to the output.")
+    keep_frames: int = Field(gt=0, description="Frames appended to the output.")
+
+
+class ExpectedOutput(Contract):
+    """Exactly what the delivered video must be."""
+
+    frames: int = Field(gt=0)
+    fps: float = Field(gt=0)
+    duration_s: float = Field(gt=0)
+    resolution: Resolution
+    codec: str = "h264"
+    container: str = "mp4"
+
+
+class GenerationPlan(Contract):
+    """A spec planned against a model card: every number the runner and QA need."""
+
+    plan_id: Identifier
+    prompt_id: Identifier
+    prompt_version: int = Field(ge=1)
+    model: str
+    mode: GenerationMode
+    resolution: Resolution
+    native_fps: float = Field(gt=0)
+    native_frames: int = Field(gt=0, description="Frames assembled at native fps before conversion.")
+    chunks: tuple[ChunkPlan, ...] = Field(min_length=1)
+    fps_conversion: FpsConversion
+    expected: ExpectedOutput
+    sampling: SamplingParams
+    adaptations: tuple[Adaptation, ...] = ()
+    estimated_gpu_seconds: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _chunks_cover_output(self) -> GenerationPlan:
+        kept = sum(c.keep_frames for c in self.chunks)
+        if kept != self.native_frames:
+            raise ValueError(f"chunks keep {kept} frames but native_frames is {self.native_frames}")
+        return self
+
+
+class ExecutionSignature(Contract):
+    """What must be loaded on the GPU to run a job; jobs with equal signatures share a loaded model."""
+
+    model: str
+    checkpoint: str
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    controls: tuple[ControlType, ...] = ()
+
+
+class GpuJob(Message):
+    """Job: run one plan on a GPU runner. Its ``job_id`` is its event id, so a re-send is dropped."""
+
+    TYPE: ClassVar[str] = "gpu"
+    KIND: ClassVar[Literal["event", "job"]] = "job"
+
+    job_id: Identifier
+    run_id: Identifier
+    attempt: int = Field(ge=1)
+    signature: ExecutionSignature
+    plan: GenerationPlan
+    prompt: str = Field(min_length=1, max_length=20000)
+    inputs: tuple[ObjectRef, ...] = ()
+    controls: tuple[ControlSpec, ...] = ()
+    output_bucket: str
+    output_key: str
+
+    def entity_id(self) -> str | None:
+        return self.job_id
+
+
+JobPhase = Literal["queued", "loading", "fetching", "generating", "encoding", "uploading"]
+
+
+class JobProgress(Message):
+    """Progress of a running job (throttled by the runner)."""
+
+    TYPE: ClassVar[str] = "job.progress"
+
+    job_id: Identifier
+    run_id: Identifier
+    attempt: int = Field(ge=1)
+    phase: JobPhase
+    chunk: int = Field(default=0, ge=0)
+    chunks: int = Field(default=1, ge=1)
+    step: int = Field(default=0, ge=0)
+    steps: int = Field(default=1, ge=1)
+    fraction: float = Field(ge=0.0, le=1.0)
+    runner: str
+
+    def entity_id(self) -> str | None:
+        return self.run_id
+
+
+class Timings(Contract):
+    """Seconds spent per stage."""
+
+    load_s: float = Field(ge=0)
+    fetch_s: float = Field(ge=0)
+    infer_s: float = Field(ge=0)
+    encode_s: float = Field(ge=0)
+    upload_s: float = Field(ge=0)
+
+
+class Provenance(Contract):
+    """Exactly how an artifact was made: enough to reproduce it or to explain it."""
+
+    backend: str
+    model: str
+    checkpoint: str
+    checkpoint_sha256: Sha256 | None = None
+    plan: GenerationPlan
+    prompt: str
+    sampling: SamplingParams
+    seeds: tuple[int, ...]
+    inputs: tuple[ObjectRef, ...] = ()
+    code_version: str
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    device: str
+    runner: str
+    timings: Timings
+    peak_memory_bytes: int | None = Field(default=None, ge=0)
+    started_at: datetime
+    finished_at: datetime
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobCompleted(Message):
+    """A GPU job produced its video."""
+
+    TYPE: ClassVar[str] = "job.completed"
+
+    job_id: Identifier
+    run_id: Identifier
+    attempt: int = Field(ge=1)
+    video: ObjectRef
+    provenance_ref: ObjectRef
+    provenance: Provenance
+
+    def entity_id(self) -> str | None:
+        return self.run_id
+
+
+class JobFailed(Message):
+    """A GPU job failed; ``retryable`` says whether another attempt can help."""
+
+    TYPE: ClassVar[str] = "job.failed"
+
+    job_id: Identifier
+    run_id: Identifier
+    attempt: int = Field(ge=1)
+    phase: JobPhase
+    error: str = Field(max_length=4000)
+    retryable: bool
+    runner: str
+
+    def entity_id(self) -> str | None:
+        return self.run_id
+
+
+class CancelRequested(Message):
+    """Someone asks to cancel a run (queued or running)."""
+
+    TYPE: ClassVar[str] = "run.cancel_requested"
+
+    run_id: Identifier
+    reason: str = Field(default="", max_length=1000)
+    requested_by: str = "api"
+
+    def entity_id(self) -> str | None:
+        return self.run_id
+
+
+class JobCanceled(Message):
+    """A job stopped because its run was canceled."""
+
+    TYPE: ClassVar[str] = "job.canceled"
+
+    job_id: Identifier
+    run_id: Identifier
+    attempt: int = Field(ge=1)
+    phase: JobPhase
+    runner: str
+
+    def entity_id(self) -> str | None:
+        return self.run_id
+
+
+class VideoReady(Message):
+    """A finished video with its plan and provenance, ready for QA and the catalog."""
+
+    TYPE: ClassVar[str] = "video.ready"
+
+    asset_id: Identifier
+    run_id: Identifier
+    prompt_id: Identifier
+    attempt: int = Field(ge=1)
+    video: ObjectRef
+    plan: GenerationPlan
+    provenance: Provenance
+
+    def entity_id(self) -> str | None:
+        return self.asset_id

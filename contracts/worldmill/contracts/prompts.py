@@ -1,0 +1,155 @@
+"""Manifests and prompt specs: a dataset described once, expanded into exact, reproducible specs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from worldmill.contracts.augment import ControlSpec
+from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Resolution, Sha256
+from worldmill.contracts.cards import GenerationMode
+
+#: Values allowed in a spec's metadata map (JSON scalars).
+MetadataValue = str | int | float | bool | None
+
+
+class SamplingParams(Contract):
+    """Sampling parameters passed to the model, all of them, explicitly."""
+
+    guidance: float = Field(ge=0.0, le=20.0)
+    steps: int = Field(ge=1, le=1000)
+    negative_prompt: str | None = Field(default=None, max_length=20000)
+
+
+class PromptSpec(Contract):
+    """One immutable, versioned request for one video: (scenario, duration, variant) made exact.
+
+    ``target_frames`` is always ``duration_s × fps`` exactly; ``seed`` is derived from stable ids,
+    so expanding the same manifest again gives the same specs.
+    """
+
+    prompt_id: Identifier
+    version: int = Field(ge=1)
+    previous_id: Identifier | None = Field(default=None, description="The version this one replaces.")
+    manifest: str | None = None
+    manifest_sha256: Sha256 | None = None
+    series: str | None = None
+    scenario: str
+    variant: int = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    fps: int = Field(gt=0, le=240)
+    target_frames: int = Field(gt=0)
+    seed: int = Field(ge=0, lt=2**32)
+    resolution: Resolution
+    model: str
+    mode: GenerationMode = GenerationMode.TEXT2WORLD
+    prompt: str = Field(min_length=1, max_length=20000)
+    sampling: SamplingParams
+    upsample: bool = False
+    auto_generate: bool = False
+    input: ObjectRef | None = Field(default=None, description="Conditioning image/video.")
+    controls: tuple[ControlSpec, ...] = ()
+    tags: tuple[str, ...] = ()
+    risk_level: str | None = None
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _frames_match_duration(self) -> PromptSpec:
+        exact = self.duration_s * self.fps
+        if abs(exact - self.target_frames) > 1e-6:
+            raise ValueError(
+                f"target_frames must equal duration_s × fps exactly: "
+                f"{self.duration_s} × {self.fps} = {exact}, got {self.target_frames}"
+            )
+        return self
+
+
+class ManifestProblem(Contract):
+    """One thing wrong with a manifest: where (path, line, column) and which rule."""
+
+    path: str
+    rule: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+class ManifestAccepted(Message):
+    """A manifest was validated and its specs stored."""
+
+    TYPE: ClassVar[str] = "manifest.accepted"
+
+    manifest: str
+    manifest_sha256: Sha256
+    prompt_ids: tuple[Identifier, ...]
+    created: int = Field(ge=0)
+    unchanged: int = Field(ge=0)
+
+    def entity_id(self) -> str | None:
+        return self.manifest
+
+
+class ManifestRejected(Message):
+    """A manifest was refused; nothing was created. Every problem is listed, not just the first."""
+
+    TYPE: ClassVar[str] = "manifest.rejected"
+
+    manifest: str
+    manifest_sha256: Sha256 | None = None
+    problems: tuple[ManifestProblem, ...] = Field(min_length=1)
+
+    def entity_id(self) -> str | None:
+        return self.manifest
+
+
+class PromptCreated(Message):
+    """A new prompt spec (or a new version of one) exists."""
+
+    TYPE: ClassVar[str] = "prompt.created"
+
+    spec: PromptSpec
+
+    def entity_id(self) -> str | None:
+        return self.spec.prompt_id
+
+
+class UpsampleRequested(Message):
+    """Job: rewrite one spec's prompt with a vision-language model."""
+
+    TYPE: ClassVar[str] = "upsample"
+    KIND: ClassVar[Literal["event", "job"]] = "job"
+
+    prompt_id: Identifier
+    hint: ObjectRef | None = Field(default=None, description="Image or video to take hint frames from.")
+
+    def entity_id(self) -> str | None:
+        return self.prompt_id
+
+
+class UpsampleInfo(Contract):
+    """How an upsampled prompt was made."""
+
+    upsampler_model: str
+    tokens_estimated: int = Field(ge=0)
+    tokens_used: int | None = Field(default=None, ge=0)
+    frames_sent: int = Field(ge=0)
+    frame_resolution: Resolution | None = None
+    temperature: float = Field(ge=0)
+    max_tokens: int = Field(gt=0)
+    cached: bool = False
+
+
+class PromptUpsampled(Message):
+    """An upsampled version of a spec exists, linked to the original by ``previous_id``."""
+
+    TYPE: ClassVar[str] = "prompt.upsampled"
+
+    original_prompt_id: Identifier
+    spec: PromptSpec
+    info: UpsampleInfo
+
+    def entity_id(self) -> str | None:
+        return self.spec.prompt_id

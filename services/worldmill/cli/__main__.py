@@ -1,0 +1,5 @@
+"""``python -m worldmill.cli``."""
+
+from worldmill.cli.main import main
+
+main()

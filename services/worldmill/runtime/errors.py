@@ -1,0 +1,60 @@
+"""The error tree. A handler's exception decides what happens to its message.
+
+::
+
+    WorldmillError
+    ├── TransientError          retry: nak with exponential backoff, dead-letter after max deliveries
+    │   ├── BusUnavailableError
+    │   └── StoreUnavailableError
+    ├── PermanentError          never retry: dead-letter with the reason, then term
+    │   ├── InvalidInputError   bad input, named field and rule (HTTP 422, CLI exit 2)
+    │   └── StoreAuthError      the object store refused our credentials
+    ├── ObjectNotFoundError
+    └── BusError                stream/consumer set-up problems
+
+Any other exception escaping a handler is treated as transient: it is retried with backoff and
+dead-lettered at the delivery limit, so a bug never loses a message and never blocks a consumer.
+"""
+
+from __future__ import annotations
+
+
+class WorldmillError(Exception):
+    """Base of every error raised on purpose by worldmill."""
+
+
+class TransientError(WorldmillError):
+    """Might succeed later (a server restarting, a timeout): retry with backoff."""
+
+
+class PermanentError(WorldmillError):
+    """Will never succeed as sent: dead-letter it with this message as the reason."""
+
+
+class InvalidInputError(PermanentError):
+    """Input breaks a rule. ``field`` names where, the message says which rule."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class BusError(WorldmillError):
+    """NATS stream or consumer set-up failed (for instance an incompatible existing stream)."""
+
+
+class BusUnavailableError(TransientError):
+    """NATS could not be reached."""
+
+
+class StoreUnavailableError(TransientError):
+    """The object store could not be reached."""
+
+
+class StoreAuthError(PermanentError):
+    """The object store refused the credentials or the signature."""
+
+
+class ObjectNotFoundError(WorldmillError):
+    """The object (or bucket) does not exist."""

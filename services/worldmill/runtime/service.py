@@ -1,0 +1,223 @@
+"""The service base: one FastAPI app per service, with the bus, the store and its consumers.
+
+``create_service_app`` wires, for every service alike:
+
+* a lifespan that connects NATS (ensuring the streams) and S3 (ensuring the buckets), starts the
+  service's consumers, and on shutdown (uvicorn turns SIGTERM into it) stops fetching, lets
+  in-flight messages finish, then drains the connection;
+* ``GET /healthz`` (liveness, no auth) and ``GET /readyz`` (bus connected and store reachable,
+  no auth);
+* bearer-token auth on every other route: 401 with a message that says what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import structlog
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from worldmill.contracts.keys import ALL_BUCKETS
+from worldmill.contracts.subjects import ALL_STREAMS
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.consumer import Consumer
+from worldmill.runtime.errors import InvalidInputError, WorldmillError
+from worldmill.runtime.logs import configure_logging, get_logger
+from worldmill.runtime.settings import RuntimeSettings
+from worldmill.runtime.store import ObjectStore
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a service's routes and handlers share: settings, bus, store, a stop event."""
+
+    settings: RuntimeSettings
+    bus: Bus
+    store: ObjectStore
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    consumers: list[Consumer] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """CloudEvents ``source`` of this service's messages."""
+        return f"/worldmill/{self.settings.service}"
+
+
+ConsumerFactory = Callable[[ServiceContext], Sequence[Consumer]]
+Hook = Callable[[ServiceContext], Awaitable[None]]
+
+
+def bus_from(settings: RuntimeSettings) -> Bus:
+    """A bus for these settings (not connected yet)."""
+    token = settings.nats_token.get_secret_value() if settings.nats_token else None
+    return Bus(settings.nats_url, name=settings.service, token=token, connect_timeout_s=settings.connect_timeout_s)
+
+
+def store_from(settings: RuntimeSettings) -> ObjectStore:
+    """An object store for these settings (no I/O yet)."""
+    if settings.s3_access_key is None or settings.s3_secret_key is None:
+        raise InvalidInputError(
+            "s3_access_key/s3_secret_key", "must be set (WM_S3_ACCESS_KEY, WM_S3_SECRET_KEY or per service)"
+        )
+    return ObjectStore(
+        settings.s3_endpoint,
+        settings.s3_access_key.get_secret_value(),
+        settings.s3_secret_key.get_secret_value(),
+        region=settings.s3_region,
+        public_endpoint=settings.s3_public_endpoint,
+    )
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def token_checker(settings: RuntimeSettings) -> Callable[..., Awaitable[None]]:
+    """A dependency that accepts only ``Authorization: Bearer <one of settings.api_tokens>``."""
+    tokens = [t.get_secret_value().encode() for t in settings.api_tokens]
+    prefix = f"WM_{settings.service.upper().replace('-', '_')}_API_TOKENS"
+
+    async def require_token(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if not tokens:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"no API tokens are configured for the {settings.service} service; set WM_API_TOKENS or {prefix}",
+                headers=challenge,
+            )
+        if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing bearer token: send the header 'Authorization: Bearer <token>'",
+                headers=challenge,
+            )
+        given = creds.credentials.encode()
+        if not any(hmac.compare_digest(given, t) for t in tokens):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid bearer token", headers=challenge)
+
+    return require_token
+
+
+def create_service_app(
+    settings: RuntimeSettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter] = (),
+    consumers: ConsumerFactory | None = None,
+    on_startup: Hook | None = None,
+    on_shutdown: Hook | None = None,
+    bootstrap: bool = True,
+) -> FastAPI:
+    """Build a service's FastAPI app; all I/O happens in its lifespan, none at build time."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus, store = bus_from(settings), store_from(settings)
+        await bus.connect()
+        ctx = ServiceContext(settings=settings, bus=bus, store=store)
+        app.state.ctx = ctx
+        if bootstrap:
+            await bus.ensure_streams(ALL_STREAMS)
+            await store.ensure_buckets(ALL_BUCKETS)
+        if on_startup:
+            await on_startup(ctx)
+        ctx.consumers = list(consumers(ctx)) if consumers else []
+        tasks = [asyncio.create_task(c.run(ctx.stop), name=f"consumer:{c.spec.durable}") for c in ctx.consumers]
+        log.info("service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers])
+        try:
+            yield
+        finally:
+            ctx.stop.set()
+            if tasks:
+                done, pending = await asyncio.wait(tasks, timeout=settings.drain_timeout_s)
+                for task in pending:
+                    task.cancel()
+                for task in done:
+                    if task.exception() is not None:
+                        log.error("consumer.crashed", error=repr(task.exception()))
+            if on_shutdown:
+                await on_shutdown(ctx)
+            await bus.close()
+            log.info("service.stopped", service=settings.service)
+
+    app = FastAPI(title=title, lifespan=lifespan, version=_version())
+
+    @app.middleware("http")
+    async def bind_request(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=request_id):
+            response = await call_next(request)
+            response.headers["x-request-id"] = request_id
+            log.info("http.request", method=request.method, path=request.url.path,
+                     status=response.status_code, ms=round((time.perf_counter() - started) * 1000, 1))
+            return response
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(_: Request, exc: InvalidInputError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": [{"loc": exc.field.split("."), "msg": exc.rule}]})
+
+    @app.exception_handler(WorldmillError)
+    async def worldmill_error(_: Request, exc: WorldmillError) -> JSONResponse:
+        return JSONResponse(status_code=500, content={"detail": f"{type(exc).__name__}: {exc}"})
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "service": settings.service}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: NATS connected and the object store reachable with our credentials."""
+        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        checks: dict[str, str] = {}
+        if ctx is None:
+            checks["startup"] = "not finished"
+        else:
+            checks["nats"] = "ok" if ctx.bus.connected else "disconnected"
+            try:
+                await asyncio.wait_for(ctx.store.check(), timeout=5)
+                checks["s3"] = "ok"
+            except (WorldmillError, TimeoutError) as exc:
+                checks["s3"] = f"{type(exc).__name__}: {exc}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(status_code=200 if ready else 503,
+                            content={"ready": ready, "service": settings.service, "checks": checks})
+
+    guard = [Depends(token_checker(settings))]
+    for router in routers:
+        app.include_router(router, dependencies=guard)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("worldmill")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def run_service(app: FastAPI, settings: RuntimeSettings) -> None:
+    """Serve the app with uvicorn until SIGINT/SIGTERM, logging through structlog."""
+    configure_logging(settings.log_level, settings.log_json, service=settings.service)
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None,
+                            timeout_graceful_shutdown=int(settings.drain_timeout_s))
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()

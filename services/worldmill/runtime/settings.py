@@ -1,0 +1,60 @@
+"""Settings from the environment: a shared ``WM_`` prefix, overridden per service.
+
+``WM_NATS_URL`` sets the NATS URL for everything; ``WM_PROMPT_NATS_URL`` overrides it for the
+prompt service only. That is how production gives each service its own credentials while a laptop
+sets one variable. Secrets are ``SecretStr``: they never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SHARED_PREFIX = "WM_"
+
+
+def service_prefix(service: str) -> str:
+    """``WM_PROMPT_`` for ``prompt``; ``WM_GPU_RUNNER_`` for ``gpu-runner``."""
+    return f"{SHARED_PREFIX}{service.upper().replace('-', '_')}_"
+
+
+class RuntimeSettings(BaseSettings):
+    """What every service needs to reach NATS, S3 and its callers."""
+
+    model_config = SettingsConfigDict(env_prefix=SHARED_PREFIX, extra="ignore", frozen=True)
+
+    service: str = "worldmill"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_token: SecretStr | None = None
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_public_endpoint: str | None = Field(
+        default=None, description="Endpoint put in presigned URLs handed to people; defaults to s3_endpoint."
+    )
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a TTY.")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    data_dir: Path = Path(".worldmill")
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @classmethod
+    def for_service(cls, service: str, **overrides: Any) -> Self:
+        """Settings for ``service``: ``WM_<SERVICE>_*`` over ``WM_*`` over defaults."""
+        specific = cls(_env_prefix=service_prefix(service))  # type: ignore[call-arg]
+        from_env = {name: getattr(specific, name) for name in specific.model_fields_set}
+        return cls(**{"service": service, **from_env, **overrides})

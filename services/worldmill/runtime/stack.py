@@ -1,0 +1,222 @@
+"""The local stack: nats-server, SeaweedFS and the services under one data folder.
+
+``.worldmill/`` (by default) holds the servers' data, their logs, ``credentials.json`` (created
+once, mode 0600, reused by every later ``up``) and ``stack.json`` (the running stack's endpoints,
+ports and PIDs, removed on a clean stop). A second ``up`` reuses the data and, when they are still
+free, the same ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from worldmill.contracts.keys import ALL_BUCKETS
+from worldmill.contracts.subjects import ALL_STREAMS
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.servers import (
+    ManagedProcess,
+    ServerStartError,
+    free_port,
+    pid_alive,
+    port_is_free,
+    start_nats,
+    start_seaweedfs,
+    stop_pid,
+    spawn,
+    wait_for_port,
+)
+from worldmill.runtime.store import ObjectStore
+
+STATE_FILE = "stack.json"
+CREDENTIALS_FILE = "credentials.json"
+
+
+class Credentials(BaseModel):
+    """Local secrets, generated once per data folder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    s3_access_key: str
+    s3_secret_key: str
+    api_token: str
+
+
+class StackState(BaseModel):
+    """What a running local stack looks like from outside (``stack.json``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: str
+    started_at: datetime
+    owner_pid: int
+    nats_url: str
+    nats_monitor_url: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    api_token: str
+    ports: dict[str, int]
+    pids: dict[str, int]
+    services: dict[str, str] = {}
+
+    def env(self) -> dict[str, str]:
+        """Environment that points worldmill settings at this stack."""
+        return {
+            "WM_NATS_URL": self.nats_url,
+            "WM_S3_ENDPOINT": self.s3_endpoint,
+            "WM_S3_ACCESS_KEY": self.s3_access_key,
+            "WM_S3_SECRET_KEY": self.s3_secret_key,
+            "WM_API_TOKENS": self.api_token,
+            "WM_DATA_DIR": self.data_dir,
+        }
+
+    def alive(self) -> dict[str, bool]:
+        """Which of its processes are still running."""
+        return {name: pid_alive(pid) for name, pid in self.pids.items()}
+
+
+def load_credentials(data_dir: Path) -> Credentials:
+    """The data folder's credentials, created on first use (file mode 0600)."""
+    path = data_dir / CREDENTIALS_FILE
+    if path.exists():
+        return Credentials.model_validate_json(path.read_text())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    creds = Credentials(
+        s3_access_key=f"wm{secrets.token_hex(8)}",
+        s3_secret_key=secrets.token_urlsafe(30),
+        api_token=secrets.token_urlsafe(24),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(creds.model_dump_json(indent=2))
+    return creds
+
+
+def load_state(data_dir: Path) -> StackState | None:
+    """The state file of a stack started in ``data_dir``, if there is one."""
+    path = data_dir / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return StackState.model_validate_json(path.read_text())
+    except ValueError:
+        return None
+
+
+def running_state(data_dir: Path) -> StackState | None:
+    """The state of a stack that is running now (all its processes alive), else None."""
+    state = load_state(data_dir)
+    if state is None or not all(state.alive().values()):
+        return None
+    return state
+
+
+@dataclass(frozen=True)
+class ServiceCommand:
+    """How to start one service process of the stack."""
+
+    name: str
+    argv: tuple[str, ...]
+    port: int
+
+
+@dataclass
+class LocalStack:
+    """A stack this process started: it owns the processes and stops them."""
+
+    data_dir: Path
+    state: StackState
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop services first, then SeaweedFS and NATS; remove the state file."""
+        for proc in reversed(self.processes):
+            proc.stop()
+        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def _previous_ports(data_dir: Path) -> dict[str, int]:
+    path = data_dir / "ports.json"
+    try:
+        return {k: int(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) -> LocalStack:
+    """Start NATS and SeaweedFS (and the given services); write ``stack.json``."""
+    data_dir = data_dir.resolve()
+    if running_state(data_dir) is not None:
+        raise ServerStartError(f"a stack is already running from {data_dir} (see `worldmill doctor`)")
+    creds = load_credentials(data_dir)
+    before = _previous_ports(data_dir)
+    processes: list[ManagedProcess] = []
+    try:
+        nats_port = before.get("nats") if before.get("nats") and port_is_free(before["nats"]) else None
+        mon = before.get("nats_monitor") if before.get("nats_monitor") and port_is_free(before["nats_monitor"]) else None
+        nats_proc, nats_ep = start_nats(data_dir, port=nats_port, monitor_port=mon)
+        processes.append(nats_proc)
+        s3_ports = {k.removeprefix("s3_"): v for k, v in before.items() if k.startswith("s3_")}
+        weed_proc, s3_ep = start_seaweedfs(
+            data_dir, access_key=creds.s3_access_key, secret_key=creds.s3_secret_key, ports=s3_ports
+        )
+        processes.append(weed_proc)
+        ports = {"nats": nats_ep.port, "nats_monitor": nats_ep.monitor_port,
+                 **{f"s3_{k}": v for k, v in s3_ep.ports.items()}}
+        state = StackState(
+            data_dir=str(data_dir), started_at=datetime.now(UTC), owner_pid=os.getpid(),
+            nats_url=nats_ep.url, nats_monitor_url=nats_ep.monitor_url, s3_endpoint=s3_ep.url,
+            s3_access_key=creds.s3_access_key, s3_secret_key=creds.s3_secret_key,
+            api_token=creds.api_token, ports=ports, pids={p.name: p.pid for p in processes},
+        )
+        services_urls: dict[str, str] = {}
+        for svc in services or []:
+            env = {**state.env(), f"WM_{svc.name.upper().replace('-', '_')}_HTTP_PORT": str(svc.port)}
+            proc = spawn(svc.name, list(svc.argv), data_dir / "logs" / f"{svc.name}.log", env)
+            processes.append(proc)
+            wait_for_port(svc.port, 60.0, proc.proc)
+            services_urls[svc.name] = f"http://127.0.0.1:{svc.port}"
+            ports[f"svc_{svc.name}"] = svc.port
+        state = state.model_copy(update={
+            "pids": {p.name: p.pid for p in processes}, "services": services_urls, "ports": ports,
+        })
+    except BaseException:
+        for proc in reversed(processes):
+            proc.stop()
+        raise
+    (data_dir / "ports.json").write_text(json.dumps(ports))
+    (data_dir / STATE_FILE).write_text(state.model_dump_json(indent=2))
+    return LocalStack(data_dir=data_dir, state=state, processes=processes)
+
+
+def stop_stack_by_state(state: StackState) -> dict[str, bool]:
+    """Stop a stack another process started, by PID (services first). Returns name → stopped."""
+    result = {}
+    for name, pid in reversed(list(state.pids.items())):
+        result[name] = stop_pid(pid)
+    Path(state.data_dir, STATE_FILE).unlink(missing_ok=True)
+    return result
+
+
+async def bootstrap(bus: Bus, store: ObjectStore) -> None:
+    """Create the streams and buckets worldmill needs. Idempotent."""
+    await bus.ensure_streams(ALL_STREAMS)
+    await store.ensure_buckets(ALL_BUCKETS)
+
+
+def service_port() -> int:
+    """A free port for a service of the local stack."""
+    return free_port()
+
+
+def python_module_argv(module: str, *args: str) -> tuple[str, ...]:
+    """argv that runs ``python -m module args…`` with this interpreter."""
+    return (sys.executable, "-m", module, *args)

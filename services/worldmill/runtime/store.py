@@ -1,0 +1,286 @@
+"""S3 object storage through the ``minio`` client (pinned ``<8``), with an async facade.
+
+Every object we write records its sha256 in its metadata (``x-amz-meta-sha256``), and every key
+is checked by ``worldmill.contracts.keys.check_key`` first. Files are streamed (hashed in one
+pass, uploaded in a second, multipart above ``part_size``), never read whole into memory.
+Presigned URLs are signed offline with a client built for the public endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from worldmill.contracts.base import ObjectRef
+from worldmill.contracts.keys import check_key
+from worldmill.runtime.errors import (
+    ObjectNotFoundError,
+    PermanentError,
+    StoreAuthError,
+    StoreUnavailableError,
+)
+
+SHA256_META = "sha256"
+_CHUNK = 1024 * 1024
+_AUTH_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
+
+
+class IntegrityError(PermanentError):
+    """Downloaded bytes do not match the sha256 recorded when they were stored."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What ``stat`` tells about an object."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    sha256: str | None
+    last_modified: datetime | None
+    metadata: dict[str, str]
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, streamed."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _endpoint(url: str) -> tuple[str, bool]:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        raise PermanentError(f"s3_endpoint: {url!r} is not an http(s) URL with a host")
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    return host, parts.scheme == "https"
+
+
+class ObjectStore:
+    """An S3 bucket store. Construction is cheap and does no I/O."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        *,
+        region: str = "us-east-1",
+        public_endpoint: str | None = None,
+        part_size: int = 64 * 1024 * 1024,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.access_key = access_key
+        self.part_size = part_size
+        host, secure = _endpoint(endpoint)
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5.0, read=timeout_s),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+            maxsize=16,
+        )
+        self._client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure,
+                             region=region, http_client=http)
+        pub_host, pub_secure = _endpoint(public_endpoint or endpoint)
+        # Signing is offline when the region is given; the host is part of the signature.
+        self._signer = Minio(pub_host, access_key=access_key, secret_key=secret_key, secure=pub_secure,
+                             region=region)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _translate(self, exc: Exception, what: str) -> Exception:
+        if isinstance(exc, S3Error):
+            if exc.code in _AUTH_CODES:
+                return StoreAuthError(
+                    f"S3 at {self.endpoint} refused {what}: {exc.code} — check the access key "
+                    f"{self.access_key!r} and its secret (WM_S3_ACCESS_KEY / WM_S3_SECRET_KEY)"
+                )
+            if exc.code in _MISSING_CODES:
+                return ObjectNotFoundError(f"{what}: {exc.code}")
+            return PermanentError(f"S3 at {self.endpoint}: {what} failed: {exc.code}: {exc.message}")
+        if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+            return StoreUnavailableError(f"S3 at {self.endpoint} is unreachable ({what}): {exc}")
+        return exc
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._translate(exc, what) from exc
+
+    # -- buckets -----------------------------------------------------------------------------
+
+    async def ensure_buckets(self, names: tuple[str, ...] | list[str]) -> None:
+        """Create missing buckets. Idempotent."""
+        for name in names:
+            if not await self._call(f"bucket {name}", self._client.bucket_exists, name):
+                try:
+                    await self._call(f"make bucket {name}", self._client.make_bucket, name)
+                except PermanentError as exc:
+                    if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(exc):
+                        raise
+
+    async def check(self) -> None:
+        """Prove the store is reachable and accepts our signature (lists buckets)."""
+        await self._call("list buckets", self._client.list_buckets)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> ObjectRef:
+        """Store small data in one request."""
+        check_key(key)
+        digest = hashlib.sha256(data).hexdigest()
+        meta = {**(metadata or {}), SHA256_META: digest}
+        result = await self._call(
+            f"put s3://{bucket}/{key}", self._client.put_object, bucket, key, io.BytesIO(data), len(data),
+            content_type=content_type, metadata=meta,
+        )
+        return ObjectRef(bucket=bucket, key=key, size=len(data), sha256=digest,
+                         content_type=content_type, etag=result.etag)
+
+    async def put_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+        sha256: str | None = None,
+    ) -> ObjectRef:
+        """Stream a file up (multipart above ``part_size``), recording its sha256."""
+        check_key(key)
+        if sha256 is None:
+            sha256, size = await asyncio.to_thread(sha256_file, path)
+        else:
+            size = path.stat().st_size
+        meta = {**(metadata or {}), SHA256_META: sha256}
+        result = await self._call(
+            f"put s3://{bucket}/{key}", self._client.fput_object, bucket, key, str(path),
+            content_type=content_type, metadata=meta, part_size=max(self.part_size, 5 * 1024 * 1024),
+        )
+        return ObjectRef(bucket=bucket, key=key, size=size, sha256=sha256,
+                         content_type=content_type, etag=result.etag)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """Size, etag, content type, recorded sha256 and metadata of an object."""
+        check_key(key)
+        st = await self._call(f"stat s3://{bucket}/{key}", self._client.stat_object, bucket, key)
+        meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
+                if k.lower().startswith("x-amz-meta-")}
+        return ObjectInfo(bucket=bucket, key=key, size=st.size or 0, etag=(st.etag or "").strip('"'),
+                          content_type=st.content_type or "application/octet-stream",
+                          sha256=meta.get(SHA256_META), last_modified=st.last_modified, metadata=meta)
+
+    async def exists(self, bucket: str, key: str) -> bool:
+        """True when the object exists."""
+        try:
+            await self.stat(bucket, key)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    async def get_bytes(self, bucket: str, key: str, *, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+        """A small object's bytes (refuses objects over ``max_bytes``; use ``download`` for those)."""
+        info = await self.stat(bucket, key)
+        if info.size > max_bytes:
+            raise PermanentError(f"s3://{bucket}/{key}: {info.size} bytes is over {max_bytes}; download it")
+
+        def read() -> bytes:
+            resp = self._client.get_object(bucket, key)
+            try:
+                return bytes(resp.read())
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        data: bytes = await self._call(f"get s3://{bucket}/{key}", read)
+        if info.sha256 and hashlib.sha256(data).hexdigest() != info.sha256:
+            raise IntegrityError(f"s3://{bucket}/{key}: content does not match its recorded sha256")
+        return data
+
+    async def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
+        """Stream an object to ``dest`` (written atomically), checking its recorded sha256."""
+        info = await self.stat(bucket, key)
+        tmp = dest.with_name(f".{dest.name}.part")
+
+        def fetch() -> str:
+            digest = hashlib.sha256()
+            resp = self._client.get_object(bucket, key)
+            try:
+                with tmp.open("wb") as fh:
+                    for chunk in resp.stream(_CHUNK):
+                        digest.update(chunk)
+                        fh.write(chunk)
+            finally:
+                resp.close()
+                resp.release_conn()
+            return digest.hexdigest()
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            got = await self._call(f"get s3://{bucket}/{key}", fetch)
+            if info.sha256 and got != info.sha256:
+                raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the recorded sha256")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return info
+
+    async def list(self, bucket: str, prefix: str = "", *, start_after: str | None = None) -> list[ObjectInfo]:
+        """Objects under ``prefix`` in key order (recursive), after ``start_after`` if given."""
+
+        def collect() -> list[ObjectInfo]:
+            out: list[ObjectInfo] = []
+            for obj in self._iter(bucket, prefix, start_after):
+                out.append(ObjectInfo(bucket=bucket, key=obj.object_name or "", size=obj.size or 0,
+                                      etag=(obj.etag or "").strip('"'), content_type="",
+                                      sha256=None, last_modified=obj.last_modified, metadata={}))
+            return out
+
+        result: list[ObjectInfo] = await self._call(f"list s3://{bucket}/{prefix}", collect)
+        return result
+
+    def _iter(self, bucket: str, prefix: str, start_after: str | None) -> Iterator[Any]:
+        return iter(self._client.list_objects(bucket, prefix=prefix or None, recursive=True,
+                                              start_after=start_after))
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Remove an object (no error if it is already gone)."""
+        check_key(key)
+        await self._call(f"delete s3://{bucket}/{key}", self._client.remove_object, bucket, key)
+
+    def presigned_url(self, bucket: str, key: str, *, expires: timedelta = timedelta(hours=24)) -> str:
+        """A GET URL anyone can use until it expires (signed offline for the public endpoint)."""
+        check_key(key)
+        return str(self._signer.presigned_get_object(bucket, key, expires=expires))
+

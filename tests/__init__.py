@@ -1,0 +1,1 @@
+"""worldmill tests."""
