@@ -40,6 +40,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.table import Table
+
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import ConsumerSpec, StreamSpec

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.bus import PrivateStream
 from worldmill.contracts.subjects import ALL_STREAMS, StreamSpec
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, start_nats, start_seaweedfs
 from worldmill.runtime.store import ObjectStore
-
-from tests.helpers.bus import PrivateStream
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,14 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.helpers.bus import PrivateStream
 from worldmill.contracts.envelope import Envelope, wrap
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, ConsumerSpec, StreamSpec
 from worldmill.runtime.bus import Bus, encode
 from worldmill.runtime.errors import BusError, BusUnavailableError, InvalidInputError
 from worldmill.runtime.servers import NatsEndpoint, free_port
-
-from tests.helpers.bus import PrivateStream
 
 
 def _event(key: str = "a.mp4") -> ObjectCreated:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import typer.main
 import yaml
+
 from worldmill.cli.main import app
 from worldmill.cli.serve_command import ServiceName
 from worldmill.contracts.keys import ALL_BUCKETS, INPUTS_BUCKET

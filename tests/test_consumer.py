@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
+from tests.helpers.bus import PrivateStream, dead_letters, run_until
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import ConsumerSpec
@@ -20,9 +22,6 @@ from worldmill.runtime.bus import Bus, encode
 from worldmill.runtime.consumer import Consumer, Delivery, backoff_delay
 from worldmill.runtime.errors import InvalidInputError
 from worldmill.runtime.servers import NatsEndpoint
-
-from tests.conftest import REPO
-from tests.helpers.bus import PrivateStream, dead_letters, run_until
 
 
 def _event(n: int = 0) -> ObjectCreated:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 from dataclasses import dataclass
+from typing import TypeVar
+
+import nats.errors
 
 from worldmill.contracts.deadletter import DeadLetter
 from worldmill.contracts.envelope import Envelope
@@ -67,7 +69,7 @@ async def dead_letters(bus: Bus, durable: str, count: int, timeout_s: float = 10
         while len(out) < count and time.monotonic() < deadline:
             try:
                 msgs = await sub.fetch(count - len(out), timeout=1.0)
-            except Exception:  # noqa: BLE001 - nats fetch timeout: keep waiting until the deadline
+            except nats.errors.TimeoutError:
                 continue
             for m in msgs:
                 env = Envelope.model_validate_json(m.data)

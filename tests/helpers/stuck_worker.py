@@ -15,7 +15,7 @@ from worldmill.runtime.bus import Bus
 from worldmill.runtime.consumer import Consumer, Delivery
 
 
-async def main(url: str, stream: str, durable: str, subject: str, ack_wait: float, marker: Path) -> None:
+async def main(*, url: str, stream: str, durable: str, subject: str, ack_wait: float, marker: Path) -> None:
     bus = Bus(url, name="stuck-worker")
     await bus.connect()
 
@@ -29,4 +29,4 @@ async def main(url: str, stream: str, durable: str, subject: str, ack_wait: floa
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    asyncio.run(main(a[0], a[1], a[2], a[3], float(a[4]), Path(a[5])))
+    asyncio.run(main(url=a[0], stream=a[1], durable=a[2], subject=a[3], ack_wait=float(a[4]), marker=Path(a[5])))

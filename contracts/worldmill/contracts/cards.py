@@ -137,16 +137,23 @@ class ModelCard(Contract):
 
 
 def _tier(name: str, sizes: dict[str, tuple[int, int]]) -> ResolutionTier:
-    return ResolutionTier(
-        name=name, sizes={k: Resolution(width=w, height=h) for k, (w, h) in sizes.items()}
-    )
+    return ResolutionTier(name=name, sizes={k: Resolution(width=w, height=h) for k, (w, h) in sizes.items()})
 
 
 # Width × height per aspect key, from the Cosmos 2.5 VIDEO_RES_SIZE_INFO tables.
 _TIERS_25 = (
-    _tier("720", {"16,9": (1280, 704), "9,16": (704, 1280), "4,3": (960, 704), "3,4": (704, 960), "1,1": (960, 960)}),
-    _tier("480", {"16,9": (768, 432), "9,16": (432, 768), "4,3": (640, 480), "3,4": (480, 640), "1,1": (480, 480)}),
-    _tier("256", {"16,9": (320, 192), "9,16": (192, 320), "4,3": (320, 256), "3,4": (256, 320), "1,1": (256, 256)}),
+    _tier(
+        "720",
+        {"16,9": (1280, 704), "9,16": (704, 1280), "4,3": (960, 704), "3,4": (704, 960), "1,1": (960, 960)},
+    ),
+    _tier(
+        "480",
+        {"16,9": (768, 432), "9,16": (432, 768), "4,3": (640, 480), "3,4": (480, 640), "1,1": (480, 480)},
+    ),
+    _tier(
+        "256",
+        {"16,9": (320, 192), "9,16": (192, 320), "4,3": (320, 256), "3,4": (256, 320), "1,1": (256, 256)},
+    ),
 )
 
 _EDGE_PRESETS = {

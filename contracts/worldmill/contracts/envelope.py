@@ -35,7 +35,9 @@ class EnvelopeAttributes(Contract):
     dataschema: str | None = None
     # Extensions (CloudEvents: lower-case alphanumerics only).
     correlationid: str = Field(min_length=1, max_length=200, description="Shared by one whole flow.")
-    causationid: str | None = Field(default=None, max_length=200, description="Id of the message that caused this one.")
+    causationid: str | None = Field(
+        default=None, max_length=200, description="Id of the message that caused this one."
+    )
     schemaversion: int = Field(ge=1)
 
 

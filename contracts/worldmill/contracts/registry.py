@@ -11,7 +11,7 @@ from worldmill.contracts.augment import AugmentRequested
 from worldmill.contracts.base import Message
 from worldmill.contracts.cards import ModelCard
 from worldmill.contracts.deadletter import DeadLetter
-from worldmill.contracts.envelope import Envelope, TypedEnvelope
+from worldmill.contracts.envelope import Envelope, TypedEnvelope, typed_envelope
 from worldmill.contracts.generation import (
     CancelRequested,
     GenerationPlan,
@@ -114,9 +114,8 @@ def decode_typed(raw: bytes | str, ce_type: str) -> TypedEnvelope[Message]:
     return envelope
 
 
-@functools.cache
 def _typed(ce_type: str) -> type[TypedEnvelope[Message]]:
-    return TypedEnvelope[message_class(ce_type)]  # type: ignore[misc]
+    return typed_envelope(message_class(ce_type))
 
 
 def schema_name(cls: type[BaseModel]) -> str:

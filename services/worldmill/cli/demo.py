@@ -44,12 +44,41 @@ def _payload(run_id: str, size: int = 256 * 1024) -> bytes:
     return bytes(out[:size])
 
 
+async def consume_one(bus: Bus, event_id: str, *, durable: str, timeout_s: float = 30.0) -> Delivery:
+    """Read object.created events through a temporary durable consumer until ``event_id`` arrives."""
+    received: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+
+    async def handle(delivery: Delivery) -> None:
+        if delivery.envelope.id == event_id and not received.done():
+            received.set_result(delivery)
+
+    spec = ConsumerSpec(
+        durable=durable, stream=EVENTS.name, filter_subject=event_subject("object.created"), ack_wait_s=10
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(Consumer(bus, spec, handle, accept=(ObjectCreated,), prefetch=64).run(stop))
+    try:
+        waiters: set[asyncio.Future[Any]] = {received, task}
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if not received.done():
+            if task.done():
+                task.result()  # re-raise what stopped the consumer
+            raise TimeoutError(f"the published event was not consumed within {timeout_s:g} s")
+        return received.result()
+    finally:
+        stop.set()
+        await task
+        await bus.js.delete_consumer(EVENTS.name, durable)
+
+
 async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
     """Store → announce → consume → verify → dedup → presigned fetch. Returns the summary."""
     steps: list[dict[str, Any]] = []
 
     def step(name: str, ok: bool, detail: str, started: float) -> None:
-        steps.append({"step": name, "ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)})
+        steps.append(
+            {"step": name, "ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        )
 
     store = ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key)
     bus = Bus(state.nats_url, name="worldmill-demo")
@@ -61,39 +90,33 @@ async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
         step("store object", True, f"{ref.uri()} {ref.size} B sha256 {ref.sha256[:12]}…", t)
 
         t = time.perf_counter()
-        event = ObjectCreated(bucket=ref.bucket, key=ref.key, size=ref.size, etag=ref.etag or "",
-                              content_type=ref.content_type, sha256=ref.sha256, origin="worldmill",
-                              event_time=datetime.now(UTC))
+        event = ObjectCreated(
+            bucket=ref.bucket,
+            key=ref.key,
+            size=ref.size,
+            etag=ref.etag or "",
+            content_type=ref.content_type,
+            sha256=ref.sha256,
+            origin="worldmill",
+            event_time=datetime.now(UTC),
+        )
         envelope = wrap(event, source="/worldmill/cli/demo", event_id=f"demo-{run_id}")
         first = await bus.publish(envelope)
-        step("publish event", not first.duplicate, f"{envelope.type} → {first.stream} seq {first.sequence}", t)
+        step(
+            "publish event", not first.duplicate, f"{envelope.type} → {first.stream} seq {first.sequence}", t
+        )
 
         t = time.perf_counter()
-        received: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-
-        async def handle(delivery: Delivery) -> None:
-            if delivery.envelope.id == envelope.id and not received.done():
-                received.set_result(delivery)
-
-        spec = ConsumerSpec(durable=f"demo-{run_id}", stream=EVENTS.name,
-                            filter_subject=event_subject("object.created"), ack_wait_s=10)
-        stop = asyncio.Event()
-        consumer = Consumer(bus, spec, handle, accept=(ObjectCreated,), prefetch=64)
-        task = asyncio.create_task(consumer.run(stop))
-        try:
-            await asyncio.wait({received, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            if not received.done():
-                task.result() if task.done() else None
-                raise TimeoutError("the published event was not consumed within 30 s")
-            delivery = received.result()
-        finally:
-            stop.set()
-            await task
-            await bus.js.delete_consumer(EVENTS.name, spec.durable)
+        delivery = await consume_one(bus, envelope.id, durable=f"demo-{run_id}")
         got = delivery.message
-        assert isinstance(got, ObjectCreated)
-        step("consume event", got.sha256 == ref.sha256,
-             f"durable consumer got {delivery.envelope.id} (delivery {delivery.num_delivered})", t)
+        if not isinstance(got, ObjectCreated):
+            raise TypeError(f"expected object.created, got {delivery.envelope.type}")
+        step(
+            "consume event",
+            got.sha256 == ref.sha256,
+            f"durable consumer got {delivery.envelope.id} (delivery {delivery.num_delivered})",
+            t,
+        )
 
         t = time.perf_counter()
         back = await store.get_bytes(got.bucket, got.key)
@@ -117,8 +140,13 @@ async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "nats": state.nats_url,
         "s3": state.s3_endpoint,
-        "object": {"bucket": ref.bucket, "key": ref.key, "size": ref.size, "sha256": ref.sha256,
-                   "presigned_url": url},
+        "object": {
+            "bucket": ref.bucket,
+            "key": ref.key,
+            "size": ref.size,
+            "sha256": ref.sha256,
+            "presigned_url": url,
+        },
         "event": {"id": envelope.id, "type": envelope.type, "subject": ObjectCreated.subject()},
         "steps": steps,
     }
@@ -126,7 +154,9 @@ async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
 
 def demo(
     data_dir: DataDir = Path(".worldmill"),
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
+    ] = None,
 ) -> None:
     """Run the main job on the local stack (starting it if needed) and print a summary."""
     state = running_state(data_dir)
@@ -153,5 +183,7 @@ def demo(
         console.print(f"Summary written to {json_out}")
     if not summary["ok"]:
         raise typer.Exit(EXIT_FAILED)
-    console.print("[green]Demo succeeded:[/] object stored, event published and consumed once, "
-                  "duplicate dropped, presigned URL works.")
+    console.print(
+        "[green]Demo succeeded:[/] object stored, event published and consumed once, "
+        "duplicate dropped, presigned URL works."
+    )

@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 
 from worldmill.cli.console import console
-from worldmill.runtime.logs import configure_logging
 from worldmill.cli.demo import demo
 from worldmill.cli.schema_commands import schemas_app
 from worldmill.cli.serve_command import serve
 from worldmill.cli.stack_commands import doctor, down, up
+from worldmill.runtime.logs import configure_logging
 
 app = typer.Typer(
     name="worldmill",
@@ -30,7 +30,9 @@ app.add_typer(schemas_app, name="schemas")
 
 @app.callback()
 def _options(
-    log_level: Annotated[str, typer.Option(envvar="WM_LOG_LEVEL", help="Log level of the CLI itself.")] = "WARNING",
+    log_level: Annotated[
+        str, typer.Option(envvar="WM_LOG_LEVEL", help="Log level of the CLI itself.")
+    ] = "WARNING",
 ) -> None:
     configure_logging(log_level)
 

@@ -19,8 +19,10 @@ SchemaDir = Annotated[Path, typer.Option("--dir", help="Folder holding the expor
 
 def render() -> dict[str, str]:
     """File name → exact file text of every schema (stable key order, trailing newline)."""
-    return {f"{name}.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
-            for name, schema in sorted(all_schemas().items())}
+    return {
+        f"{name}.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for name, schema in sorted(all_schemas().items())
+    }
 
 
 def differences(folder: Path) -> list[str]:
@@ -38,7 +40,7 @@ def export(folder: SchemaDir = DEFAULT_DIR) -> None:
     """Write every schema; remove files of contracts that no longer exist."""
     folder.mkdir(parents=True, exist_ok=True)
     wanted = render()
-    for stale in set(p.name for p in folder.glob("*.json")) - wanted.keys():
+    for stale in {p.name for p in folder.glob("*.json")} - wanted.keys():
         (folder / stale).unlink()
     for name, text in wanted.items():
         (folder / name).write_text(text)
@@ -52,6 +54,8 @@ def check(folder: SchemaDir = DEFAULT_DIR) -> None:
     if diff:
         for line in diff:
             err_console.print(f"  {line}")
-        err_console.print("[red]Schemas are out of date:[/] run `worldmill schemas export` and commit the result.")
+        err_console.print(
+            "[red]Schemas are out of date:[/] run `worldmill schemas export` and commit the result."
+        )
         raise typer.Exit(EXIT_FAILED)
     console.print(f"{len(render())} schemas match the contracts.")

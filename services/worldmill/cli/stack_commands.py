@@ -28,7 +28,8 @@ from worldmill.runtime.stack import (
 from worldmill.runtime.store import ObjectStore
 
 DataDir = Annotated[
-    Path, typer.Option("--data-dir", envvar="WM_DATA_DIR", help="Folder for the stack's data, logs and state.")
+    Path,
+    typer.Option("--data-dir", envvar="WM_DATA_DIR", help="Folder for the stack's data, logs and state."),
 ]
 
 
@@ -110,8 +111,15 @@ async def run_checks(state: StackState | None, data_dir: Path) -> list[CheckResu
     if state is None:
         return [CheckResult("stack", False, f"no stack state in {data_dir}", "start one with `worldmill up`")]
     alive = state.alive()
-    results = [CheckResult(f"process {n}", ok, f"pid {state.pids[n]} {'running' if ok else 'not running'}",
-                           "" if ok else f"see {state.data_dir}/logs/{n}.log") for n, ok in alive.items()]
+    results = [
+        CheckResult(
+            f"process {n}",
+            ok,
+            f"pid {state.pids[n]} {'running' if ok else 'not running'}",
+            "" if ok else f"see {state.data_dir}/logs/{n}.log",
+        )
+        for n, ok in alive.items()
+    ]
     results += await check_nats(state.nats_url)
     results += await check_s3(state.s3_endpoint, state.s3_access_key, state.s3_secret_key)
     results += await check_services(state.services)

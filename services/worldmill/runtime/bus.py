@@ -105,7 +105,9 @@ def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
 class Bus:
     """One NATS connection with its JetStream context. Cheap to construct; ``connect`` does I/O."""
 
-    def __init__(self, url: str, *, name: str, token: str | None = None, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, name: str, token: str | None = None, connect_timeout_s: float = 10.0
+    ) -> None:
         self.url = url
         self.name = name
         self._token = token
@@ -176,7 +178,7 @@ class Bus:
         if nc is not None and not nc.is_closed:
             try:
                 await nc.drain()
-            except (nats.errors.Error, asyncio.TimeoutError, OSError):
+            except (TimeoutError, nats.errors.Error, OSError):
                 await nc.close()
 
     async def ensure_streams(self, specs: tuple[StreamSpec, ...] = ALL_STREAMS) -> None:
@@ -237,15 +239,22 @@ class Bus:
         payload = encode(envelope)
         if len(payload) > MAX_ENVELOPE_BYTES:
             raise InvalidInputError(
-                "envelope", f"is {len(payload)} bytes, over the {MAX_ENVELOPE_BYTES}-byte limit; "
-                "store large data as an object and send its reference"
+                "envelope",
+                f"is {len(payload)} bytes, over the {MAX_ENVELOPE_BYTES}-byte limit; "
+                "store large data as an object and send its reference",
             )
         target = subject or _subject_of(envelope)
         try:
             ack = await self.js.publish(target, payload, headers=headers_for(envelope))
-        except (nats.errors.ConnectionClosedError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+        ) as exc:
             raise BusUnavailableError(f"bus: publish to {target} failed ({exc!r})") from exc
-        return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate), envelope_id=envelope.id)
+        return Published(
+            stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate), envelope_id=envelope.id
+        )
 
     async def emit(
         self,

@@ -39,25 +39,42 @@ async def check_nats(url: str, token: str | None = None) -> list[CheckResult]:
         return [CheckResult("nats", False, str(exc), "start the stack with `worldmill up`")]
     try:
         version = ".".join(map(str, bus.server_version()))
-        out.append(CheckResult("nats", True, f"nats-server {version} at {url} "
-                               f"(>= {'.'.join(map(str, MIN_SERVER_VERSION))} required)"))
+        out.append(
+            CheckResult(
+                "nats",
+                True,
+                f"nats-server {version} at {url} (>= {'.'.join(map(str, MIN_SERVER_VERSION))} required)",
+            )
+        )
         try:
             info = await bus.jetstream_info()
-            out.append(CheckResult("jetstream", True, f"enabled: {info['streams']} streams, "
-                                   f"{info['consumers']} consumers"))
-        except Exception as exc:  # noqa: BLE001 - any failure here means JetStream is unusable
-            out.append(CheckResult("jetstream", False, f"JetStream is not available: {exc!r}",
-                                   "run nats-server with -js"))
+            out.append(
+                CheckResult(
+                    "jetstream", True, f"enabled: {info['streams']} streams, {info['consumers']} consumers"
+                )
+            )
+        except Exception as exc:
+            out.append(
+                CheckResult(
+                    "jetstream", False, f"JetStream is not available: {exc!r}", "run nats-server with -js"
+                )
+            )
             return out
         missing = []
         for spec in ALL_STREAMS:
             try:
                 await bus.js.stream_info(spec.name)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 missing.append(spec.name)
         if missing:
-            out.append(CheckResult("streams", False, f"missing: {', '.join(missing)}",
-                                   "`worldmill up` (or any service start) creates them"))
+            out.append(
+                CheckResult(
+                    "streams",
+                    False,
+                    f"missing: {', '.join(missing)}",
+                    "`worldmill up` (or any service start) creates them",
+                )
+            )
         else:
             out.append(CheckResult("streams", True, ", ".join(s.name for s in ALL_STREAMS)))
     finally:
@@ -77,8 +94,14 @@ async def check_s3(endpoint: str, access_key: str, secret_key: str) -> list[Chec
     forged = ObjectStore(endpoint, access_key, secret_key + "-wrong", timeout_s=5.0)
     try:
         await forged.check()
-        out.append(CheckResult("s3 signatures", False, "a request signed with a wrong secret was accepted",
-                               "this server does not check signatures; use SeaweedFS or real S3, not a mock"))
+        out.append(
+            CheckResult(
+                "s3 signatures",
+                False,
+                "a request signed with a wrong secret was accepted",
+                "this server does not check signatures; use SeaweedFS or real S3, not a mock",
+            )
+        )
     except StoreAuthError:
         out.append(CheckResult("s3 signatures", True, "checked: a wrong secret is refused"))
     except WorldmillError as exc:
@@ -90,8 +113,14 @@ async def check_s3(endpoint: str, access_key: str, secret_key: str) -> list[Chec
         except WorldmillError:
             missing.append(bucket)
     if missing:
-        out.append(CheckResult("buckets", False, f"missing: {', '.join(missing)}",
-                               "`worldmill up` (or any service start) creates them"))
+        out.append(
+            CheckResult(
+                "buckets",
+                False,
+                f"missing: {', '.join(missing)}",
+                "`worldmill up` (or any service start) creates them",
+            )
+        )
     else:
         out.append(CheckResult("buckets", True, ", ".join(ALL_BUCKETS)))
     return out
@@ -99,6 +128,7 @@ async def check_s3(endpoint: str, access_key: str, secret_key: str) -> list[Chec
 
 async def check_services(urls: dict[str, str]) -> list[CheckResult]:
     """Each service's ``/readyz``."""
+
     async def one(name: str, url: str) -> CheckResult:
         try:
             async with httpx.AsyncClient(timeout=5.0) as client:
@@ -106,10 +136,18 @@ async def check_services(urls: dict[str, str]) -> list[CheckResult]:
             body = resp.json()
             if resp.status_code == 200:
                 return CheckResult(f"service {name}", True, f"ready at {url}")
-            return CheckResult(f"service {name}", False, f"not ready: {body.get('checks')}",
-                               f"see .worldmill/logs/{name}.log")
+            return CheckResult(
+                f"service {name}",
+                False,
+                f"not ready: {body.get('checks')}",
+                f"see .worldmill/logs/{name}.log",
+            )
         except (httpx.HTTPError, ValueError) as exc:
-            return CheckResult(f"service {name}", False, f"no answer at {url}: {type(exc).__name__}",
-                               f"see .worldmill/logs/{name}.log")
+            return CheckResult(
+                f"service {name}",
+                False,
+                f"no answer at {url}: {type(exc).__name__}",
+                f"see .worldmill/logs/{name}.log",
+            )
 
     return list(await asyncio.gather(*(one(n, u) for n, u in urls.items())))

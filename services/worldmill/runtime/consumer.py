@@ -61,7 +61,9 @@ Handler = Callable[[Delivery], Awaitable[None]]
 
 
 class _Undeliverable(Exception):  # noqa: N818 - internal control flow, not an error users see
-    def __init__(self, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None) -> None:
+    def __init__(
+        self, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None
+    ) -> None:
         super().__init__(error)
         self.reason: DeadLetterReason = reason
         self.error = error
@@ -109,7 +111,9 @@ def parse(
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'envelope'}: {e['msg']}" for e in exc.errors()[:10])
+        detail = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'envelope'}: {e['msg']}" for e in exc.errors()[:10]
+        )
         raise _Undeliverable("invalid_envelope", f"not a valid envelope: {detail}") from exc
     try:
         message = decode_data(envelope)
@@ -203,7 +207,7 @@ class Consumer:
                         continue
                     self.stats.in_flight = 1
                     await self._handle(msg)
-                except Exception as exc:  # noqa: BLE001 - e.g. the bus went away mid-ack: redelivery covers it
+                except Exception as exc:
                     log.error("message.unsettled", error=f"{type(exc).__name__}: {exc}")
                 finally:
                     self.stats.in_flight = 0
@@ -229,7 +233,7 @@ class Consumer:
                     await self._handle(msg)
                 finally:
                     self.stats.in_flight -= 1
-        except Exception as exc:  # noqa: BLE001 - e.g. the bus went away mid-ack: redelivery covers it
+        except Exception as exc:
             log.error("message.unsettled", error=f"{type(exc).__name__}: {exc}")
         finally:
             self._in_hand.pop(id(msg), None)
@@ -240,7 +244,8 @@ class Consumer:
         seq = meta.sequence.stream
         if delivered > self.spec.max_deliver:
             await self._dead_letter(
-                msg, "max_deliveries",
+                msg,
+                "max_deliveries",
                 f"delivered {delivered} times without an answer (its worker probably crashed each time)",
             )
             return
@@ -256,11 +261,12 @@ class Consumer:
         except PermanentError as exc:
             await self._dead_letter(msg, "permanent_error", f"{type(exc).__name__}: {exc}", envelope)
             return
-        except Exception as exc:  # noqa: BLE001 - every other failure is retried, never lost
+        except Exception as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             if delivered >= self.spec.max_deliver:
                 await self._dead_letter(
-                    msg, "max_deliveries",
+                    msg,
+                    "max_deliveries",
                     f"failed on each of {delivered} deliveries; last error {type(exc).__name__}: {exc}",
                     envelope,
                 )
@@ -290,7 +296,7 @@ class Consumer:
             deliveries=meta.num_delivered,
             reason=reason,
             error=error[:4000],
-            payload_encoding=encoding,  # type: ignore[arg-type]
+            payload_encoding=encoding,
             payload=text,
             headers={k: str(v) for k, v in (msg.headers or {}).items()},
             original_id=envelope.id if envelope else None,
@@ -309,7 +315,9 @@ class Consumer:
         await msg.term()
         self.stats.dead_lettered += 1
         self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
-        log.warning("message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream)
+        log.warning(
+            "message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream
+        )
 
     async def _heartbeat(self) -> None:
         interval = max(0.05, self.spec.ack_wait_s / 3)

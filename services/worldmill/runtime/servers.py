@@ -59,7 +59,11 @@ def free_port(*, with_offset: int | None = None, avoid: set[int] | None = None) 
             continue
         if with_offset is None:
             return port
-        if port + with_offset < 65536 and (port + with_offset) not in avoid and port_is_free(port + with_offset):
+        if (
+            port + with_offset < 65536
+            and (port + with_offset) not in avoid
+            and port_is_free(port + with_offset)
+        ):
             return port
     raise ServerStartError("no free loopback port found")
 
@@ -145,8 +149,12 @@ def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     return ManagedProcess(name=name, proc=proc, log_path=log_path)
 
@@ -170,10 +178,24 @@ def start_nats(
     monitor_port = monitor_port or free_port(avoid={port})
     store = data_dir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
-    args = [str(binary), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
-            "-js", "-sd", str(store), "-n", "worldmill-local"]
+    args = [
+        str(binary),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        str(monitor_port),
+        "-js",
+        "-sd",
+        str(store),
+        "-n",
+        "worldmill-local",
+    ]
     proc = spawn("nats", args, data_dir / "logs" / "nats.log")
-    endpoint = NatsEndpoint(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor_port}", port, monitor_port)
+    endpoint = NatsEndpoint(
+        f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor_port}", port, monitor_port
+    )
     try:
         wait_for_port(port, timeout_s, proc.proc)
         _wait_http(f"{endpoint.monitor_url}/healthz?js-enabled-only=true", timeout_s, proc, ok=(200,))
@@ -214,16 +236,28 @@ def start_seaweedfs(
         p = wanted.get(name)
         ok = p is not None and port_is_free(p) and port_is_free(p + 10000) and p not in chosen.values()
         if not ok:
-            p = free_port(with_offset=10000, avoid=set(chosen.values()) | {v + 10000 for v in chosen.values()})
+            p = free_port(
+                with_offset=10000, avoid=set(chosen.values()) | {v + 10000 for v in chosen.values()}
+            )
         chosen[name] = int(p)  # type: ignore[arg-type]
     store = data_dir / "seaweedfs"
     store.mkdir(parents=True, exist_ok=True)
     args = [
-        str(binary), "mini", f"-dir={store}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={chosen['master']}", f"-volume.port={chosen['volume']}",
-        f"-filer.port={chosen['filer']}", f"-s3.port={chosen['s3']}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-        f"-admin.port={chosen['admin']}", f"-s3.localSocket={store / 's3.sock'}",
+        str(binary),
+        "mini",
+        f"-dir={store}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={chosen['master']}",
+        f"-volume.port={chosen['volume']}",
+        f"-filer.port={chosen['filer']}",
+        f"-s3.port={chosen['s3']}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        f"-admin.port={chosen['admin']}",
+        f"-s3.localSocket={store / 's3.sock'}",
     ]
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     proc = spawn("seaweedfs", args, data_dir / "logs" / "seaweedfs.log", env)

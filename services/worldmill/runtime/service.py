@@ -25,7 +25,8 @@ from typing import Annotated, Any
 import structlog
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from worldmill.contracts.keys import ALL_BUCKETS
@@ -64,7 +65,9 @@ Hook = Callable[[ServiceContext], Awaitable[None]]
 def bus_from(settings: RuntimeSettings) -> Bus:
     """A bus for these settings (not connected yet)."""
     token = settings.nats_token.get_secret_value() if settings.nats_token else None
-    return Bus(settings.nats_url, name=settings.service, token=token, connect_timeout_s=settings.connect_timeout_s)
+    return Bus(
+        settings.nats_url, name=settings.service, token=token, connect_timeout_s=settings.connect_timeout_s
+    )
 
 
 def store_from(settings: RuntimeSettings) -> ObjectStore:
@@ -97,7 +100,8 @@ def token_checker(settings: RuntimeSettings) -> Callable[..., Awaitable[None]]:
         if not tokens:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                f"no API tokens are configured for the {settings.service} service; set WM_API_TOKENS or {prefix}",
+                f"no API tokens are configured for the {settings.service} service; "
+                f"set WM_API_TOKENS or {prefix}",
                 headers=challenge,
             )
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
@@ -137,8 +141,12 @@ def create_service_app(
         if on_startup:
             await on_startup(ctx)
         ctx.consumers = list(consumers(ctx)) if consumers else []
-        tasks = [asyncio.create_task(c.run(ctx.stop), name=f"consumer:{c.spec.durable}") for c in ctx.consumers]
-        log.info("service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers])
+        tasks = [
+            asyncio.create_task(c.run(ctx.stop), name=f"consumer:{c.spec.durable}") for c in ctx.consumers
+        ]
+        log.info(
+            "service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers]
+        )
         try:
             yield
         finally:
@@ -155,7 +163,34 @@ def create_service_app(
             await bus.close()
             log.info("service.stopped", service=settings.service)
 
-    app = FastAPI(title=title, lifespan=lifespan, version=_version())
+    # The OpenAPI document and its UI are routes too: served below, behind the token.
+    app = FastAPI(
+        title=title, lifespan=lifespan, version=_version(), openapi_url=None, docs_url=None, redoc_url=None
+    )
+
+    _add_request_logging(app)
+    _add_error_handlers(app)
+    _add_health_routes(app, settings)
+
+    guard = [Depends(token_checker(settings))]
+    for router in routers:
+        app.include_router(router, dependencies=guard)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    async def openapi() -> JSONResponse:
+        """The service's OpenAPI document."""
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    async def docs() -> HTMLResponse:
+        """Swagger UI (the browser must send the token, e.g. through a proxy or an extension)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API")
+
+    return app
+
+
+def _add_request_logging(app: FastAPI) -> None:
+    """One canonical log line per request, with a request id bound for everything it logs."""
 
     @app.middleware("http")
     async def bind_request(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
@@ -164,17 +199,32 @@ def create_service_app(
         with structlog.contextvars.bound_contextvars(request_id=request_id, correlation_id=request_id):
             response = await call_next(request)
             response.headers["x-request-id"] = request_id
-            log.info("http.request", method=request.method, path=request.url.path,
-                     status=response.status_code, ms=round((time.perf_counter() - started) * 1000, 1))
+            log.info(
+                "http.request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
             return response
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Bad input → 422 naming the field and rule; other worldmill errors → 500 with the reason."""
 
     @app.exception_handler(InvalidInputError)
     async def invalid_input(_: Request, exc: InvalidInputError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": [{"loc": exc.field.split("."), "msg": exc.rule}]})
+        return JSONResponse(
+            status_code=422, content={"detail": [{"loc": exc.field.split("."), "msg": exc.rule}]}
+        )
 
     @app.exception_handler(WorldmillError)
     async def worldmill_error(_: Request, exc: WorldmillError) -> JSONResponse:
         return JSONResponse(status_code=500, content={"detail": f"{type(exc).__name__}: {exc}"})
+
+
+def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
+    """Liveness and readiness, the only routes without a token."""
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -196,13 +246,10 @@ def create_service_app(
             except (WorldmillError, TimeoutError) as exc:
                 checks["s3"] = f"{type(exc).__name__}: {exc}"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse(status_code=200 if ready else 503,
-                            content={"ready": ready, "service": settings.service, "checks": checks})
-
-    guard = [Depends(token_checker(settings))]
-    for router in routers:
-        app.include_router(router, dependencies=guard)
-    return app
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"ready": ready, "service": settings.service, "checks": checks},
+        )
 
 
 def _version() -> str:
@@ -217,7 +264,12 @@ def _version() -> str:
 def run_service(app: FastAPI, settings: RuntimeSettings) -> None:
     """Serve the app with uvicorn until SIGINT/SIGTERM, logging through structlog."""
     configure_logging(settings.log_level, settings.log_json, service=settings.service)
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                            timeout_graceful_shutdown=int(settings.drain_timeout_s))
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s),
+    )
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run()

@@ -55,6 +55,6 @@ class RuntimeSettings(BaseSettings):
     @classmethod
     def for_service(cls, service: str, **overrides: Any) -> Self:
         """Settings for ``service``: ``WM_<SERVICE>_*`` over ``WM_*`` over defaults."""
-        specific = cls(_env_prefix=service_prefix(service))  # type: ignore[call-arg]
+        specific = cls(_env_prefix=service_prefix(service))
         from_env = {name: getattr(specific, name) for name in specific.model_fields_set}
         return cls(**{"service": service, **from_env, **overrides})

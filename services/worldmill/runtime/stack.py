@@ -27,10 +27,10 @@ from worldmill.runtime.servers import (
     free_port,
     pid_alive,
     port_is_free,
+    spawn,
     start_nats,
     start_seaweedfs,
     stop_pid,
-    spawn,
     wait_for_port,
 )
 from worldmill.runtime.store import ObjectStore
@@ -161,7 +161,11 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
     processes: list[ManagedProcess] = []
     try:
         nats_port = before.get("nats") if before.get("nats") and port_is_free(before["nats"]) else None
-        mon = before.get("nats_monitor") if before.get("nats_monitor") and port_is_free(before["nats_monitor"]) else None
+        mon = (
+            before.get("nats_monitor")
+            if before.get("nats_monitor") and port_is_free(before["nats_monitor"])
+            else None
+        )
         nats_proc, nats_ep = start_nats(data_dir, port=nats_port, monitor_port=mon)
         processes.append(nats_proc)
         s3_ports = {k.removeprefix("s3_"): v for k, v in before.items() if k.startswith("s3_")}
@@ -169,13 +173,23 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
             data_dir, access_key=creds.s3_access_key, secret_key=creds.s3_secret_key, ports=s3_ports
         )
         processes.append(weed_proc)
-        ports = {"nats": nats_ep.port, "nats_monitor": nats_ep.monitor_port,
-                 **{f"s3_{k}": v for k, v in s3_ep.ports.items()}}
+        ports = {
+            "nats": nats_ep.port,
+            "nats_monitor": nats_ep.monitor_port,
+            **{f"s3_{k}": v for k, v in s3_ep.ports.items()},
+        }
         state = StackState(
-            data_dir=str(data_dir), started_at=datetime.now(UTC), owner_pid=os.getpid(),
-            nats_url=nats_ep.url, nats_monitor_url=nats_ep.monitor_url, s3_endpoint=s3_ep.url,
-            s3_access_key=creds.s3_access_key, s3_secret_key=creds.s3_secret_key,
-            api_token=creds.api_token, ports=ports, pids={p.name: p.pid for p in processes},
+            data_dir=str(data_dir),
+            started_at=datetime.now(UTC),
+            owner_pid=os.getpid(),
+            nats_url=nats_ep.url,
+            nats_monitor_url=nats_ep.monitor_url,
+            s3_endpoint=s3_ep.url,
+            s3_access_key=creds.s3_access_key,
+            s3_secret_key=creds.s3_secret_key,
+            api_token=creds.api_token,
+            ports=ports,
+            pids={p.name: p.pid for p in processes},
         )
         services_urls: dict[str, str] = {}
         for svc in services or []:
@@ -185,9 +199,13 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
             wait_for_port(svc.port, 60.0, proc.proc)
             services_urls[svc.name] = f"http://127.0.0.1:{svc.port}"
             ports[f"svc_{svc.name}"] = svc.port
-        state = state.model_copy(update={
-            "pids": {p.name: p.pid for p in processes}, "services": services_urls, "ports": ports,
-        })
+        state = state.model_copy(
+            update={
+                "pids": {p.name: p.pid for p in processes},
+                "services": services_urls,
+                "ports": ports,
+            }
+        )
     except BaseException:
         for proc in reversed(processes):
             proc.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -98,12 +97,14 @@ class ObjectStore:
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
             maxsize=16,
         )
-        self._client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure,
-                             region=region, http_client=http)
+        self._client = Minio(
+            host, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http
+        )
         pub_host, pub_secure = _endpoint(public_endpoint or endpoint)
         # Signing is offline when the region is given; the host is part of the signature.
-        self._signer = Minio(pub_host, access_key=access_key, secret_key=secret_key, secure=pub_secure,
-                             region=region)
+        self._signer = Minio(
+            pub_host, access_key=access_key, secret_key=secret_key, secure=pub_secure, region=region
+        )
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -159,11 +160,18 @@ class ObjectStore:
         digest = hashlib.sha256(data).hexdigest()
         meta = {**(metadata or {}), SHA256_META: digest}
         result = await self._call(
-            f"put s3://{bucket}/{key}", self._client.put_object, bucket, key, io.BytesIO(data), len(data),
-            content_type=content_type, metadata=meta,
+            f"put s3://{bucket}/{key}",
+            self._client.put_object,
+            bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+            metadata=meta,
         )
-        return ObjectRef(bucket=bucket, key=key, size=len(data), sha256=digest,
-                         content_type=content_type, etag=result.etag)
+        return ObjectRef(
+            bucket=bucket, key=key, size=len(data), sha256=digest, content_type=content_type, etag=result.etag
+        )
 
     async def put_file(
         self,
@@ -180,14 +188,24 @@ class ObjectStore:
         if sha256 is None:
             sha256, size = await asyncio.to_thread(sha256_file, path)
         else:
-            size = path.stat().st_size
+            size = (await asyncio.to_thread(path.stat)).st_size
         meta = {**(metadata or {}), SHA256_META: sha256}
         result = await self._call(
-            f"put s3://{bucket}/{key}", self._client.fput_object, bucket, key, str(path),
-            content_type=content_type, metadata=meta, part_size=max(self.part_size, 5 * 1024 * 1024),
+            f"put s3://{bucket}/{key}",
+            self._client.fput_object,
+            bucket,
+            key,
+            str(path),
+            content_type=content_type,
+            metadata=meta,
+            part_size=max(self.part_size, 5 * 1024 * 1024),
+            # minio's default of 3 parallel part uploads keeps ~5 parts in memory at once (more than
+            # a whole 4-part file); one at a time bounds memory to about two parts.
+            num_parallel_uploads=1,
         )
-        return ObjectRef(bucket=bucket, key=key, size=size, sha256=sha256,
-                         content_type=content_type, etag=result.etag)
+        return ObjectRef(
+            bucket=bucket, key=key, size=size, sha256=sha256, content_type=content_type, etag=result.etag
+        )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -195,11 +213,21 @@ class ObjectStore:
         """Size, etag, content type, recorded sha256 and metadata of an object."""
         check_key(key)
         st = await self._call(f"stat s3://{bucket}/{key}", self._client.stat_object, bucket, key)
-        meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
-                if k.lower().startswith("x-amz-meta-")}
-        return ObjectInfo(bucket=bucket, key=key, size=st.size or 0, etag=(st.etag or "").strip('"'),
-                          content_type=st.content_type or "application/octet-stream",
-                          sha256=meta.get(SHA256_META), last_modified=st.last_modified, metadata=meta)
+        meta = {
+            k.lower().removeprefix("x-amz-meta-"): v
+            for k, v in (st.metadata or {}).items()
+            if k.lower().startswith("x-amz-meta-")
+        }
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=st.size or 0,
+            etag=(st.etag or "").strip('"'),
+            content_type=st.content_type or "application/octet-stream",
+            sha256=meta.get(SHA256_META),
+            last_modified=st.last_modified,
+            metadata=meta,
+        )
 
     async def exists(self, bucket: str, key: str) -> bool:
         """True when the object exists."""
@@ -250,29 +278,43 @@ class ObjectStore:
         try:
             got = await self._call(f"get s3://{bucket}/{key}", fetch)
             if info.sha256 and got != info.sha256:
-                raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the recorded sha256")
-            os.replace(tmp, dest)
+                raise IntegrityError(
+                    f"s3://{bucket}/{key}: downloaded bytes do not match the recorded sha256"
+                )
+            tmp.replace(dest)
         finally:
             tmp.unlink(missing_ok=True)
         return info
 
-    async def list(self, bucket: str, prefix: str = "", *, start_after: str | None = None) -> list[ObjectInfo]:
+    async def list(
+        self, bucket: str, prefix: str = "", *, start_after: str | None = None
+    ) -> list[ObjectInfo]:
         """Objects under ``prefix`` in key order (recursive), after ``start_after`` if given."""
 
         def collect() -> list[ObjectInfo]:
             out: list[ObjectInfo] = []
             for obj in self._iter(bucket, prefix, start_after):
-                out.append(ObjectInfo(bucket=bucket, key=obj.object_name or "", size=obj.size or 0,
-                                      etag=(obj.etag or "").strip('"'), content_type="",
-                                      sha256=None, last_modified=obj.last_modified, metadata={}))
+                out.append(
+                    ObjectInfo(
+                        bucket=bucket,
+                        key=obj.object_name or "",
+                        size=obj.size or 0,
+                        etag=(obj.etag or "").strip('"'),
+                        content_type="",
+                        sha256=None,
+                        last_modified=obj.last_modified,
+                        metadata={},
+                    )
+                )
             return out
 
         result: list[ObjectInfo] = await self._call(f"list s3://{bucket}/{prefix}", collect)
         return result
 
     def _iter(self, bucket: str, prefix: str, start_after: str | None) -> Iterator[Any]:
-        return iter(self._client.list_objects(bucket, prefix=prefix or None, recursive=True,
-                                              start_after=start_after))
+        return iter(
+            self._client.list_objects(bucket, prefix=prefix or None, recursive=True, start_after=start_after)
+        )
 
     async def delete(self, bucket: str, key: str) -> None:
         """Remove an object (no error if it is already gone)."""
@@ -283,4 +325,3 @@ class ObjectStore:
         """A GET URL anyone can use until it expires (signed offline for the public endpoint)."""
         check_key(key)
         return str(self._signer.presigned_get_object(bucket, key, expires=expires))
-

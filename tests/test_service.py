@@ -1,0 +1,157 @@
+"""The service base: auth on every route but health, readiness, consumers wired, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from tests.conftest import REPO
+from tests.helpers.bus import eventually
+from worldmill.contracts.envelope import wrap
+from worldmill.contracts.objects import ObjectCreated
+from worldmill.contracts.subjects import StreamSpec
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, free_port, wait_for_port
+from worldmill.runtime.service import create_service_app
+from worldmill.runtime.settings import RuntimeSettings
+
+
+def _settings(nats: NatsEndpoint, s3: S3Endpoint, **kw: object) -> RuntimeSettings:
+    base: dict[str, object] = dict(
+        service="probe", nats_url=nats.url, s3_endpoint=s3.url, s3_access_key=SecretStr(s3.access_key),
+        s3_secret_key=SecretStr(s3.secret_key), api_tokens=(SecretStr("tok-1"), SecretStr("tok-2")),
+    )
+    base.update(kw)
+    return RuntimeSettings(**base)  # type: ignore[arg-type]
+
+
+def _app(settings: RuntimeSettings, *, bootstrap: bool = True) -> TestClient:
+    router = APIRouter()
+
+    @router.get("/things")
+    async def things() -> dict[str, bool]:
+        return {"ok": True}
+
+    @router.post("/bad")
+    async def bad() -> None:
+        raise InvalidInputError("manifest.fps", "must be a frame rate some model supports (16, 24)")
+
+    return TestClient(create_service_app(settings, title="probe", routers=[router], bootstrap=bootstrap))
+
+
+@pytest.fixture
+def client(nats: NatsEndpoint, s3: S3Endpoint) -> Iterator[TestClient]:
+    """The probe app with its lifespan running against the real servers."""
+    with _app(_settings(nats, s3)) as c:
+        yield c
+
+
+def test_health_endpoints_need_no_token_and_report_ready(client: TestClient) -> None:
+    """/healthz and /readyz answer without a token; readiness checks NATS and S3 for real."""
+    assert client.get("/healthz").json() == {"status": "ok", "service": "probe"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"nats": "ok", "s3": "ok"}
+
+
+def test_every_other_route_needs_a_valid_bearer_token(client: TestClient) -> None:
+    """No token, a wrong token or another scheme gets 401 with a clear message; a listed token passes."""
+    none = client.get("/things")
+    assert none.status_code == 401
+    assert "missing bearer token" in none.json()["detail"]
+    assert none.headers["www-authenticate"] == "Bearer"
+    wrong = client.get("/things", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid bearer token"
+    basic = client.get("/things", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert basic.status_code == 401
+    for token in ("tok-1", "tok-2"):
+        assert client.get("/things", headers={"Authorization": f"Bearer {token}"}).json() == {"ok": True}
+
+
+def test_openapi_is_served_behind_the_token(client: TestClient) -> None:
+    """The OpenAPI document is a route like the others: 401 without a token, the schema with one."""
+    assert client.get("/openapi.json").status_code == 401
+    doc = client.get("/openapi.json", headers={"Authorization": "Bearer tok-1"}).json()
+    assert "/things" in doc["paths"]
+    assert client.get("/docs", headers={"Authorization": "Bearer tok-1"}).status_code == 200
+
+
+def test_invalid_input_is_a_422_naming_the_field_and_rule(client: TestClient) -> None:
+    """InvalidInputError raised by a route becomes HTTP 422 with the field path and the rule."""
+    resp = client.post("/bad", headers={"Authorization": "Bearer tok-1"})
+    assert resp.status_code == 422
+    assert resp.json() == {"detail": [{"loc": ["manifest", "fps"],
+                                       "msg": "must be a frame rate some model supports (16, 24)"}]}
+
+
+def test_no_configured_token_refuses_everything_and_says_how_to_fix_it(nats: NatsEndpoint, s3: S3Endpoint) -> None:
+    """A service started without tokens fails closed, naming the variable to set."""
+    with _app(_settings(nats, s3, api_tokens=())) as c:
+        resp = c.get("/things", headers={"Authorization": "Bearer anything"})
+    assert resp.status_code == 401
+    assert "WM_PROBE_API_TOKENS" in resp.json()["detail"]
+
+
+def test_readiness_fails_when_s3_refuses_the_credentials(nats: NatsEndpoint, s3: S3Endpoint) -> None:
+    """Wrong S3 secret: /readyz answers 503 and says S3 refused the signature."""
+    with _app(_settings(nats, s3, s3_secret_key=SecretStr("wrong")), bootstrap=False) as c:
+        resp = c.get("/readyz")
+    assert resp.status_code == 503
+    assert "SignatureDoesNotMatch" in resp.json()["checks"]["s3"]
+
+
+async def test_sigterm_drains_the_message_in_hand_before_exit(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path
+) -> None:
+    """A real service process gets SIGTERM mid-message: it finishes and acks it, then exits.
+
+    uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM.
+    """
+    tag = uuid.uuid4().hex[:8]
+    stream = StreamSpec(name=f"PROBE_{tag.upper()}", subjects=(f"probe{tag}.>",), retention="workqueue",
+                        max_age_s=3600, duplicate_window_s=60, description="probe jobs")
+    await bus.ensure_stream(stream)
+    port = free_port()
+    env = {
+        **os.environ, "WM_PROBE_NATS_URL": nats.url, "WM_PROBE_S3_ENDPOINT": s3.url,
+        "WM_PROBE_S3_ACCESS_KEY": s3.access_key, "WM_PROBE_S3_SECRET_KEY": s3.secret_key,
+        "WM_PROBE_API_TOKENS": "t", "WM_PROBE_HTTP_PORT": str(port), "PROBE_STREAM": stream.name,
+        "PROBE_SUBJECT": f"probe{tag}.>", "PROBE_DIR": str(tmp_path), "PROBE_WORK_S": "2",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.probe_service"], cwd=REPO, env=env)
+    try:
+        wait_for_port(port, 30, proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        env_msg = wrap(ObjectCreated(bucket="wm-inputs", key="x.mp4", size=1, etag="e", origin="api",
+                                     event_time=datetime.now(UTC)), source="/t")
+        await bus.publish(env_msg, subject=f"probe{tag}.job")
+        started = tmp_path / f"started-{env_msg.id}"
+        deadline = time.monotonic() + 20
+        while not started.exists():
+            assert time.monotonic() < deadline, "the service never took the message"
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code in (0, -signal.SIGTERM)
+    assert (tmp_path / f"done-{env_msg.id}").read_text() == "1"
+    info = await eventually(lambda: bus.js.stream_info(stream.name), lambda i: i.state.messages == 0)
+    assert info.state.messages == 0, "the work-queue message was not acked before exit"
+    await bus.js.delete_stream(stream.name)

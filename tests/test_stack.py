@@ -1,0 +1,152 @@
+"""The local stack and the CLI around it: up, doctor, down, demo, serve — real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from worldmill.cli.main import app
+from worldmill.cli.stack_commands import run_checks
+from worldmill.contracts.keys import ARTIFACTS_BUCKET
+from worldmill.runtime.servers import ServerStartError, pid_alive
+from worldmill.runtime.stack import load_state, start_stack
+from worldmill.runtime.store import ObjectStore
+
+CLI = [sys.executable, "-m", "worldmill.cli"]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WM_")}
+    env["COLUMNS"] = "200"
+    return env
+
+
+async def test_stack_starts_is_healthy_stops_and_reuses_its_data(tmp_path: Path) -> None:
+    """up → every doctor check passes → a second up is refused → stop → up again keeps data and ports."""
+    data = tmp_path / "wm"
+    stack = start_stack(data)
+    try:
+        from worldmill.cli.stack_commands import _bootstrap  # noqa: PLC0415 - the CLI's own bootstrap
+
+        await _bootstrap(stack.state)
+        results = await run_checks(load_state(data), data)
+        assert [r for r in results if not r.ok] == []
+        assert {r.name for r in results} >= {"nats", "jetstream", "streams", "s3", "s3 signatures", "buckets"}
+        with pytest.raises(ServerStartError, match="already running"):
+            start_stack(data)
+        st = stack.state
+        store = ObjectStore(st.s3_endpoint, st.s3_access_key, st.s3_secret_key)
+        ref = await store.put_bytes(ARTIFACTS_BUCKET, "probes/keep.bin", b"still here")
+        first_ports, pids = dict(st.ports), dict(st.pids)
+    finally:
+        stack.stop()
+    assert not any(pid_alive(p) for p in pids.values())
+    assert load_state(data) is None
+    again = start_stack(data)
+    try:
+        st = again.state
+        assert st.s3_access_key == stack.state.s3_access_key  # credentials are kept per data folder
+        assert st.ports["nats"] == first_ports["nats"]
+        store = ObjectStore(st.s3_endpoint, st.s3_access_key, st.s3_secret_key)
+        assert await store.get_bytes(ARTIFACTS_BUCKET, "probes/keep.bin") == b"still here"
+        assert (await store.stat(ARTIFACTS_BUCKET, "probes/keep.bin")).sha256 == ref.sha256
+    finally:
+        again.stop()
+    assert (data / "credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_doctor_without_a_stack_says_what_to_do(tmp_path: Path) -> None:
+    """doctor on an empty folder exits 1 and tells to run `worldmill up`; a missing folder is usage (2)."""
+    (tmp_path / "empty").mkdir()
+    runner = CliRunner()
+    result = runner.invoke(app, ["doctor", "--data-dir", str(tmp_path / "empty")], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "worldmill up" in result.output
+    missing = runner.invoke(app, ["doctor", "--data-dir", str(tmp_path / "nope")], env={"COLUMNS": "200"})
+    assert missing.exit_code == 2
+
+
+def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None:
+    """`worldmill up` in the foreground: doctor passes while it runs; SIGINT stops every process."""
+    data = tmp_path / "wm"
+    proc = subprocess.Popen([*CLI, "up", "--data-dir", str(data)], env=_cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while load_state(data) is None:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "stack did not come up"
+            time.sleep(0.2)
+        time.sleep(1.0)  # streams and buckets are created right after the state file
+        doctor = subprocess.run([*CLI, "doctor", "--data-dir", str(data)], env=_cli_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "The stack is healthy" in doctor.stdout
+        state = load_state(data)
+        assert state is not None
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "Stack stopped" in out
+    assert not any(pid_alive(p) for p in state.pids.values())
+    assert load_state(data) is None
+
+
+def test_detached_up_is_stopped_by_down(tmp_path: Path) -> None:
+    """`up --detach` returns with the stack running; `down` stops it by PID."""
+    data = tmp_path / "wm"
+    up = subprocess.run([*CLI, "up", "--detach", "--data-dir", str(data)], env=_cli_env(),
+                        capture_output=True, text=True, timeout=120)
+    state = load_state(data)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert state is not None and all(state.alive().values())
+    finally:
+        down = subprocess.run([*CLI, "down", "--data-dir", str(data)], env=_cli_env(),
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stdout
+    assert state is not None and not any(pid_alive(p) for p in state.pids.values())
+
+
+def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
+    """`worldmill demo --json` starts its own stack, passes every step, writes JSON, stops what it started."""
+    out = tmp_path / "summary.json"
+    result = subprocess.run([*CLI, "demo", "--json", str(out)], cwd=tmp_path, env=_cli_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["ok"] is True
+    assert [s["step"] for s in summary["steps"]] == [
+        "store object", "publish event", "consume event", "verify object", "dedup", "presigned URL"]
+    assert all(s["ok"] for s in summary["steps"])
+    assert len(summary["object"]["sha256"]) == 64
+    assert load_state(tmp_path / ".worldmill") is None
+    ports = json.loads((tmp_path / ".worldmill" / "ports.json").read_text())
+    assert not _listening(ports["nats"]) and not _listening(ports["s3_s3"])
+
+
+def test_serving_a_service_that_is_not_built_is_a_usage_error() -> None:
+    """`worldmill serve` names the missing service and exits 2 instead of a traceback."""
+    result = CliRunner().invoke(app, ["serve", "catalog"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "not part of this build yet" in result.output
+    bad = CliRunner().invoke(app, ["serve", "nonsense"], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2
