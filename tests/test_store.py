@@ -305,7 +305,6 @@ async def test_wrong_secret_stat_raises_store_auth_error(s3: S3Endpoint, store: 
     with pytest.raises(StoreAuthError) as err:
         await bad.stat(bucket, "auth/here.bin")
     assert s3.url in str(err.value) and repr(s3.access_key) in str(err.value)
-    print("STATMSG", err.value)
 
 
 async def test_unknown_access_key_raises_store_auth_error(s3: S3Endpoint) -> None:
@@ -479,3 +478,25 @@ async def test_put_file_streams_without_reading_whole_file(store: ObjectStore, t
     assert peak < 16 * MiB, f"peak traced memory {peak / MiB:.1f} MiB"
     info = await store.stat(bucket, "mem/sparse.bin")
     assert info.size == size and info.sha256 == expected
+
+
+async def test_download_to_an_unwritable_place_is_a_local_error_not_a_store_outage(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """A destination that cannot be written raises LocalFileError (permanent), naming the path."""
+    from worldmill.runtime.store import LocalFileError  # noqa: PLC0415
+
+    bucket = _bucket(store)
+    await store.put_bytes(bucket, "d/x.bin", b"abc")
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file, not a folder")
+    with pytest.raises(LocalFileError, match="cannot write"):
+        await store.download(bucket, "d/x.bin", blocker / "x.bin")
+
+
+async def test_a_bucket_name_s3_forbids_is_bad_input(store: ObjectStore) -> None:
+    """minio's client-side name check surfaces as InvalidInputError, not as a retryable outage."""
+    from worldmill.runtime.errors import InvalidInputError  # noqa: PLC0415
+
+    with pytest.raises(InvalidInputError):
+        await store.put_bytes("Bad_Bucket", "k", b"x")

@@ -20,11 +20,12 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from worldmill.contracts.base import ObjectRef
 from worldmill.contracts.keys import check_key
 from worldmill.runtime.errors import (
+    InvalidInputError,
     ObjectNotFoundError,
     PermanentError,
     StoreAuthError,
@@ -34,7 +35,12 @@ from worldmill.runtime.errors import (
 SHA256_META = "sha256"
 _CHUNK = 1024 * 1024
 _AUTH_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken"}
+_INPUT_CODES = {"InvalidBucketName", "InvalidArgument", "KeyTooLongError", "InvalidObjectName"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
+
+
+class LocalFileError(PermanentError):
+    """A local file could not be written (not the store's fault; retrying will not help)."""
 
 
 class IntegrityError(PermanentError):
@@ -117,15 +123,30 @@ class ObjectStore:
                 )
             if exc.code in _MISSING_CODES:
                 return ObjectNotFoundError(f"{what}: {exc.code}")
+            if exc.code in _INPUT_CODES:
+                return InvalidInputError(what, f"{exc.code}: {exc.message}")
             return PermanentError(f"S3 at {self.endpoint}: {what} failed: {exc.code}: {exc.message}")
+        if isinstance(exc, ServerError | InvalidResponseError):
+            # A 5xx or a non-S3 answer (a proxy page, a half-started server): worth retrying.
+            return StoreUnavailableError(f"S3 at {self.endpoint} answered badly ({what}): {exc}")
         if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
             return StoreUnavailableError(f"S3 at {self.endpoint} is unreachable ({what}): {exc}")
+        if isinstance(exc, ValueError):
+            # minio validates names client-side (e.g. a bucket name S3 does not allow).
+            return InvalidInputError(what, str(exc))
         return exc
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
-        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+        except (
+            S3Error,
+            ServerError,
+            InvalidResponseError,
+            urllib3.exceptions.HTTPError,
+            OSError,
+            ValueError,
+        ) as exc:
             raise self._translate(exc, what) from exc
 
     # -- buckets -----------------------------------------------------------------------------
@@ -265,16 +286,26 @@ class ObjectStore:
             digest = hashlib.sha256()
             resp = self._client.get_object(bucket, key)
             try:
-                with tmp.open("wb") as fh:
+                try:
+                    fh = tmp.open("wb")
+                except OSError as exc:
+                    raise LocalFileError(f"cannot write {dest}: {exc}") from exc
+                with fh:
                     for chunk in resp.stream(_CHUNK):
                         digest.update(chunk)
-                        fh.write(chunk)
+                        try:
+                            fh.write(chunk)
+                        except OSError as exc:
+                            raise LocalFileError(f"cannot write {dest}: {exc}") from exc
             finally:
                 resp.close()
                 resp.release_conn()
             return digest.hexdigest()
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalFileError(f"cannot write {dest}: {exc}") from exc
         try:
             got = await self._call(f"get s3://{bucket}/{key}", fetch)
             if info.sha256 and got != info.sha256:
