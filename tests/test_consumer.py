@@ -265,3 +265,32 @@ def test_backoff_doubles_and_is_capped(tmp_path: Path, n: int, expected: float) 
     """Nak delays: base × 2^(n-1), never above the cap."""
     spec = ConsumerSpec(durable="xx", stream="S", filter_subject="s.x", backoff_base_s=0.2, backoff_max_s=2.0)
     assert backoff_delay(spec, n) == pytest.approx(expected)
+
+
+async def test_log_lines_inside_a_handler_carry_the_message_ids_as_json(
+    bus: Bus, test_stream: PrivateStream, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With JSON logging, a line logged by a handler has consumer, event_id and correlation_id."""
+    import structlog  # noqa: PLC0415
+
+    from worldmill.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging("INFO", json=True, service="probe")
+    try:
+        handler_log = structlog.stdlib.get_logger("test.handler")
+
+        async def handler(d: Delivery) -> None:
+            handler_log.info("work.done", size=7)
+
+        env = wrap(_event(7), source="/t", correlation_id="flow-42")
+        await bus.publish(env, subject=test_stream.subject())
+        consumer = Consumer(bus, _spec(test_stream, "logged"), handler)
+        await run_until(consumer, lambda: consumer.stats.acked == 1)
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
+    [line] = [x for x in lines if x.get("event") == "work.done"]
+    assert line["event_id"] == env.id
+    assert line["correlation_id"] == "flow-42"
+    assert line["consumer"] == "logged"
+    assert line["service"] == "probe" and line["level"] == "info" and line["size"] == 7
