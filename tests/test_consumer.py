@@ -294,3 +294,21 @@ async def test_log_lines_inside_a_handler_carry_the_message_ids_as_json(
     assert line["correlation_id"] == "flow-42"
     assert line["consumer"] == "logged"
     assert line["service"] == "probe" and line["level"] == "info" and line["size"] == 7
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("$JS.ACK.WM_JOBS.gpu-runner.3.1042.77.1795293522000000000.5", (3, 1042)),
+        ("$JS.ACK.hub.ACCHASH.WM_JOBS.gpu-runner.2.99.12.1795293522000000000.0.rnd", (2, 99)),
+    ],
+)
+def test_delivery_counts_read_both_ack_subject_layouts(reply: str, expected: tuple[int, int]) -> None:
+    """Delivery count and stream sequence come from the v1 and v2 JetStream ack subjects alike."""
+    from nats.aio.msg import Msg  # noqa: PLC0415
+
+    from worldmill.runtime.consumer import delivery_counts  # noqa: PLC0415
+
+    msg = Msg(_client=None, subject="s", reply=reply, data=b"", headers=None)  # type: ignore[arg-type]
+    assert delivery_counts(msg) == expected
+    assert (msg.metadata.num_delivered, msg.metadata.sequence.stream) == expected
