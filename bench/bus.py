@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--messages", type=int, default=5000, help="messages per measurement (default 5000)")
-    add("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (default 3)")
+    add("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
     add("--window", type=int, default=200, help="concurrent publish window / preload window")
     add("--batch", type=int, default=256, help="consume fetch batch = runtime prefetch")
     add("--concurrency", type=int, default=1, help="runtime Consumer concurrency (raw is sequential)")
