@@ -35,10 +35,9 @@ GPU_SERVICES = frozenset({ServiceName.GPU_RUNNER.value, "vllm"})
 SETUP_SERVICE = "minio-setup"
 #: Settings every worldmill process reads, as field names of RuntimeSettings.
 REQUIRED_SETTINGS = ("nats_url", "s3_endpoint", "s3_access_key", "s3_secret_key")
-#: Extra settings per service. ``database_url`` is not a RuntimeSettings field (yet); the catalog's
-#: WM_CATALOG_DATABASE_URL is a documented extra until it becomes one.
+#: Extra settings per service: the catalog keeps its index in PostgreSQL in production.
 EXTRA_REQUIRED = {"catalog": ("database_url",)}
-DOCUMENTED_EXTRAS = {"catalog": frozenset({"database_url"})}
+DOCUMENTED_EXTRAS: dict[str, frozenset[str]] = {}
 SECRET_KEY = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY")
 REQUIRED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")
 URL_PASSWORD = re.compile(r"://[^/@:\s]+:(?P<password>(?:\$\{[^}]*\}|[^@\s$])+)@")

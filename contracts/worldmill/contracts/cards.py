@@ -103,6 +103,9 @@ class ModelCard(Contract):
     guidance_max: float = 7.0
     default_guidance: float
     default_steps: int = Field(gt=0)
+    deliverable_fps: frozenset[int] = Field(
+        description="Frame rates a delivered video can have (native, or reached by a recorded conversion)."
+    )
     max_prompt_tokens: int = Field(gt=0, description="Text-encoder sequence length; longer prompts are cut.")
     controls: frozenset[ControlType] = frozenset()
     edge_presets: dict[Preset, tuple[int, int]] = Field(default_factory=dict)
@@ -171,6 +174,9 @@ _BLUR_PRESETS = {
     Preset.VERY_HIGH: (4, 16),
 }
 _RULE_4K1 = FrameRule(step=4, offset=1)
+#: Frame rates worldmill delivers: native output, or resampled/interpolated to these (recorded in
+#: the plan). Transfer keeps the input's rate, which must be one of these too.
+STANDARD_FPS = frozenset({8, 10, 12, 15, 16, 20, 24, 25, 30, 48, 50, 60})
 _PREDICT_COND = {
     GenerationMode.TEXT2WORLD: 0,
     GenerationMode.IMAGE2WORLD: 1,
@@ -198,6 +204,7 @@ def _predict(size: str, seconds: float, vram: float | None) -> ModelCard:
         resolution_multiple=16,
         default_guidance=7.0,
         default_steps=35,
+        deliverable_fps=STANDARD_FPS,
         max_prompt_tokens=512,
         reference_seconds_per_chunk=seconds,
         reference_gpu="H100 SXM",
@@ -226,6 +233,7 @@ def builtin_cards() -> dict[str, ModelCard]:
         resolution_multiple=16,
         default_guidance=3.0,
         default_steps=35,
+        deliverable_fps=STANDARD_FPS,
         max_prompt_tokens=512,
         controls=frozenset(ControlType),
         edge_presets=_EDGE_PRESETS,
@@ -256,6 +264,7 @@ def builtin_cards() -> dict[str, ModelCard]:
         any_resolution=True,
         default_guidance=7.0,
         default_steps=35,
+        deliverable_fps=STANDARD_FPS,
         max_prompt_tokens=512,
         requires_safety_checker=False,
         reference_seconds_per_chunk=0.5,

@@ -35,9 +35,7 @@ class EnvelopeAttributes(Contract):
     dataschema: str | None = None
     # Extensions (CloudEvents: lower-case alphanumerics only).
     correlationid: str = Field(min_length=1, max_length=200, description="Shared by one whole flow.")
-    causationid: str | None = Field(
-        default=None, max_length=200, description="Id of the message that caused this one."
-    )
+    causationid: str | None = Field(default=None, max_length=200, description="Id of the message that caused this one.")
     schemaversion: int = Field(ge=1)
 
 
@@ -96,9 +94,7 @@ def wrap(
     )
 
 
-def follow_up(
-    cause: EnvelopeAttributes, message: M, *, source: str, event_id: str | None = None
-) -> TypedEnvelope[M]:
+def follow_up(cause: EnvelopeAttributes, message: M, *, source: str, event_id: str | None = None) -> TypedEnvelope[M]:
     """Wrap a message caused by ``cause``: same correlation id, causation id = cause's id."""
     return wrap(
         message,

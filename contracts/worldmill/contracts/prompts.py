@@ -32,7 +32,7 @@ class PromptSpec(Contract):
 
     prompt_id: Identifier
     version: int = Field(ge=1)
-    previous_id: Identifier | None = Field(default=None, description="The version this one replaces.")
+    previous_version: int | None = Field(default=None, ge=1, description="The version this one replaces.")
     manifest: str | None = None
     manifest_sha256: Sha256 | None = None
     series: str | None = None
@@ -153,3 +153,73 @@ class PromptUpsampled(Message):
 
     def entity_id(self) -> str | None:
         return self.spec.prompt_id
+
+
+# -- HTTP API bodies -------------------------------------------------------------------------
+
+
+class ManifestSubmission(Contract):
+    """``POST /manifests``: a manifest document (YAML or JSON text)."""
+
+    content: str = Field(min_length=1, max_length=1024 * 1024)
+    dry_run: bool = False
+
+
+class ExpansionCounts(Contract):
+    """What a manifest expands to: specs per series and duration, frames to generate."""
+
+    specs: int = Field(ge=0)
+    frames: int = Field(ge=0)
+    by_series: dict[str, dict[str, int]]
+    frames_by_series: dict[str, int]
+
+
+class ManifestResult(Contract):
+    """The answer to a manifest submission (or a dry run)."""
+
+    manifest: str
+    sha256: Sha256
+    dry_run: bool
+    counts: ExpansionCounts
+    created: tuple[Identifier, ...] = ()
+    unchanged: int = Field(default=0, ge=0)
+    specs: tuple[PromptSpec, ...] = Field(default=(), description="The expansion (dry runs only).")
+
+
+class PromptPage(Contract):
+    """``GET /prompts``: one page of the latest versions, and the cursor of the next page."""
+
+    items: tuple[PromptSpec, ...]
+    next_cursor: str | None = None
+
+
+class PromptDetail(Contract):
+    """``GET /prompts/{id}``: the latest version and every version, oldest first."""
+
+    latest: PromptSpec
+    history: tuple[PromptSpec, ...]
+
+
+CoverageState = Literal["missing", "in_progress", "unverified", "failed", "passed"]
+
+
+class CoverageItem(Contract):
+    """One (scenario, duration, variant) of a manifest and how far it got."""
+
+    prompt_id: Identifier
+    series: str | None
+    scenario: str
+    duration_s: float
+    variant: int
+    state: CoverageState
+    videos: int = Field(default=0, ge=0)
+
+
+class CoverageReport(Contract):
+    """Which combinations of a manifest have a finished, QA-passed video, and which do not."""
+
+    manifest: str
+    computed_from: str = Field(description="Where the report's facts come from.")
+    total: int = Field(ge=0)
+    counts: dict[str, int]
+    items: tuple[CoverageItem, ...]

@@ -35,6 +35,7 @@ class Finding(Contract):
 
 class _Verdict(Message):
     asset_id: Identifier
+    prompt_id: Identifier | None = Field(default=None, description="The spec the video was made for, if any.")
     video: ObjectRef
     findings: tuple[Finding, ...]
     screenshots: tuple[ObjectRef, ...] = ()

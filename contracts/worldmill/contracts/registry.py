@@ -96,9 +96,7 @@ def decode_data(envelope: Envelope) -> Message:
     try:
         return cls.model_validate(envelope.data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"data.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:10]
-        )
+        problems = "; ".join(f"data.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:10])
         raise InvalidMessageDataError(f"{envelope.type}: {problems}") from exc
 
 

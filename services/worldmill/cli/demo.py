@@ -22,13 +22,15 @@ import httpx
 import typer
 from rich.table import Table
 
-from worldmill.cli.console import EXIT_FAILED, console
+from worldmill.cli.console import EXIT_FAILED, console, fail_usage
 from worldmill.cli.stack_commands import DataDir, start_local_stack
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.keys import ARTIFACTS_BUCKET, probe_key
 from worldmill.contracts.objects import ObjectCreated
+from worldmill.contracts.prompts import ManifestResult, PromptSpec
 from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
 from worldmill.runtime.bus import Bus
+from worldmill.runtime.client import ServiceClient, error_detail
 from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.stack import StackState, running_state
 from worldmill.runtime.store import ObjectStore
@@ -76,9 +78,7 @@ async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
 
     def step(name: str, ok: bool, detail: str, started: float) -> None:
-        steps.append(
-            {"step": name, "ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)}
-        )
+        steps.append({"step": name, "ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)})
 
     store = ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key)
     bus = Bus(state.nats_url, name="worldmill-demo")
@@ -102,9 +102,7 @@ async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
         )
         envelope = wrap(event, source="/worldmill/cli/demo", event_id=f"demo-{run_id}")
         first = await bus.publish(envelope)
-        step(
-            "publish event", not first.duplicate, f"{envelope.type} → {first.stream} seq {first.sequence}", t
-        )
+        step("publish event", not first.duplicate, f"{envelope.type} → {first.stream} seq {first.sequence}", t)
 
         t = time.perf_counter()
         delivery = await consume_one(bus, envelope.id, durable=f"demo-{run_id}")
@@ -152,13 +150,62 @@ async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
     }
 
 
+DEMO_MANIFEST = Path("examples/security-cameras-demo.yaml")
+
+
+def submit_manifest(state: StackState, text: str) -> dict[str, Any]:
+    """Submit the demo manifest twice through the prompt service: specs, then nothing new."""
+    if "prompt" not in state.services:
+        return {"ok": False, "error": "the prompt service is not running"}
+    with ServiceClient("prompt", state.services["prompt"], state.api_token) as client:
+        t = time.perf_counter()
+        first = client.request("POST", "/manifests", json={"content": text})
+        ms_first = round((time.perf_counter() - t) * 1000, 1)
+        if first.status_code >= 400:
+            return {"ok": False, "error": f"HTTP {first.status_code}: {error_detail(first)}"}
+        again = client.request("POST", "/manifests", json={"content": text})
+        result = ManifestResult.model_validate(first.json())
+        repeat = ManifestResult.model_validate(again.json())
+        listed = client.request("GET", "/prompts", params={"manifest": result.manifest, "limit": 1000}).json()
+    specs = [PromptSpec.model_validate(x) for x in listed["items"]]
+    return {
+        "ok": repeat.created == () and len(specs) == result.counts.specs,
+        "manifest": result.manifest,
+        "sha256": result.sha256,
+        "counts": result.counts.model_dump(),
+        "created": len(result.created),
+        "unchanged_on_resubmit": repeat.unchanged,
+        "created_on_resubmit": len(repeat.created),
+        "submit_ms": ms_first,
+        "specs": [
+            {
+                "prompt_id": s.prompt_id,
+                "version": s.version,
+                "series": s.series,
+                "scenario": s.scenario,
+                "duration_s": s.duration_s,
+                "variant": s.variant,
+                "fps": s.fps,
+                "frames": s.target_frames,
+                "seed": s.seed,
+                "resolution": str(s.resolution),
+                "model": s.model,
+            }
+            for s in specs
+        ],
+    }
+
+
 def demo(
     data_dir: DataDir = Path(".worldmill"),
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
-    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    manifest: Annotated[Path, typer.Option(help="The manifest the demo submits.")] = DEMO_MANIFEST,
 ) -> None:
     """Run the main job on the local stack (starting it if needed) and print a summary."""
+    try:
+        manifest_text = manifest.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail_usage(f"--manifest: cannot read {manifest}: {exc.strerror or exc} (run from the repository root)")
     state = running_state(data_dir)
     started = None
     if state is None:
@@ -168,6 +215,8 @@ def demo(
     try:
         run_id = f"{int(time.time())}-{os.getpid()}"
         summary = asyncio.run(roundtrip(state, run_id))
+        summary["manifest"] = submit_manifest(state, manifest_text)
+        summary["ok"] = summary["ok"] and summary["manifest"]["ok"]
     finally:
         if started is not None:
             started.stop()
@@ -177,6 +226,7 @@ def demo(
     for s in summary["steps"]:
         table.add_row(s["step"], "[green]ok[/]" if s["ok"] else "[red]FAIL[/]", s["detail"], str(s["ms"]))
     console.print(table)
+    _print_manifest(summary["manifest"])
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2))
@@ -184,6 +234,25 @@ def demo(
     if not summary["ok"]:
         raise typer.Exit(EXIT_FAILED)
     console.print(
-        "[green]Demo succeeded:[/] object stored, event published and consumed once, "
-        "duplicate dropped, presigned URL works."
+        "[green]Demo succeeded:[/] object stored, event published and consumed once, duplicate dropped, "
+        f"presigned URL works; manifest {summary['manifest']['manifest']} → {summary['manifest']['counts']['specs']} "
+        "specs, re-submitted with nothing new."
+    )
+
+
+def _print_manifest(m: dict[str, Any]) -> None:
+    if not m.get("counts"):
+        console.print(f"[red]manifest: {m.get('error')}[/]")
+        return
+    counts = m["counts"]
+    durations = sorted({d for per in counts["by_series"].values() for d in per}, key=lambda t: float(t[:-1]))
+    table = Table(title=f"manifest {m['manifest']}: specs per series and duration")
+    for col in ("series", *durations, "frames"):
+        table.add_column(col, justify="right" if col != "series" else "left")
+    for series, per in counts["by_series"].items():
+        table.add_row(series, *(str(per.get(d, 0)) for d in durations), f"{counts['frames_by_series'][series]:,}")
+    console.print(table)
+    console.print(
+        f"{m['created']} spec(s) created ({counts['frames']:,} frames to generate); re-submitting created "
+        f"{m['created_on_resubmit']} and found {m['unchanged_on_resubmit']} unchanged."
     )

@@ -12,6 +12,7 @@ from worldmill.cli.demo import demo
 from worldmill.cli.schema_commands import schemas_app
 from worldmill.cli.serve_command import serve
 from worldmill.cli.stack_commands import doctor, down, up
+from worldmill.prompt.cli import manifest_app, prompts_app
 from worldmill.runtime.logs import configure_logging
 
 app = typer.Typer(
@@ -26,13 +27,13 @@ app.command()(doctor)
 app.command()(demo)
 app.command()(serve)
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(manifest_app, name="manifest")
+app.add_typer(prompts_app, name="prompts")
 
 
 @app.callback()
 def _options(
-    log_level: Annotated[
-        str, typer.Option(envvar="WM_LOG_LEVEL", help="Log level of the CLI itself.")
-    ] = "WARNING",
+    log_level: Annotated[str, typer.Option(envvar="WM_LOG_LEVEL", help="Log level of the CLI itself.")] = "WARNING",
 ) -> None:
     configure_logging(log_level)
 

@@ -54,8 +54,6 @@ def check(folder: SchemaDir = DEFAULT_DIR) -> None:
     if diff:
         for line in diff:
             err_console.print(f"  {line}")
-        err_console.print(
-            "[red]Schemas are out of date:[/] run `worldmill schemas export` and commit the result."
-        )
+        err_console.print("[red]Schemas are out of date:[/] run `worldmill schemas export` and commit the result.")
         raise typer.Exit(EXIT_FAILED)
     console.print(f"{len(render())} schemas match the contracts.")

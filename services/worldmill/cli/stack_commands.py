@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import signal
 import threading
 from pathlib import Path
@@ -12,16 +13,20 @@ import typer
 from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, fail, fail_usage
+from worldmill.cli.serve_command import ServiceName, entry_module
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.checks import CheckResult, check_nats, check_s3, check_services
 from worldmill.runtime.errors import WorldmillError
 from worldmill.runtime.servers import ServerStartError
 from worldmill.runtime.stack import (
     LocalStack,
+    ServiceCommand,
     StackState,
     bootstrap,
     load_state,
+    python_module_argv,
     running_state,
+    service_port,
     start_stack,
     stop_stack_by_state,
 )
@@ -42,10 +47,28 @@ async def _bootstrap(state: StackState) -> None:
         await bus.close()
 
 
+def _built(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def local_services() -> list[ServiceCommand]:
+    """Every service of this build that runs on a laptop (the GPU runner joins with its CPU backend)."""
+    commands = []
+    for service in ServiceName:
+        if service is ServiceName.GPU_RUNNER or not _built(entry_module(service)):
+            continue
+        argv = python_module_argv("worldmill.cli", "serve", service.value)
+        commands.append(ServiceCommand(name=service.value, argv=argv, port=service_port()))
+    return commands
+
+
 def start_local_stack(data_dir: Path) -> LocalStack:
     """Start the local stack and create its streams and buckets (exits 1 with the reason on failure)."""
     try:
-        stack = start_stack(data_dir)
+        stack = start_stack(data_dir, local_services())
         asyncio.run(_bootstrap(stack.state))
     except (ServerStartError, WorldmillError) as exc:
         fail(str(exc))

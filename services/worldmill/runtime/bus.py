@@ -8,6 +8,7 @@ duplicate window is stored once. Consuming lives in ``worldmill.runtime.consumer
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,15 +25,17 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+from pydantic import ValidationError
 
 from worldmill.contracts.base import Message
 from worldmill.contracts.envelope import (
     MAX_ENVELOPE_BYTES,
     AnyEnvelope,
+    Envelope,
     EnvelopeAttributes,
     wrap,
 )
-from worldmill.contracts.registry import message_class
+from worldmill.contracts.registry import decode_data, decode_typed, message_class
 from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
 from worldmill.runtime.errors import BusError, BusUnavailableError, InvalidInputError
 from worldmill.runtime.logs import get_logger
@@ -105,9 +108,7 @@ def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
 class Bus:
     """One NATS connection with its JetStream context. Cheap to construct; ``connect`` does I/O."""
 
-    def __init__(
-        self, url: str, *, name: str, token: str | None = None, connect_timeout_s: float = 10.0
-    ) -> None:
+    def __init__(self, url: str, *, name: str, token: str | None = None, connect_timeout_s: float = 10.0) -> None:
         self.url = url
         self.name = name
         self._token = token
@@ -252,8 +253,23 @@ class Bus:
             nats.errors.NoRespondersError,
         ) as exc:
             raise BusUnavailableError(f"bus: publish to {target} failed ({exc!r})") from exc
+        return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate), envelope_id=envelope.id)
+
+    async def publish_raw(self, subject: str, payload: bytes, headers: dict[str, str]) -> Published:
+        """Publish bytes encoded earlier (an outbox row) with their headers, as ``publish`` would."""
+        try:
+            ack = await self.js.publish(subject, payload, headers=headers)
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+        ) as exc:
+            raise BusUnavailableError(f"bus: publish to {subject} failed ({exc!r})") from exc
         return Published(
-            stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate), envelope_id=envelope.id
+            stream=ack.stream,
+            sequence=ack.seq,
+            duplicate=bool(ack.duplicate),
+            envelope_id=headers.get("Nats-Msg-Id", ""),
         )
 
     async def emit(
@@ -275,6 +291,35 @@ class Bus:
         await self.publish(envelope)
         return envelope
 
+    async def replay(
+        self, stream: str, subject: str, *, batch: int = 256, timeout_s: float = 5.0
+    ) -> AsyncIterator[tuple[EnvelopeAttributes, Message]]:
+        """Every valid message stored now on ``subject`` in ``stream``, oldest first.
+
+        Reads through a short-lived ephemeral consumer and stops at the end of the stream as it
+        was when the replay started; messages that do not decode are skipped (their consumers
+        dead-letter them). Used to rebuild views from the event log.
+        """
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0
+        )
+        sub = await self.js.pull_subscribe(subject, durable=None, stream=stream, config=config)
+        try:
+            remaining = (await sub.consumer_info()).num_pending or 0
+            while remaining > 0:
+                try:
+                    msgs = await sub.fetch(min(batch, remaining), timeout=timeout_s)
+                except nats.errors.TimeoutError:
+                    break
+                for msg in msgs:
+                    remaining -= 1
+                    await msg.ack()
+                    decoded = _decode_quietly(msg.data, (msg.headers or {}).get("ce-type"))
+                    if decoded is not None:
+                        yield decoded
+        finally:
+            await sub.unsubscribe()
+
     async def jetstream_info(self) -> dict[str, Any]:
         """Account-level JetStream information (raises if JetStream is off)."""
         info = await self.js.account_info()
@@ -291,6 +336,21 @@ async def _on_disconnect() -> None:
 
 async def _on_reconnect() -> None:
     log.info("nats.reconnected")
+
+
+def _decode_quietly(data: bytes, type_hint: str | None) -> tuple[EnvelopeAttributes, Message] | None:
+    if type_hint:
+        try:
+            typed = decode_typed(data, type_hint)
+        except (ValueError, ValidationError):
+            pass
+        else:
+            return typed, typed.data
+    try:
+        envelope = Envelope.model_validate_json(data)
+        return envelope, decode_data(envelope)
+    except (ValueError, ValidationError):
+        return None
 
 
 def _subject_of(envelope: EnvelopeAttributes) -> str:

@@ -44,6 +44,10 @@ class RuntimeSettings(BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, gt=0)
     data_dir: Path = Path(".worldmill")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the service's own database; default: SQLite under data_dir.",
+    )
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -51,6 +55,12 @@ class RuntimeSettings(BaseSettings):
         if isinstance(value, str):
             return tuple(t.strip() for t in value.split(",") if t.strip())
         return value
+
+    def database_url_or_default(self) -> str:
+        """The configured database URL, or ``sqlite:///<data_dir>/<service>.sqlite3``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / f'{self.service}.sqlite3').resolve()}"
 
     @classmethod
     def for_service(cls, service: str, **overrides: Any) -> Self:

@@ -1,0 +1,99 @@
+"""HTTP routes of the prompt service. They translate and delegate; the work is in ``service``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from worldmill.contracts.prompts import (
+    CoverageReport,
+    ManifestProblem,
+    ManifestResult,
+    ManifestSubmission,
+    PromptDetail,
+    PromptPage,
+)
+from worldmill.prompt.service import ManifestInvalidError, PromptService
+
+router = APIRouter(tags=["prompts"])
+
+
+def get_service(request: Request) -> PromptService:
+    """The service object the app's lifespan created."""
+    service: PromptService = request.app.state.ctx.state["prompts"]
+    return service
+
+
+Service = Annotated[PromptService, Depends(get_service)]
+
+
+def problems_response(problems: list[ManifestProblem], manifest: str | None, sha256: str) -> JSONResponse:
+    """422 with every problem: where (path, line, column), which rule, what is wrong."""
+    detail = [{"loc": p.path, "type": p.rule, "msg": p.message, "line": p.line, "column": p.column} for p in problems]
+    return JSONResponse(status_code=422, content={"detail": detail, "manifest": manifest, "sha256": sha256})
+
+
+@router.post("/manifests", response_model=ManifestResult, responses={422: {"description": "Manifest problems"}})
+async def submit_manifest(body: ManifestSubmission, service: Service) -> JSONResponse:
+    """Check a manifest and, unless ``dry_run``, store its specs as new versions (idempotent)."""
+    try:
+        result = await service.submit(body.content, dry_run=body.dry_run)
+    except ManifestInvalidError as exc:
+        exp = exc.expansion
+        return problems_response(exp.problems, exp.manifest.name if exp.manifest else None, exp.sha256)
+    code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+    return JSONResponse(status_code=code, content=result.model_dump(mode="json"))
+
+
+@router.get("/prompts", response_model=PromptPage)
+async def list_prompts(
+    service: Service,
+    manifest: str | None = None,
+    series: str | None = None,
+    scenario: str | None = None,
+    tag: Annotated[list[str] | None, Query()] = None,
+    risk: str | None = None,
+    duration: str | None = Query(default=None, description="Seconds, e.g. 10 or 10s"),
+    model: str | None = None,
+    upsample: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> PromptPage:
+    """The latest version of each spec matching every filter given, ordered by id."""
+    filters: dict[str, str | list[str]] = {}
+    for key, value in (
+        ("manifest", manifest),
+        ("series", series),
+        ("scenario", scenario),
+        ("risk", risk),
+        ("model", model),
+    ):
+        if value is not None:
+            filters[key] = value
+    if tag:
+        filters["tag"] = tag
+    if duration is not None:
+        filters["duration"] = duration
+    if upsample is not None:
+        filters["upsample"] = str(upsample).lower()
+    return await service.list_prompts(filters, limit=limit, cursor=cursor)
+
+
+@router.get("/prompts/{prompt_id}", response_model=PromptDetail)
+async def get_prompt(prompt_id: str, service: Service) -> PromptDetail:
+    """A spec's latest version and its whole history."""
+    detail = await service.get_prompt(prompt_id)
+    if detail is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"prompt {prompt_id!r} does not exist")
+    return detail
+
+
+@router.get("/manifests/{name}/coverage", response_model=CoverageReport)
+async def coverage(name: str, service: Service) -> CoverageReport:
+    """Which (scenario, duration, variant) of a manifest have no finished or no QA-passed video."""
+    report = await service.coverage(name)
+    if report is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"manifest {name!r} was never submitted")
+    return report

@@ -1,0 +1,191 @@
+"""``worldmill manifest check|submit`` and ``worldmill prompts ls|show``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worldmill.contracts.prompts import ManifestProblem, ManifestResult, PromptDetail, PromptPage
+from worldmill.prompt.expand import Summary, check_text
+from worldmill.prompt.identity import duration_token
+from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+console = Console()
+err = Console(stderr=True)
+
+manifest_app = typer.Typer(help="Check and submit scenario manifests.", no_args_is_help=True)
+prompts_app = typer.Typer(help="List and show prompt specs.", no_args_is_help=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", envvar="WM_DATA_DIR", help="The local stack's folder.")]
+ManifestFile = Annotated[Path, typer.Argument(help="Manifest file (YAML or JSON).")]
+
+
+def read_manifest(path: Path) -> bytes:
+    """The file's bytes, or exit 2 naming the problem."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] FILE: cannot read {path}: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def print_problems(problems: list[ManifestProblem] | list[dict[str, Any]], source: str) -> None:
+    """Every problem on one line: file:line:column: path: message [rule]."""
+    err.print(f"[bold red]{len(problems)} problem(s)[/] in {source}:")
+    for p in problems:
+        item = p.model_dump() if isinstance(p, ManifestProblem) else {**p, "path": p.get("loc"), "rule": p.get("type")}
+        where = f"{source}:{item['line']}:{item['column']}" if item.get("line") else source
+        err.print(f"  {where}: {item['path']}: {item.get('message') or item.get('msg')} [{item['rule']}]")
+
+
+def print_summary(name: str, summary: Summary | dict[str, Any]) -> None:
+    """Specs per series and duration, and frames to generate."""
+    by_series = summary.by_series if isinstance(summary, Summary) else summary["by_series"]
+    frames = summary.frames_by_series if isinstance(summary, Summary) else summary["frames_by_series"]
+    durations = sorted({d for per in by_series.values() for d in per}, key=lambda t: float(t[:-1].replace("_", ".")))
+    table = Table(title=f"manifest {name}")
+    table.add_column("series")
+    for d in durations:
+        table.add_column(d, justify="right")
+    table.add_column("specs", justify="right")
+    table.add_column("frames", justify="right")
+    for series, per in by_series.items():
+        table.add_row(
+            series, *(str(per.get(d, 0)) for d in durations), str(sum(per.values())), f"{frames.get(series, 0):,}"
+        )
+    total_specs = sum(sum(per.values()) for per in by_series.values())
+    table.add_row(
+        "[bold]total",
+        *(str(sum(p.get(d, 0) for p in by_series.values())) for d in durations),
+        f"[bold]{total_specs}",
+        f"[bold]{sum(frames.values()):,}",
+    )
+    console.print(table)
+
+
+@manifest_app.command("check")
+def check(path: ManifestFile) -> None:
+    """Validate a manifest offline and print what it expands to (exit 2 on any problem)."""
+    expansion = check_text(read_manifest(path), now=datetime.now(UTC))
+    if not expansion.ok:
+        print_problems(expansion.problems, str(path))
+        raise typer.Exit(EXIT_USAGE)
+    name = expansion.manifest.name if expansion.manifest else str(path)
+    print_summary(name, expansion.summary())
+    console.print(f"[green]ok:[/] {len(expansion.specs)} specs, {expansion.summary().frames:,} frames to generate")
+
+
+def _client(data_dir: Path) -> ServiceClient:
+    try:
+        return ServiceClient.locate("prompt", data_dir)
+    except ServiceUnavailableError as exc:
+        err.print(f"[bold red]failed:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from exc
+
+
+@manifest_app.command("submit")
+def submit(
+    path: ManifestFile,
+    data_dir: DataDir = Path(".worldmill"),
+    dry_run: Annotated[bool, typer.Option(help="Check on the server and show the expansion; store nothing.")] = False,
+) -> None:
+    """Submit a manifest to the prompt service; unchanged specs are not stored again."""
+    content = read_manifest(path).decode("utf-8", errors="replace")
+    with _client(data_dir) as client:
+        resp = client.request("POST", "/manifests", json={"content": content, "dry_run": dry_run})
+    if resp.status_code == 422:
+        body = resp.json()
+        print_problems(body.get("detail", []), str(path))
+        raise typer.Exit(EXIT_USAGE)
+    if resp.status_code >= 400:
+        err.print(f"[bold red]failed:[/] HTTP {resp.status_code}: {error_detail(resp)}")
+        raise typer.Exit(EXIT_FAILED)
+    result = ManifestResult.model_validate(resp.json())
+    print_summary(result.manifest, result.counts.model_dump())
+    if dry_run:
+        console.print(f"dry run: {result.counts.specs} specs would be checked against what is stored")
+    else:
+        console.print(f"[green]submitted:[/] {len(result.created)} new spec version(s), {result.unchanged} unchanged")
+
+
+@prompts_app.command("ls")
+def ls(
+    data_dir: DataDir = Path(".worldmill"),
+    manifest: str | None = None,
+    series: str | None = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Repeat for several (any of them).")] = None,
+    risk: str | None = None,
+    duration: str | None = None,
+    model: str | None = None,
+    limit: int = 100,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the latest version of prompt specs, filtered."""
+    params: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "manifest": manifest,
+            "series": series,
+            "risk": risk,
+            "duration": duration,
+            "model": model,
+            "limit": limit,
+        }.items()
+        if v is not None
+    }
+    if tag:
+        params["tag"] = tag
+    with _client(data_dir) as client:
+        resp = client.request("GET", "/prompts", params=params)
+    if resp.status_code >= 400:
+        err.print(f"[bold red]error:[/] {error_detail(resp)}")
+        raise typer.Exit(EXIT_USAGE if resp.status_code == 422 else EXIT_FAILED)
+    page = PromptPage.model_validate(resp.json())
+    if json_out:
+        console.print_json(json.dumps(resp.json()))
+        return
+    table = Table(title=f"{len(page.items)} prompt spec(s)")
+    for col in ("id", "v", "series", "duration", "frames", "fps", "seed", "model", "prompt"):
+        table.add_column(col)
+    for s in page.items:
+        table.add_row(
+            s.prompt_id,
+            str(s.version),
+            s.series or "",
+            duration_token(s.duration_s),
+            str(s.target_frames),
+            str(s.fps),
+            str(s.seed),
+            s.model,
+            s.prompt[:60] + ("…" if len(s.prompt) > 60 else ""),
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}")
+
+
+@prompts_app.command("show")
+def show(prompt_id: str, data_dir: DataDir = Path(".worldmill")) -> None:
+    """Show a spec's latest version and its history."""
+    with _client(data_dir) as client:
+        resp = client.request("GET", f"/prompts/{prompt_id}")
+    if resp.status_code == 404:
+        err.print(f"[bold red]error:[/] PROMPT_ID: {error_detail(resp)}")
+        raise typer.Exit(EXIT_USAGE)
+    if resp.status_code >= 400:
+        err.print(f"[bold red]failed:[/] {error_detail(resp)}")
+        raise typer.Exit(EXIT_FAILED)
+    detail = PromptDetail.model_validate(resp.json())
+    console.print_json(detail.latest.model_dump_json())
+    console.print(
+        f"{len(detail.history)} version(s): "
+        + ", ".join(f"v{s.version} ({s.created_at:%Y-%m-%d %H:%M})" for s in detail.history)
+    )

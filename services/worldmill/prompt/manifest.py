@@ -1,0 +1,107 @@
+"""The manifest format: a dataset described once (see docs/manifests.md).
+
+These models check the *shape* of a manifest (types, required fields, no unknown keys, simple
+bounds). Rules that need more than one field or a model card (durations × fps, templates, ids,
+models, resolutions, prompt length) are checked by ``expand``, so every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from worldmill.contracts.base import Resolution
+from worldmill.contracts.cards import GenerationMode
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+Scalar = str | int | float | bool | None
+
+
+def _resolution(value: Any) -> Any:
+    """Accept ``"1280x704"`` as well as ``{width: 1280, height: 704}``."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", value)
+        if not m:
+            raise ValueError(f"resolution {value!r} must look like '1280x704' (width x height)")
+        return {"width": int(m.group(1)), "height": int(m.group(2))}
+    return value
+
+
+ResolutionField = Annotated[Resolution, BeforeValidator(_resolution)]
+Duration = Annotated[float, Field(gt=0, le=3600, description="Seconds.")]
+VariantCount = Annotated[int, Field(ge=1, le=100)]
+#: Variants per duration: one number for every duration, or a map duration → number.
+Variants = VariantCount | dict[float, VariantCount]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(_Strict):
+    """Generation settings. All optional here: unset values come from the enclosing level."""
+
+    model: str | None = None
+    fps: int | None = None  # checked against the model cards, with the list of rates they deliver
+    resolution: ResolutionField | None = None
+    guidance: float | None = None  # checked against the model card's range
+    steps: int | None = Field(default=None, ge=1, le=1000)
+    negative_prompt: str | None = Field(default=None, max_length=20000)
+    upsample: bool | None = None
+    auto_generate: bool | None = None
+    mode: GenerationMode | None = None
+
+
+class Scenario(_Strict):
+    """One scenario: a prompt (or a template with variables) and its overrides."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    prompt: str | None = Field(default=None, min_length=1)
+    template: str | None = None
+    vars: dict[str, Scalar] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    risk_level: str | None = None
+    durations: list[Duration] | None = Field(default=None, min_length=1)
+    variants: Variants | None = None
+    overrides: Settings | None = None
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> Scenario:
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("give exactly one of 'prompt' or 'template'")
+        if self.prompt is not None and self.vars:
+            raise ValueError("'vars' only go with a 'template'")
+        return self
+
+
+class Series(_Strict):
+    """A group of scenarios sharing a risk level, tags and settings (seeds/000: C, E, F, R, P, T)."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: str | None = None
+    description: str | None = None
+    risk_level: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    durations: list[Duration] | None = Field(default=None, min_length=1)
+    variants: Variants | None = None
+    overrides: Settings | None = None
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+    scenarios: list[Scenario] = Field(min_length=1)
+
+
+class Manifest(_Strict):
+    """A whole dataset: defaults, durations, variants, templates and series of scenarios."""
+
+    format: Literal[1] = 1
+    name: str = Field(pattern=ID_PATTERN)
+    description: str = ""
+    defaults: Settings = Field(default_factory=Settings)
+    durations: list[Duration] = Field(min_length=1)
+    variants: Variants = 1
+    templates: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+    seed_salt: str = Field(default="", max_length=200, description="Change it to re-roll every seed.")
+    series: list[Series] = Field(min_length=1)

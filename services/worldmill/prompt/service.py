@@ -1,0 +1,241 @@
+"""The prompt service's work: store specs as immutable versions and announce them.
+
+Every write goes through one database transaction that also holds the events to publish (the
+outbox), so an accepted manifest is never half stored and its events are never lost; the relay
+publishes them with their ids as dedup ids. Re-submitting an unchanged manifest stores nothing and
+announces nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from worldmill.contracts.base import Message
+from worldmill.contracts.envelope import wrap
+from worldmill.contracts.generation import VideoReady
+from worldmill.contracts.prompts import (
+    CoverageItem,
+    CoverageReport,
+    ExpansionCounts,
+    ManifestAccepted,
+    ManifestRejected,
+    ManifestResult,
+    PromptCreated,
+    PromptDetail,
+    PromptPage,
+    PromptSpec,
+)
+from worldmill.contracts.qa import QaFailed, QaPassed
+from worldmill.contracts.subjects import EVENTS, event_subject
+from worldmill.prompt.expand import Expansion, check_text
+from worldmill.prompt.versioning import KIND, MANIFEST_KIND, as_new_version, content_hash, index_of, spec_body
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
+from worldmill.runtime.errors import InvalidInputError
+
+FILTERS = ("manifest", "series", "scenario", "tag", "risk", "duration", "model", "mode", "upsample", "input")
+
+
+class ManifestInvalidError(InvalidInputError):
+    """A manifest with problems; ``expansion.problems`` lists every one."""
+
+    def __init__(self, expansion: Expansion) -> None:
+        first = expansion.problems[0]
+        super().__init__(first.path, f"{first.message} ({len(expansion.problems)} problem(s))")
+        self.expansion = expansion
+
+
+@dataclass
+class PromptService:
+    """Manifests in, versioned specs and events out. Holds no state of its own."""
+
+    docs: DocumentStore
+    bus: Bus | None
+    source: str = "/worldmill/prompt"
+
+    def _event(self, message: Message, event_id: str) -> OutboxItem:
+        return OutboxItem.from_envelope(wrap(message, source=self.source, event_id=event_id))
+
+    async def publish_pending(self) -> None:
+        """Send stored events now (the background relay would, a moment later)."""
+        if self.bus is not None and self.bus.connected:
+            await OutboxRelay(self.docs, self.bus).flush()
+
+    async def submit(self, text: str, *, dry_run: bool = False, now: datetime | None = None) -> ManifestResult:
+        """Check a manifest; unless it is a dry run, store new spec versions and announce them."""
+        expansion = check_text(text, now=now or datetime.now(UTC))
+        if not expansion.ok or expansion.manifest is None:
+            if not dry_run:
+                await self._reject(expansion)
+            raise ManifestInvalidError(expansion)
+        summary = expansion.summary()
+        counts = ExpansionCounts(
+            specs=summary.specs,
+            frames=summary.frames,
+            by_series=summary.by_series,
+            frames_by_series=summary.frames_by_series,
+        )
+        name = expansion.manifest.name
+        if dry_run:
+            return ManifestResult(
+                manifest=name, sha256=expansion.sha256, dry_run=True, counts=counts, specs=tuple(expansion.specs)
+            )
+        for attempt in range(3):
+            try:
+                created, unchanged = await self._store(expansion, text)
+                break
+            except VersionConflictError:
+                if attempt == 2:
+                    raise
+        await self.publish_pending()
+        return ManifestResult(
+            manifest=name,
+            sha256=expansion.sha256,
+            dry_run=False,
+            counts=counts,
+            created=tuple(created),
+            unchanged=unchanged,
+        )
+
+    async def _store(self, expansion: Expansion, text: str) -> tuple[list[str], int]:
+        if expansion.manifest is None:
+            raise ManifestInvalidError(expansion)
+        new_docs: list[NewDocument] = []
+        events: list[OutboxItem] = []
+        created: list[str] = []
+        unchanged = 0
+        for spec in expansion.specs:
+            digest = content_hash(spec)
+            latest = await self.docs.get(KIND, spec.prompt_id)
+            if latest is not None and latest.content_hash == digest:
+                unchanged += 1
+                continue
+            versioned = as_new_version(spec, latest.version if latest else None)
+            new_docs.append(
+                NewDocument(
+                    kind=KIND,
+                    doc_id=versioned.prompt_id,
+                    version=versioned.version,
+                    body=spec_body(versioned),
+                    content_hash=digest,
+                    index=index_of(versioned),
+                )
+            )
+            events.append(
+                self._event(PromptCreated(spec=versioned), f"prompt.created-{versioned.prompt_id}-v{versioned.version}")
+            )
+            created.append(versioned.prompt_id)
+        name = expansion.manifest.name
+        if new_docs:
+            latest_manifest = await self.docs.get(MANIFEST_KIND, name)
+            version = (latest_manifest.version + 1) if latest_manifest else 1
+            new_docs.append(
+                NewDocument(
+                    kind=MANIFEST_KIND,
+                    doc_id=name,
+                    version=version,
+                    content_hash=expansion.sha256,
+                    body={
+                        "name": name,
+                        "sha256": expansion.sha256,
+                        "text": text,
+                        "prompt_ids": [s.prompt_id for s in expansion.specs],
+                    },
+                    index={"name": (name,)},
+                )
+            )
+            accepted = ManifestAccepted(
+                manifest=name,
+                manifest_sha256=expansion.sha256,
+                prompt_ids=tuple(s.prompt_id for s in expansion.specs),
+                created=len(created),
+                unchanged=unchanged,
+            )
+            events.append(self._event(accepted, f"manifest.accepted-{name}-{expansion.sha256[:24]}"))
+        await self.docs.commit(new_docs, events)
+        return created, unchanged
+
+    async def _reject(self, expansion: Expansion) -> None:
+        name = expansion.manifest.name if expansion.manifest else "(unnamed)"
+        rejected = ManifestRejected(
+            manifest=name, manifest_sha256=expansion.sha256, problems=tuple(expansion.problems[:200])
+        )
+        await self.docs.commit([], [self._event(rejected, f"manifest.rejected-{expansion.sha256[:24]}")])
+        await self.publish_pending()
+
+    async def list_prompts(
+        self, filters: Mapping[str, str | Sequence[str]], *, limit: int = 100, cursor: str | None = None
+    ) -> PromptPage:
+        """The latest version of every spec matching all filters, one page at a time."""
+        unknown = set(filters) - set(FILTERS)
+        if unknown:
+            raise InvalidInputError(sorted(unknown)[0], f"is not a filter (filters: {', '.join(FILTERS)})")
+        if not 1 <= limit <= 1000:
+            raise InvalidInputError("limit", "must be between 1 and 1000")
+        docs = await self.docs.find(KIND, where=dict(filters), limit=limit + 1, after=cursor)
+        items = tuple(PromptSpec.model_validate(d.body) for d in docs[:limit])
+        return PromptPage(items=items, next_cursor=items[-1].prompt_id if len(docs) > limit else None)
+
+    async def get_prompt(self, prompt_id: str) -> PromptDetail | None:
+        """The latest version of a spec and its whole history."""
+        history = await self.docs.history(KIND, prompt_id)
+        if not history:
+            return None
+        specs = tuple(PromptSpec.model_validate(d.body) for d in history)
+        return PromptDetail(latest=specs[-1], history=specs)
+
+    async def coverage(self, manifest: str) -> CoverageReport | None:
+        """Which (scenario, duration, variant) of a manifest have a video that passed QA.
+
+        Computed from the event log (``video.ready``, ``qa.passed``, ``qa.failed`` in WM_EVENTS)
+        until the catalog service exists; this is the one function to switch over then.
+        """
+        stored = await self.docs.get(MANIFEST_KIND, manifest)
+        if stored is None:
+            return None
+        wanted = [str(p) for p in stored.body["prompt_ids"]]
+        videos: dict[str, int] = {}
+        verdicts: dict[str, str] = {}
+        if self.bus is not None:
+            async for _, msg in self.bus.replay(EVENTS.name, event_subject("video.ready")):
+                if isinstance(msg, VideoReady):
+                    videos[msg.prompt_id] = videos.get(msg.prompt_id, 0) + 1
+            async for _, msg in self.bus.replay(EVENTS.name, event_subject("qa.>")):
+                passed = isinstance(msg, QaPassed)
+                if (
+                    isinstance(msg, QaPassed | QaFailed)
+                    and msg.prompt_id
+                    and (passed or verdicts.get(msg.prompt_id) != "passed")
+                ):
+                    verdicts[msg.prompt_id] = "passed" if isinstance(msg, QaPassed) else "failed"
+        items: list[CoverageItem] = []
+        for pid in wanted:
+            doc = await self.docs.get(KIND, pid)
+            if doc is None:
+                continue
+            spec = PromptSpec.model_validate(doc.body)
+            count = videos.get(pid, 0)
+            state = verdicts.get(pid) or ("unverified" if count else "missing")
+            items.append(
+                CoverageItem(
+                    prompt_id=pid,
+                    series=spec.series,
+                    scenario=spec.scenario,
+                    duration_s=spec.duration_s,
+                    variant=spec.variant,
+                    state=state,
+                    videos=count,
+                )
+            )
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[item.state] = counts.get(item.state, 0) + 1
+        return CoverageReport(
+            manifest=manifest,
+            computed_from="event log WM_EVENTS: video.ready, qa.passed, qa.failed",
+            total=len(items),
+            counts=counts,
+            items=tuple(items),
+        )

@@ -1,0 +1,76 @@
+"""HTTP client for worldmill services, used by the CLI.
+
+Where a service is: ``WM_<SERVICE>_URL`` (and ``WM_API_TOKEN``) when set, else the local stack's
+``stack.json`` (started by ``worldmill up``) in the data folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from worldmill.runtime.errors import TransientError, WorldmillError
+from worldmill.runtime.settings import service_prefix
+from worldmill.runtime.stack import running_state
+
+
+class ServiceUnavailableError(TransientError):
+    """The service cannot be found or reached."""
+
+
+class ServiceClient:
+    """A small synchronous client for one service's HTTP API, with its bearer token."""
+
+    def __init__(self, name: str, base_url: str, token: str | None, *, timeout_s: float = 60.0) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+
+    @classmethod
+    def locate(cls, name: str, data_dir: Path) -> ServiceClient:
+        """Find the service from the environment or from a running local stack."""
+        url = os.environ.get(f"{service_prefix(name)}URL")
+        token = os.environ.get("WM_API_TOKEN")
+        if url:
+            return cls(name, url, token)
+        state = running_state(data_dir)
+        if state is None or name not in state.services:
+            raise ServiceUnavailableError(
+                f"the {name} service is not running: start the stack with `worldmill up` "
+                f"(or set {service_prefix(name)}URL and WM_API_TOKEN)"
+            )
+        return cls(name, state.services[name], token or state.api_token)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; connection problems become :class:`ServiceUnavailableError`."""
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(f"cannot reach the {self.name} service at {self.base_url}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The ``detail`` of an error answer, as text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    return str(detail)
+
+
+__all__ = ["ServiceClient", "ServiceUnavailableError", "WorldmillError", "error_detail"]
