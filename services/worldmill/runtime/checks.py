@@ -49,15 +49,11 @@ async def check_nats(url: str, token: str | None = None) -> list[CheckResult]:
         try:
             info = await bus.jetstream_info()
             out.append(
-                CheckResult(
-                    "jetstream", True, f"enabled: {info['streams']} streams, {info['consumers']} consumers"
-                )
+                CheckResult("jetstream", True, f"enabled: {info['streams']} streams, {info['consumers']} consumers")
             )
         except Exception as exc:
             out.append(
-                CheckResult(
-                    "jetstream", False, f"JetStream is not available: {exc!r}", "run nats-server with -js"
-                )
+                CheckResult("jetstream", False, f"JetStream is not available: {exc!r}", "run nats-server with -js")
             )
             return out
         missing = []

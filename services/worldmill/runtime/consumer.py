@@ -61,9 +61,7 @@ Handler = Callable[[Delivery], Awaitable[None]]
 
 
 class _Undeliverable(Exception):  # noqa: N818 - internal control flow, not an error users see
-    def __init__(
-        self, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None
-    ) -> None:
+    def __init__(self, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None) -> None:
         super().__init__(error)
         self.reason: DeadLetterReason = reason
         self.error = error
@@ -128,9 +126,7 @@ def parse(
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'envelope'}: {e['msg']}" for e in exc.errors()[:10]
-        )
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'envelope'}: {e['msg']}" for e in exc.errors()[:10])
         raise _Undeliverable("invalid_envelope", f"not a valid envelope: {detail}") from exc
     try:
         message = decode_data(envelope)
@@ -139,9 +135,7 @@ def parse(
     except InvalidMessageDataError as exc:
         raise _Undeliverable("invalid_data", str(exc), envelope) from exc
     if accept is not None and envelope.type not in accept:
-        raise _Undeliverable(
-            "unexpected_type", f"type {envelope.type!r} is not handled by this consumer", envelope
-        )
+        raise _Undeliverable("unexpected_type", f"type {envelope.type!r} is not handled by this consumer", envelope)
     return envelope, message
 
 
@@ -330,9 +324,7 @@ class Consumer:
         await msg.term()
         self.stats.dead_lettered += 1
         self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
-        log.warning(
-            "message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream
-        )
+        log.warning("message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream)
 
     async def _heartbeat(self) -> None:
         interval = max(0.05, self.spec.ack_wait_s / 3)

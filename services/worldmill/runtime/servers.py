@@ -59,11 +59,7 @@ def free_port(*, with_offset: int | None = None, avoid: set[int] | None = None) 
             continue
         if with_offset is None:
             return port
-        if (
-            port + with_offset < 65536
-            and (port + with_offset) not in avoid
-            and port_is_free(port + with_offset)
-        ):
+        if port + with_offset < 65536 and (port + with_offset) not in avoid and port_is_free(port + with_offset):
             return port
     raise ServerStartError("no free loopback port found")
 
@@ -193,9 +189,7 @@ def start_nats(
         "worldmill-local",
     ]
     proc = spawn("nats", args, data_dir / "logs" / "nats.log")
-    endpoint = NatsEndpoint(
-        f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor_port}", port, monitor_port
-    )
+    endpoint = NatsEndpoint(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor_port}", port, monitor_port)
     try:
         wait_for_port(port, timeout_s, proc.proc)
         _wait_http(f"{endpoint.monitor_url}/healthz?js-enabled-only=true", timeout_s, proc, ok=(200,))
@@ -236,9 +230,7 @@ def start_seaweedfs(
         p = wanted.get(name)
         ok = p is not None and port_is_free(p) and port_is_free(p + 10000) and p not in chosen.values()
         if not ok:
-            p = free_port(
-                with_offset=10000, avoid=set(chosen.values()) | {v + 10000 for v in chosen.values()}
-            )
+            p = free_port(with_offset=10000, avoid=set(chosen.values()) | {v + 10000 for v in chosen.values()})
         chosen[name] = int(p)  # type: ignore[arg-type]
     store = data_dir / "seaweedfs"
     store.mkdir(parents=True, exist_ok=True)

@@ -65,9 +65,7 @@ Hook = Callable[[ServiceContext], Awaitable[None]]
 def bus_from(settings: RuntimeSettings) -> Bus:
     """A bus for these settings (not connected yet)."""
     token = settings.nats_token.get_secret_value() if settings.nats_token else None
-    return Bus(
-        settings.nats_url, name=settings.service, token=token, connect_timeout_s=settings.connect_timeout_s
-    )
+    return Bus(settings.nats_url, name=settings.service, token=token, connect_timeout_s=settings.connect_timeout_s)
 
 
 def store_from(settings: RuntimeSettings) -> ObjectStore:
@@ -100,8 +98,7 @@ def token_checker(settings: RuntimeSettings) -> Callable[..., Awaitable[None]]:
         if not tokens:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                f"no API tokens are configured for the {settings.service} service; "
-                f"set WM_API_TOKENS or {prefix}",
+                f"no API tokens are configured for the {settings.service} service; set WM_API_TOKENS or {prefix}",
                 headers=challenge,
             )
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
@@ -141,12 +138,8 @@ def create_service_app(
         if on_startup:
             await on_startup(ctx)
         ctx.consumers = list(consumers(ctx)) if consumers else []
-        tasks = [
-            asyncio.create_task(c.run(ctx.stop), name=f"consumer:{c.spec.durable}") for c in ctx.consumers
-        ]
-        log.info(
-            "service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers]
-        )
+        tasks = [asyncio.create_task(c.run(ctx.stop), name=f"consumer:{c.spec.durable}") for c in ctx.consumers]
+        log.info("service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers])
         try:
             yield
         finally:
@@ -164,9 +157,7 @@ def create_service_app(
             log.info("service.stopped", service=settings.service)
 
     # The OpenAPI document and its UI are routes too: served below, behind the token.
-    app = FastAPI(
-        title=title, lifespan=lifespan, version=_version(), openapi_url=None, docs_url=None, redoc_url=None
-    )
+    app = FastAPI(title=title, lifespan=lifespan, version=_version(), openapi_url=None, docs_url=None, redoc_url=None)
 
     _add_request_logging(app)
     _add_error_handlers(app)
@@ -214,9 +205,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInputError)
     async def invalid_input(_: Request, exc: InvalidInputError) -> JSONResponse:
-        return JSONResponse(
-            status_code=422, content={"detail": [{"loc": exc.field.split("."), "msg": exc.rule}]}
-        )
+        return JSONResponse(status_code=422, content={"detail": [{"loc": exc.field.split("."), "msg": exc.rule}]})
 
     @app.exception_handler(WorldmillError)
     async def worldmill_error(_: Request, exc: WorldmillError) -> JSONResponse:

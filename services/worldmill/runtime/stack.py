@@ -162,9 +162,7 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
     try:
         nats_port = before.get("nats") if before.get("nats") and port_is_free(before["nats"]) else None
         mon = (
-            before.get("nats_monitor")
-            if before.get("nats_monitor") and port_is_free(before["nats_monitor"])
-            else None
+            before.get("nats_monitor") if before.get("nats_monitor") and port_is_free(before["nats_monitor"]) else None
         )
         nats_proc, nats_ep = start_nats(data_dir, port=nats_port, monitor_port=mon)
         processes.append(nats_proc)

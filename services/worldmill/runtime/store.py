@@ -108,9 +108,7 @@ class ObjectStore:
         )
         pub_host, pub_secure = _endpoint(public_endpoint or endpoint)
         # Signing is offline when the region is given; the host is part of the signature.
-        self._signer = Minio(
-            pub_host, access_key=access_key, secret_key=secret_key, secure=pub_secure, region=region
-        )
+        self._signer = Minio(pub_host, access_key=access_key, secret_key=secret_key, secure=pub_secure, region=region)
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -224,9 +222,7 @@ class ObjectStore:
             # a whole 4-part file); one at a time bounds memory to about two parts.
             num_parallel_uploads=1,
         )
-        return ObjectRef(
-            bucket=bucket, key=key, size=size, sha256=sha256, content_type=content_type, etag=result.etag
-        )
+        return ObjectRef(bucket=bucket, key=key, size=size, sha256=sha256, content_type=content_type, etag=result.etag)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -309,17 +305,13 @@ class ObjectStore:
         try:
             got = await self._call(f"get s3://{bucket}/{key}", fetch)
             if info.sha256 and got != info.sha256:
-                raise IntegrityError(
-                    f"s3://{bucket}/{key}: downloaded bytes do not match the recorded sha256"
-                )
+                raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the recorded sha256")
             tmp.replace(dest)
         finally:
             tmp.unlink(missing_ok=True)
         return info
 
-    async def list(
-        self, bucket: str, prefix: str = "", *, start_after: str | None = None
-    ) -> list[ObjectInfo]:
+    async def list(self, bucket: str, prefix: str = "", *, start_after: str | None = None) -> list[ObjectInfo]:
         """Objects under ``prefix`` in key order (recursive), after ``start_after`` if given."""
 
         def collect() -> list[ObjectInfo]:
@@ -343,9 +335,7 @@ class ObjectStore:
         return result
 
     def _iter(self, bucket: str, prefix: str, start_after: str | None) -> Iterator[Any]:
-        return iter(
-            self._client.list_objects(bucket, prefix=prefix or None, recursive=True, start_after=start_after)
-        )
+        return iter(self._client.list_objects(bucket, prefix=prefix or None, recursive=True, start_after=start_after))
 
     async def delete(self, bucket: str, key: str) -> None:
         """Remove an object (no error if it is already gone)."""
