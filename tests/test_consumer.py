@@ -312,3 +312,23 @@ def test_delivery_counts_read_both_ack_subject_layouts(reply: str, expected: tup
     msg = Msg(_client=None, subject="s", reply=reply, data=b"", headers=None)  # type: ignore[arg-type]
     assert delivery_counts(msg) == expected
     assert (msg.metadata.num_delivered, msg.metadata.sequence.stream) == expected
+
+
+def test_json_error_logs_carry_no_local_variables(capfd: pytest.CaptureFixture[str]) -> None:
+    """An exception logged as JSON has its frames but not their locals (they may hold secrets)."""
+    import structlog  # noqa: PLC0415
+
+    from worldmill.runtime.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging("INFO", json=True)
+    try:
+        secret = "Bearer super-secret-token"  # noqa: F841 - a local the log must not show
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            structlog.stdlib.get_logger("t").exception("failed")
+    finally:
+        structlog.reset_defaults()
+    out = capfd.readouterr().err
+    assert "boom" in out and "RuntimeError" in out
+    assert "super-secret-token" not in out

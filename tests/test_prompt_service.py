@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import yaml
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from tests.helpers.factories import verdict, video_ready
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.prompts import ManifestAccepted, ManifestRejected, PromptCreated
 from worldmill.contracts.subjects import EVENTS, event_subject
@@ -19,8 +19,6 @@ from worldmill.prompt.app import create_app
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
 from worldmill.runtime.settings import RuntimeSettings
-
-from tests.helpers.factories import verdict, video_ready
 
 AUTH = {"Authorization": "Bearer tok"}
 

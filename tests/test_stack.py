@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO
+from tests.helpers.video import write_video
 from worldmill.cli.main import app
 from worldmill.cli.stack_commands import run_checks
 from worldmill.contracts.keys import ARTIFACTS_BUCKET
@@ -97,6 +99,37 @@ def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None
                                 capture_output=True, text=True, timeout=60)
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "The stack is healthy" in doctor.stdout
+        assert "service prompt" in doctor.stdout
+        manifest = REPO / "examples" / "security-cameras-demo.yaml"
+        submit = subprocess.run([*CLI, "manifest", "submit", str(manifest), "--data-dir", str(data)],
+                                env=_cli_env(), capture_output=True, text=True, timeout=60)
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+        assert "18 new spec version(s), 0 unchanged" in submit.stdout
+        ls = subprocess.run([*CLI, "prompts", "ls", "--series", "R", "--data-dir", str(data), "--json"],
+                            env=_cli_env(), capture_output=True, text=True, timeout=60)
+        assert ls.returncode == 0, ls.stderr
+        ids = [item["prompt_id"] for item in json.loads(ls.stdout)["items"]]
+        assert ids == sorted(f"security-cameras-demo-R14-{d}s-v0" for d in (5, 10, 30))
+        show = subprocess.run([*CLI, "prompts", "show", ids[0], "--data-dir", str(data)], env=_cli_env(),
+                              capture_output=True, text=True, timeout=60)
+        assert show.returncode == 0 and '"risk_level": "high"' in show.stdout
+        missing = subprocess.run([*CLI, "prompts", "show", "nope", "--data-dir", str(data)], env=_cli_env(),
+                                 capture_output=True, text=True, timeout=60)
+        assert missing.returncode == 2 and "nope" in missing.stderr
+        clips = tmp_path / "clips"
+        write_video(clips / "door.mp4", width=320, height=180, fps=24, frames=24)
+        write_video(clips / "sub" / "yard.mp4", width=240, height=320, fps=25, frames=25, seed=3)
+        made = subprocess.run([*CLI, "prompts", "from-videos", str(clips), "--controls", "edge=0.6,vis=0.4",
+                               "--template", "security-camera", "--data-dir", str(data)],
+                              env=_cli_env(), capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert "uploaded 2 video(s)" in made.stdout and made.stdout.count("created") == 2
+        again = subprocess.run([*CLI, "prompts", "from-videos", str(clips), "--data-dir", str(data)],
+                               env=_cli_env(), capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and again.stdout.count("kept") == 2, again.stdout
+        bad = subprocess.run([*CLI, "prompts", "from-videos", str(clips), "--controls", "edge=2",
+                              "--data-dir", str(data)], env=_cli_env(), capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "--controls" in bad.stderr
         state = load_state(data)
         assert state is not None
         proc.send_signal(signal.SIGINT)
@@ -129,8 +162,9 @@ def test_detached_up_is_stopped_by_down(tmp_path: Path) -> None:
 def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
     """`worldmill demo --json` starts its own stack, passes every step, writes JSON, stops what it started."""
     out = tmp_path / "summary.json"
-    result = subprocess.run([*CLI, "demo", "--json", str(out)], cwd=tmp_path, env=_cli_env(),
-                            capture_output=True, text=True, timeout=300)
+    manifest = REPO / "examples" / "security-cameras-demo.yaml"
+    result = subprocess.run([*CLI, "demo", "--json", str(out), "--manifest", str(manifest)], cwd=tmp_path,
+                            env=_cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(out.read_text())
     assert summary["ok"] is True
@@ -138,6 +172,13 @@ def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
         "store object", "publish event", "consume event", "verify object", "dedup", "presigned URL"]
     assert all(s["ok"] for s in summary["steps"])
     assert len(summary["object"]["sha256"]) == 64
+    m = summary["manifest"]
+    assert m["manifest"] == "security-cameras-demo"
+    assert m["created"] == m["counts"]["specs"] == len(m["specs"]) == 18
+    assert m["created_on_resubmit"] == 0 and m["unchanged_on_resubmit"] == 18
+    frames = {(s["duration_s"], s["frames"]) for s in m["specs"]}
+    assert frames == {(5.0, 120), (10.0, 240), (30.0, 720)}
+    assert len({s["seed"] for s in m["specs"]}) == 18
     assert load_state(tmp_path / ".worldmill") is None
     ports = json.loads((tmp_path / ".worldmill" / "ports.json").read_text())
     assert not _listening(ports["nats"]) and not _listening(ports["s3_s3"])

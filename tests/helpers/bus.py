@@ -8,8 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import nats.errors
-
 from worldmill.contracts.deadletter import DeadLetter
 from worldmill.contracts.envelope import Envelope
 from worldmill.contracts.subjects import DLQ, StreamSpec, dlq_subject
@@ -69,7 +67,7 @@ async def dead_letters(bus: Bus, durable: str, count: int, timeout_s: float = 10
         while len(out) < count and time.monotonic() < deadline:
             try:
                 msgs = await sub.fetch(count - len(out), timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own subclass and plain asyncio timeouts
                 continue
             for m in msgs:
                 env = Envelope.model_validate_json(m.data)

@@ -39,7 +39,7 @@ class PromptSpec(Contract):
     scenario: str
     variant: int = Field(ge=0)
     duration_s: float = Field(gt=0)
-    fps: int = Field(gt=0, le=240)
+    fps: float = Field(gt=0, le=240, description="Frames per second (an input video's may be 29.97…).")
     target_frames: int = Field(gt=0)
     seed: int = Field(ge=0, lt=2**32)
     resolution: Resolution
@@ -184,6 +184,35 @@ class ManifestResult(Contract):
     created: tuple[Identifier, ...] = ()
     unchanged: int = Field(default=0, ge=0)
     specs: tuple[PromptSpec, ...] = Field(default=(), description="The expansion (dry runs only).")
+
+
+class InputSpecRequest(Contract):
+    """``POST /input-specs``: make a Transfer spec for every video under a prefix of a bucket."""
+
+    bucket: str = "wm-inputs"
+    prefix: str = Field(default="", max_length=1024)
+    template: str = "generic"
+    model: str = "cosmos-transfer2.5-2b"
+    tier: str = Field(default="720", description="Resolution tier to map the input onto (720 or 480).")
+    controls: tuple[ControlSpec, ...] = ()
+    new_version: bool = Field(default=False, description="Add a new version even where a spec exists.")
+
+
+class InputSpecOutcome(Contract):
+    """What happened to one input video."""
+
+    key: str
+    prompt_id: Identifier | None = None
+    outcome: Literal["created", "kept", "skipped"]
+    reason: str = ""
+
+
+class InputSpecResult(Contract):
+    """The answer to ``POST /input-specs``."""
+
+    bucket: str
+    prefix: str
+    outcomes: tuple[InputSpecOutcome, ...]
 
 
 class PromptPage(Contract):

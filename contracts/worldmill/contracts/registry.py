@@ -26,9 +26,16 @@ from worldmill.contracts.generation import (
 )
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.prompts import (
+    CoverageReport,
+    InputSpecRequest,
+    InputSpecResult,
     ManifestAccepted,
     ManifestRejected,
+    ManifestResult,
+    ManifestSubmission,
     PromptCreated,
+    PromptDetail,
+    PromptPage,
     PromptSpec,
     PromptUpsampled,
     UpsampleRequested,
@@ -66,6 +73,13 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     Provenance,
     StreamSpec,
     ConsumerSpec,
+    ManifestSubmission,
+    ManifestResult,
+    PromptPage,
+    PromptDetail,
+    CoverageReport,
+    InputSpecRequest,
+    InputSpecResult,
 )
 
 

@@ -166,7 +166,7 @@ def submit_manifest(state: StackState, text: str) -> dict[str, Any]:
         again = client.request("POST", "/manifests", json={"content": text})
         result = ManifestResult.model_validate(first.json())
         repeat = ManifestResult.model_validate(again.json())
-        listed = client.request("GET", "/prompts", params={"manifest": result.manifest, "limit": 1000}).json()
+        listed = client.request("GET", "/prompts", params={"manifest": result.manifest, "limit": 500}).json()
     specs = [PromptSpec.model_validate(x) for x in listed["items"]]
     return {
         "ok": repeat.created == () and len(specs) == result.counts.specs,

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 
 from worldmill.contracts.prompts import (
     CoverageReport,
+    InputSpecRequest,
+    InputSpecResult,
     ManifestProblem,
     ManifestResult,
     ManifestSubmission,
@@ -58,7 +60,7 @@ async def list_prompts(
     duration: str | None = Query(default=None, description="Seconds, e.g. 10 or 10s"),
     model: str | None = None,
     upsample: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: str | None = None,
 ) -> PromptPage:
     """The latest version of each spec matching every filter given, ordered by id."""
@@ -88,6 +90,12 @@ async def get_prompt(prompt_id: str, service: Service) -> PromptDetail:
     if detail is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"prompt {prompt_id!r} does not exist")
     return detail
+
+
+@router.post("/input-specs", response_model=InputSpecResult)
+async def input_specs(body: InputSpecRequest, service: Service) -> InputSpecResult:
+    """A Transfer spec per video under a bucket prefix (existing specs kept unless ``new_version``)."""
+    return await service.specs_for_videos(body)
 
 
 @router.get("/manifests/{name}/coverage", response_model=CoverageReport)

@@ -20,7 +20,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         docs = DocumentStore(settings.database_url_or_default())
         await docs.open()
         ctx.state["docs"] = docs
-        ctx.state["prompts"] = PromptService(docs=docs, bus=ctx.bus, source=ctx.source)
+        ctx.state["prompts"] = PromptService(docs=docs, bus=ctx.bus, store=ctx.store, source=ctx.source)
         ctx.state["relay"] = asyncio.create_task(OutboxRelay(docs, ctx.bus).run(ctx.stop))
 
     async def shutdown(ctx: ServiceContext) -> None:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from worldmill.contracts.prompts import ManifestProblem, ManifestResult, PromptDetail, PromptPage
+from worldmill.contracts.augment import ControlSpec
+from worldmill.contracts.keys import INPUTS_BUCKET
+from worldmill.contracts.prompts import InputSpecResult, ManifestProblem, ManifestResult, PromptDetail, PromptPage
 from worldmill.prompt.expand import Summary, check_text
-from worldmill.prompt.identity import duration_token
-from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail
+from worldmill.prompt.identity import duration_token, slug
+from worldmill.prompt.input_specs import CATEGORIES, VIDEO_SUFFIXES
+from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -43,7 +49,8 @@ def print_problems(problems: list[ManifestProblem] | list[dict[str, Any]], sourc
     for p in problems:
         item = p.model_dump() if isinstance(p, ManifestProblem) else {**p, "path": p.get("loc"), "rule": p.get("type")}
         where = f"{source}:{item['line']}:{item['column']}" if item.get("line") else source
-        err.print(f"  {where}: {item['path']}: {item.get('message') or item.get('msg')} [{item['rule']}]")
+        message = item.get("message") or item.get("msg")
+        err.print(escape(f"  {where}: {item['path']}: {message} [{item['rule']}]"))
 
 
 def print_summary(name: str, summary: Summary | dict[str, Any]) -> None:
@@ -98,7 +105,11 @@ def submit(
     dry_run: Annotated[bool, typer.Option(help="Check on the server and show the expansion; store nothing.")] = False,
 ) -> None:
     """Submit a manifest to the prompt service; unchanged specs are not stored again."""
-    content = read_manifest(path).decode("utf-8", errors="replace")
+    try:
+        content = read_manifest(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        err.print(f"[bold red]error:[/] FILE: {escape(str(path))} is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        raise typer.Exit(EXIT_USAGE) from exc
     with _client(data_dir) as client:
         resp = client.request("POST", "/manifests", json={"content": content, "dry_run": dry_run})
     if resp.status_code == 422:
@@ -126,6 +137,7 @@ def ls(
     duration: str | None = None,
     model: str | None = None,
     limit: int = 100,
+    cursor: Annotated[str | None, typer.Option(help="Continue after this prompt id (from the previous page).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the latest version of prompt specs, filtered."""
@@ -138,6 +150,7 @@ def ls(
             "duration": duration,
             "model": model,
             "limit": limit,
+            "cursor": cursor,
         }.items()
         if v is not None
     }
@@ -189,3 +202,83 @@ def show(prompt_id: str, data_dir: DataDir = Path(".worldmill")) -> None:
         f"{len(detail.history)} version(s): "
         + ", ".join(f"v{s.version} ({s.created_at:%Y-%m-%d %H:%M})" for s in detail.history)
     )
+
+
+def parse_controls(text: str | None) -> list[dict[str, Any]]:
+    """``"edge=0.6,vis=0.4"`` → control specs; ``BadParameter`` naming the rule otherwise."""
+    if not text:
+        return []
+    out = []
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            control = ControlSpec(type=name.strip(), weight=float(weight) if weight else 1.0)
+        except (ValueError, ValidationError) as exc:
+            raise typer.BadParameter(
+                f"{part!r}: each control is TYPE=WEIGHT with TYPE one of edge, depth, seg, vis and WEIGHT in 0..1",
+                param_hint="--controls",
+            ) from exc
+        out.append(control.model_dump(mode="json"))
+    return out
+
+
+def videos_in(folder: Path) -> list[Path]:
+    """Video files under a folder, in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+async def _upload_folder(folder: Path, videos: list[Path], data_dir: Path) -> tuple[str, str, int]:
+    store = locate_store(data_dir)
+    prefix = f"local/{slug(folder.name, 80)}/"
+    count = 0
+    for path in videos:
+        key = prefix + path.relative_to(folder).as_posix()
+        await store.put_file(INPUTS_BUCKET, key, path, content_type="video/mp4")
+        count += 1
+    return INPUTS_BUCKET, prefix, count
+
+
+@prompts_app.command("from-videos")
+def from_videos(
+    source: Annotated[str, typer.Argument(help="A local folder (uploaded to wm-inputs) or s3://bucket/prefix.")],
+    data_dir: DataDir = Path(".worldmill"),
+    template: Annotated[str, typer.Option(help=f"Category template: {', '.join(CATEGORIES)}.")] = "generic",
+    controls: Annotated[str | None, typer.Option(help="e.g. edge=0.6,vis=0.4 (default edge=1.0).")] = None,
+    tier: Annotated[str, typer.Option(help="Resolution tier to map inputs onto: 720 or 480.")] = "720",
+    new_version: Annotated[bool, typer.Option(help="Add a new version where a spec already exists.")] = False,
+) -> None:
+    """Make a Transfer spec for every video in a folder or bucket prefix (existing specs are kept)."""
+    control_specs = parse_controls(controls)
+    if source.startswith("s3://"):
+        bucket, _, prefix = source.removeprefix("s3://").partition("/")
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            err.print(f"[bold red]error:[/] SOURCE: {escape(source)} is neither a folder nor an s3:// URL")
+            raise typer.Exit(EXIT_USAGE)
+        try:
+            bucket, prefix, uploaded = asyncio.run(_upload_folder(folder, videos_in(folder), data_dir))
+        except ServiceUnavailableError as exc:
+            err.print(f"[bold red]failed:[/] {exc}")
+            raise typer.Exit(EXIT_FAILED) from exc
+        console.print(f"uploaded {uploaded} video(s) to s3://{bucket}/{prefix}")
+    body = {
+        "bucket": bucket,
+        "prefix": prefix,
+        "template": template,
+        "tier": tier,
+        "controls": control_specs,
+        "new_version": new_version,
+    }
+    with _client(data_dir) as client:
+        resp = client.request("POST", "/input-specs", json=body)
+    if resp.status_code >= 400:
+        err.print(f"[bold red]error:[/] {escape(error_detail(resp))}")
+        raise typer.Exit(EXIT_USAGE if resp.status_code == 422 else EXIT_FAILED)
+    result = InputSpecResult.model_validate(resp.json())
+    table = Table(title=f"input specs for s3://{bucket}/{prefix}")
+    for col in ("video", "outcome", "prompt id", "reason"):
+        table.add_column(col)
+    for o in result.outcomes:
+        table.add_row(o.key, o.outcome, o.prompt_id or "", o.reason)
+    console.print(table)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,6 +125,17 @@ def _pydantic_rule(err: Any) -> str:
     return {"missing": "required field", "extra_forbidden": "unknown field"}.get(kind, kind.replace("_", " "))
 
 
+def _clean_loc(loc: tuple[Any, ...]) -> Path:
+    """Drop pydantic's validator and union-member tags (``function-after[...]``, ``int``, ``constrained-int``)."""
+    tags = ("function-", "union[", "constrained-", "dict[", "list[", "tagged-union[")
+    plain = {"int", "float", "str", "bool", "none", "is-instance[Resolution]"}
+    return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith(tags) or p in plain)))
+
+
+def _clean_msg(msg: str) -> str:
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
 @dataclass(frozen=True)
 class _Effective:
     value: Any
@@ -170,11 +181,17 @@ def _variants(si: int, ci: int, manifest: Manifest) -> tuple[int | dict[float, i
 
 
 def _check_ids(manifest: Manifest, problems: _Problems) -> None:
-    series_ids = Counter(s.id for s in manifest.series)
+    first_series: dict[str, int] = {}
     seen_scenarios: dict[str, str] = {}
     for si, series in enumerate(manifest.series):
-        if series_ids[series.id] > 1:
-            problems.add(("series", si, "id"), "duplicate id", f"series id {series.id!r} is used more than once")
+        if series.id in first_series:
+            problems.add(
+                ("series", si, "id"),
+                "duplicate id",
+                f"series id {series.id!r} is already used by series number {first_series[series.id] + 1}",
+            )
+        else:
+            first_series[series.id] = si
         for ci, scenario in enumerate(series.scenarios):
             where = seen_scenarios.get(scenario.id)
             if where is not None:
@@ -190,16 +207,22 @@ def _check_ids(manifest: Manifest, problems: _Problems) -> None:
 def _check_durations(
     durations: list[float], loc: Path, variants: int | dict[float, int], vloc: Path, problems: _Problems
 ) -> None:
-    for i, (d, n) in enumerate(Counter(durations).items()):
-        if n > 1:
-            problems.add((*loc, i), "duplicate duration", f"duration {d:g} s is listed {n} times")
+    first_index: dict[float, int] = {}
+    for i, d in enumerate(durations):
+        if d in first_index:
+            problems.add(
+                (*loc, i), "duplicate duration", f"duration {d:g} s is already listed at position {first_index[d]}"
+            )
+        else:
+            first_index[d] = i
     if isinstance(variants, dict):
         for d in durations:
             if d not in variants:
                 problems.add(vloc, "variants per duration", f"no variant count for duration {d:g} s")
         for d in variants:
             if d not in durations:
-                problems.add((*vloc, f"{d:g}"), "variants per duration", f"duration {d:g} s is not one of {durations}")
+                listed = ", ".join(f"{x:g}" for x in durations)
+                problems.add((*vloc, f"{d:g}"), "variants per duration", f"duration {d:g} s is not one of {listed}")
 
 
 def _metadata(manifest: Manifest, series: Series, scenario: Scenario) -> dict[str, Scalar]:
@@ -226,12 +249,11 @@ def _check_model(card: ModelCard, eff: dict[str, _Effective], cards: dict[str, M
         problems.add(fps.loc, "fps not supported", f"{card.id} cannot deliver {fps.value} fps")
     res = eff["resolution"]
     if not card.supports_resolution(res.value):
-        sizes = ", ".join(str(r) for r in card.resolutions()[:8])
-        problems.add(
-            res.loc,
-            "resolution not supported",
-            f"{card.id} cannot generate {res.value} (supported: {sizes}, …)",
-        )
+        if card.any_resolution:
+            allowed = f"width and height must be multiples of {card.resolution_multiple}"
+        else:
+            allowed = "supported: " + ", ".join(str(r) for r in card.resolutions())
+        problems.add(res.loc, "resolution not supported", f"{card.id} cannot generate {res.value} ({allowed})")
     guidance = eff["guidance"]
     if not card.guidance_min <= guidance.value <= card.guidance_max:
         problems.add(
@@ -249,6 +271,51 @@ def _check_model(card: ModelCard, eff: dict[str, _Effective], cards: dict[str, M
         )
     elif mode.value not in card.modes:
         problems.add(mode.loc, "mode not supported", f"{card.id} does not do {mode.value.value}")
+
+
+def _prompt_text(manifest: Manifest, scenario: Scenario, base: Path, problems: _Problems) -> tuple[str | None, Path]:
+    """The scenario's prompt, or its rendered template (None when the template has problems)."""
+    if scenario.template is None:
+        return scenario.prompt or "", (*base, "prompt")
+    template = manifest.templates.get(scenario.template)
+    if template is None:
+        problems.add(
+            (*base, "template"), "unknown template", f"template {scenario.template!r} is not defined under 'templates'"
+        )
+        return None, (*base, "template")
+    text, template_problems = render(template, scenario.vars)
+    for tp in template_problems:
+        if not tp.field:
+            loc: Path = ("templates", scenario.template)
+        elif tp.rule == "unused template variable":
+            loc = (*base, "vars", tp.field)
+        else:
+            loc = (*base, "vars")
+        problems.add(loc, tp.rule, tp.message)
+    return text, (*base, "template")
+
+
+def _checked_metadata(manifest: Manifest, si: int, ci: int, problems: _Problems) -> dict[str, Scalar]:
+    """The spec's merged metadata; a problem where a level (or the merge) is over the limits."""
+    series = manifest.series[si]
+    scenario = series.scenarios[ci]
+    base: Path = ("series", si, "scenarios", ci)
+    meta = _metadata(manifest, series, scenario)
+    meta_bytes = len(json.dumps(meta, sort_keys=True).encode())
+    if meta_bytes > MAX_METADATA_BYTES or len(meta) > MAX_METADATA_KEYS:
+        # Point at the level that alone is too big, if one is; else at the scenario's merge.
+        culprit: Path = (*base, "metadata")
+        for level, loc in ((manifest.metadata, ("metadata",)), (series.metadata, ("series", si, "metadata"))):
+            if len(json.dumps(level).encode()) > MAX_METADATA_BYTES or len(level) > MAX_METADATA_KEYS:
+                culprit = loc
+                break
+        problems.add(
+            culprit,
+            "metadata too large",
+            f"metadata has {len(meta)} key{'' if len(meta) == 1 else 's'} and {meta_bytes} bytes as JSON; the limit is "
+            f"{MAX_METADATA_KEYS} keys and {MAX_METADATA_BYTES} bytes",
+        )
+    return meta
 
 
 def _scenario_specs(
@@ -269,67 +336,45 @@ def _scenario_specs(
     card = cards.get(model.value)
     if card is None:
         problems.add(
-            model.loc,
-            "unknown model",
-            f"model {model.value!r} is not known (known: {', '.join(sorted(cards))})",
+            model.loc, "unknown model", f"model {model.value!r} is not known (known: {', '.join(sorted(cards))})"
         )
-        return
     eff = {
         "model": model,
         "fps": _effective("fps", chain, DEFAULT_FPS),
-        "resolution": _effective("resolution", chain, card.native_resolution),
-        "guidance": _effective("guidance", chain, card.default_guidance),
-        "steps": _effective("steps", chain, card.default_steps),
+        "resolution": _effective("resolution", chain, card.native_resolution if card else None),
+        "guidance": _effective("guidance", chain, card.default_guidance if card else 0.0),
+        "steps": _effective("steps", chain, card.default_steps if card else 1),
         "negative_prompt": _effective("negative_prompt", chain, None),
         "upsample": _effective("upsample", chain, False),
         "auto_generate": _effective("auto_generate", chain, False),
         "mode": _effective("mode", chain, GenerationMode.TEXT2WORLD),
     }
-    _check_model(card, eff, cards, problems)
-    if scenario.template is not None:
-        template = manifest.templates.get(scenario.template)
-        if template is None:
-            problems.add(
-                (*base, "template"),
-                "unknown template",
-                f"template {scenario.template!r} is not defined under 'templates'",
-            )
-            return
-        text, template_problems = render(template, scenario.vars)
-        for tp in template_problems:
-            loc = (
-                (*base, "vars", tp.field)
-                if tp.field and tp.rule == "unused template variable"
-                else ((*base, "vars") if tp.field else ("templates", scenario.template))
-            )
-            problems.add(loc, tp.rule, tp.message)
-        if text is None:
-            return
-        text_loc: Path = (*base, "template")
-    else:
-        text, text_loc = scenario.prompt or "", (*base, "prompt")
-    tokens = estimate_tokens(text)
-    if tokens > card.max_prompt_tokens:
-        problems.add(
-            text_loc,
-            "prompt too long",
-            f"the prompt is about {tokens} tokens, over {card.id}'s limit of {card.max_prompt_tokens}",
-        )
-    meta = _metadata(manifest, series, scenario)
-    meta_bytes = len(json.dumps(meta, sort_keys=True).encode())
-    if meta_bytes > MAX_METADATA_BYTES or len(meta) > MAX_METADATA_KEYS:
-        problems.add(
-            (*base, "metadata"),
-            "metadata too large",
-            f"metadata has {len(meta)} keys and {meta_bytes} bytes as JSON; the limit is "
-            f"{MAX_METADATA_KEYS} keys and {MAX_METADATA_BYTES} bytes",
-        )
+    if card is not None:
+        _check_model(card, eff, cards, problems)
+    text, text_loc = _prompt_text(manifest, scenario, base, problems)
+    if card is not None:
+        for value, loc, what in (
+            (text, text_loc, "prompt"),
+            (eff["negative_prompt"].value, eff["negative_prompt"].loc, "negative prompt"),
+        ):
+            tokens = estimate_tokens(value) if value else 0
+            if tokens > card.max_prompt_tokens:
+                problems.add(
+                    loc,
+                    "prompt too long",
+                    f"the {what} is about {tokens} tokens, over {card.id}'s limit of {card.max_prompt_tokens}",
+                )
+    meta = _checked_metadata(manifest, si, ci, problems)
     durations, dloc = _durations(si, ci, manifest)
     variants, vloc = _variants(si, ci, manifest)
     _check_durations(durations, dloc, variants, vloc, problems)
     fps = int(eff["fps"].value)
     tags = list(dict.fromkeys([*series.tags, *scenario.tags]))
-    for di, duration in enumerate(dict.fromkeys(durations)):
+    seen_durations: set[float] = set()
+    for di, duration in enumerate(durations):
+        if duration in seen_durations:
+            continue
+        seen_durations.add(duration)
         exact = duration * fps
         if abs(exact - round(exact)) > 1e-6:
             problems.add(
@@ -337,6 +382,8 @@ def _scenario_specs(
                 "whole frames",
                 f"{duration:g} s × {fps} fps = {exact:g} frames: must be a whole number of frames",
             )
+            continue
+        if card is None or text is None:
             continue
         count = variants.get(duration, 0) if isinstance(variants, dict) else variants
         seeds = distinct_seeds(
@@ -380,9 +427,13 @@ def expand(source: Source, *, sha256: str, now: datetime, cards: dict[str, Model
     try:
         manifest = Manifest.model_validate(source.data)
     except ValidationError as exc:
+        reported: set[Path] = set()
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "union["))))
-            problems.add(loc, _pydantic_rule(err), err["msg"])
+            loc = _clean_loc(err["loc"])
+            if loc in reported:  # one problem per place: a union reports each member's complaint
+                continue
+            reported.add(loc)
+            problems.add(loc, _pydantic_rule(err), _clean_msg(err["msg"]))
         return Expansion(sha256=sha256, problems=problems.items)
     _check_ids(manifest, problems)
     specs: list[PromptSpec] = []

@@ -16,6 +16,8 @@ from worldmill.contracts.base import Resolution
 from worldmill.contracts.cards import GenerationMode
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+#: Manifest names become part of every prompt id, so they are lower-case slugs (no two names collide).
+NAME_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,47}$"
 Scalar = str | int | float | bool | None
 
 
@@ -31,6 +33,11 @@ def _resolution(value: Any) -> Any:
 
 ResolutionField = Annotated[Resolution, BeforeValidator(_resolution)]
 Duration = Annotated[float, Field(gt=0, le=3600, description="Seconds.")]
+#: Expected risk level of what a clip shows (seeds/000: NONE for false alarms … HIGH for threats).
+RiskLevel = Annotated[
+    Literal["none", "low", "medium", "high", "critical"],
+    BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+]
 VariantCount = Annotated[int, Field(ge=1, le=100)]
 #: Variants per duration: one number for every duration, or a map duration → number.
 Variants = VariantCount | dict[float, VariantCount]
@@ -62,7 +69,7 @@ class Scenario(_Strict):
     template: str | None = None
     vars: dict[str, Scalar] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
-    risk_level: str | None = None
+    risk_level: RiskLevel | None = None
     durations: list[Duration] | None = Field(default=None, min_length=1)
     variants: Variants | None = None
     overrides: Settings | None = None
@@ -83,7 +90,7 @@ class Series(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     name: str | None = None
     description: str | None = None
-    risk_level: str | None = None
+    risk_level: RiskLevel | None = None
     tags: list[str] = Field(default_factory=list)
     durations: list[Duration] | None = Field(default=None, min_length=1)
     variants: Variants | None = None
@@ -96,7 +103,7 @@ class Manifest(_Strict):
     """A whole dataset: defaults, durations, variants, templates and series of scenarios."""
 
     format: Literal[1] = 1
-    name: str = Field(pattern=ID_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, description="Lower-case letters, digits and dashes.")
     description: str = ""
     defaults: Settings = Field(default_factory=Settings)
     durations: list[Duration] = Field(min_length=1)

@@ -8,17 +8,24 @@ announces nothing.
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 
-from worldmill.contracts.base import Message
+from worldmill.contracts.base import Message, ObjectRef
+from worldmill.contracts.cards import GenerationMode, ModelCard, builtin_cards
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import VideoReady
 from worldmill.contracts.prompts import (
     CoverageItem,
     CoverageReport,
     ExpansionCounts,
+    InputSpecOutcome,
+    InputSpecRequest,
+    InputSpecResult,
     ManifestAccepted,
     ManifestRejected,
     ManifestResult,
@@ -30,11 +37,23 @@ from worldmill.contracts.prompts import (
 from worldmill.contracts.qa import QaFailed, QaPassed
 from worldmill.contracts.subjects import EVENTS, event_subject
 from worldmill.prompt.expand import Expansion, check_text
+from worldmill.prompt.input_specs import (
+    CATEGORIES,
+    VIDEO_SUFFIXES,
+    CategoryTemplate,
+    InputVideo,
+    input_prompt_id,
+    input_spec,
+    tier_named,
+)
 from worldmill.prompt.versioning import KIND, MANIFEST_KIND, as_new_version, content_hash, index_of, spec_body
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
 from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.media import probe
+from worldmill.runtime.store import ObjectStore, sha256_file
 
+MAX_PAGE = 500
 FILTERS = ("manifest", "series", "scenario", "tag", "risk", "duration", "model", "mode", "upsample", "input")
 
 
@@ -53,6 +72,7 @@ class PromptService:
 
     docs: DocumentStore
     bus: Bus | None
+    store: ObjectStore | None = None
     source: str = "/worldmill/prompt"
 
     def _event(self, message: Message, event_id: str) -> OutboxItem:
@@ -165,6 +185,82 @@ class PromptService:
         await self.docs.commit([], [self._event(rejected, f"manifest.rejected-{expansion.sha256[:24]}")])
         await self.publish_pending()
 
+    async def specs_for_videos(self, req: InputSpecRequest, *, now: datetime | None = None) -> InputSpecResult:
+        """A Transfer spec for every video under ``req.prefix``; existing specs are kept unless asked."""
+        card = builtin_cards().get(req.model)
+        if card is None or GenerationMode.TRANSFER not in card.modes:
+            transfer = sorted(c.id for c in builtin_cards().values() if GenerationMode.TRANSFER in c.modes)
+            raise InvalidInputError("model", f"{req.model!r} is not a Transfer model (known: {', '.join(transfer)})")
+        template = CATEGORIES.get(req.template)
+        if template is None:
+            raise InvalidInputError(
+                "template", f"{req.template!r} is not a category template ({', '.join(CATEGORIES)})"
+            )
+        try:
+            tier_named(card, req.tier)
+        except ValueError as exc:
+            raise InvalidInputError("tier", str(exc)) from exc
+        store = self.store
+        if store is None:
+            raise InvalidInputError("bucket", "this prompt service has no object store configured")
+        outcomes: list[InputSpecOutcome] = []
+        for obj in await store.list(req.bucket, req.prefix):
+            if PurePosixPath(obj.key).suffix.lower() not in VIDEO_SUFFIXES:
+                continue
+            outcomes.append(
+                await self._input_spec(
+                    req, obj.key, obj.size, store=store, card=card, template=template, now=now or datetime.now(UTC)
+                )
+            )
+        await self.publish_pending()
+        return InputSpecResult(bucket=req.bucket, prefix=req.prefix, outcomes=tuple(outcomes))
+
+    async def _input_spec(
+        self,
+        req: InputSpecRequest,
+        key: str,
+        size: int,
+        *,
+        store: ObjectStore,
+        card: ModelCard,
+        template: CategoryTemplate,
+        now: datetime,
+    ) -> InputSpecOutcome:
+        pid = input_prompt_id(req.bucket, key)
+        latest = await self.docs.get(KIND, pid)
+        if latest is not None and not req.new_version:
+            return InputSpecOutcome(
+                key=key, prompt_id=pid, outcome="kept", reason="a spec exists (ask for a new version)"
+            )
+        if size == 0:
+            return InputSpecOutcome(key=key, outcome="skipped", reason="the file is empty")
+        with tempfile.TemporaryDirectory(prefix="wm-probe-") as tmp:
+            path = Path(tmp) / PurePosixPath(key).name
+            await store.download(req.bucket, key, path)
+            try:
+                info = await asyncio.to_thread(probe, path)
+            except InvalidInputError as exc:
+                return InputSpecOutcome(key=key, outcome="skipped", reason=exc.rule)
+            digest, _ = await asyncio.to_thread(sha256_file, path)
+        ref = ObjectRef(bucket=req.bucket, key=key, size=size, sha256=digest, content_type="video/mp4")
+        video = InputVideo(ref=ref, width=info.width, height=info.height, fps=float(info.fps), frames=info.frames)
+        spec = input_spec(video, card=card, template=template, tier=req.tier, controls=tuple(req.controls), now=now)
+        digest = content_hash(spec)
+        if latest is not None and latest.content_hash == digest:
+            return InputSpecOutcome(key=key, prompt_id=pid, outcome="kept", reason="unchanged")
+        versioned = as_new_version(spec, latest.version if latest else None)
+        doc = NewDocument(
+            kind=KIND,
+            doc_id=pid,
+            version=versioned.version,
+            body=spec_body(versioned),
+            content_hash=digest,
+            index=index_of(versioned),
+        )
+        event = self._event(PromptCreated(spec=versioned), f"prompt.created-{pid}-v{versioned.version}")
+        await self.docs.commit([doc], [event])
+        return InputSpecOutcome(key=key, prompt_id=pid, outcome="created")
+
     async def list_prompts(
         self, filters: Mapping[str, str | Sequence[str]], *, limit: int = 100, cursor: str | None = None
     ) -> PromptPage:
@@ -172,8 +268,8 @@ class PromptService:
         unknown = set(filters) - set(FILTERS)
         if unknown:
             raise InvalidInputError(sorted(unknown)[0], f"is not a filter (filters: {', '.join(FILTERS)})")
-        if not 1 <= limit <= 1000:
-            raise InvalidInputError("limit", "must be between 1 and 1000")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInputError("limit", f"must be between 1 and {MAX_PAGE}")
         docs = await self.docs.find(KIND, where=dict(filters), limit=limit + 1, after=cursor)
         items = tuple(PromptSpec.model_validate(d.body) for d in docs[:limit])
         return PromptPage(items=items, next_cursor=items[-1].prompt_id if len(docs) > limit else None)

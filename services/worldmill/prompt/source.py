@@ -88,14 +88,23 @@ def _expanded_size(root: yaml.Node) -> int:
     return memo[id(root)]
 
 
+def _same_key(key: Any) -> Any:
+    """Keys that load as the same value are the same key (``5`` and ``5.0`` are one number)."""
+    try:
+        return float(key)
+    except (TypeError, ValueError):
+        return key
+
+
 def _walk(node: yaml.Node, path: Path, marks: dict[Path, Mark], problems: list[SourceProblem]) -> None:
     marks.setdefault(path, _mark(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, Mark] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            if key in seen:
-                first = seen[key]
+            same = _same_key(key)
+            if same in seen:
+                first = seen[same]
                 problems.append(
                     SourceProblem(
                         "duplicate key",
@@ -105,7 +114,7 @@ def _walk(node: yaml.Node, path: Path, marks: dict[Path, Mark], problems: list[S
                     )
                 )
                 continue
-            seen[key] = _mark(key_node)
+            seen[same] = _mark(key_node)
             _walk(value_node, (*path, key), marks, problems)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
@@ -133,7 +142,7 @@ def load(text: str | bytes) -> Source:
         raise SourceError([SourceProblem("syntax", f"not valid YAML/JSON: {exc}")]) from exc
     except RecursionError as exc:
         raise SourceError([SourceProblem("nesting", "the document is nested too deeply")]) from exc
-    if root is None:
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
         raise SourceError([SourceProblem("empty", "the document is empty")])
     size = _expanded_size(root)
     if size > MAX_NODES:

@@ -309,7 +309,7 @@ class Bus:
             while remaining > 0:
                 try:
                     msgs = await sub.fetch(min(batch, remaining), timeout=timeout_s)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own subclass and plain asyncio timeouts
                     break
                 for msg in msgs:
                     remaining -= 1

@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 
-from worldmill.runtime.errors import TransientError, WorldmillError
-from worldmill.runtime.settings import service_prefix
+from worldmill.runtime.errors import TransientError
+from worldmill.runtime.settings import RuntimeSettings, service_prefix
 from worldmill.runtime.stack import running_state
+from worldmill.runtime.store import ObjectStore
 
 
 class ServiceUnavailableError(TransientError):
@@ -73,4 +74,17 @@ def error_detail(response: httpx.Response) -> str:
     return str(detail)
 
 
-__all__ = ["ServiceClient", "ServiceUnavailableError", "WorldmillError", "error_detail"]
+def locate_store(data_dir: Path) -> ObjectStore:
+    """The object store from ``WM_S3_*`` settings when set, else the running local stack's."""
+    settings = RuntimeSettings.for_service("cli")
+    if settings.s3_access_key is not None and settings.s3_secret_key is not None:
+        return ObjectStore(
+            settings.s3_endpoint,
+            settings.s3_access_key.get_secret_value(),
+            settings.s3_secret_key.get_secret_value(),
+            region=settings.s3_region,
+        )
+    state = running_state(data_dir)
+    if state is None:
+        raise ServiceUnavailableError("no object store: start the stack with `worldmill up` (or set WM_S3_*)")
+    return ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key)

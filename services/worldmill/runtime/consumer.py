@@ -59,6 +59,9 @@ class Delivery:
 
 Handler = Callable[[Delivery], Awaitable[None]]
 
+#: How long a busy consumer's fetch may wait to fill a batch (bounds the latency it adds).
+BUSY_LINGER_S = 0.05
+
 
 class _Undeliverable(Exception):  # noqa: N818 - internal control flow, not an error users see
     def __init__(self, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None) -> None:
@@ -178,19 +181,27 @@ class Consumer:
         working = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
         heartbeat = asyncio.create_task(self._heartbeat())
+        idle = True
         try:
             while not stop.is_set():
                 free = self.prefetch - len(self._in_hand)
                 if free <= 0:
                     await self._wait_any(running, stop)
                     continue
+                # nats-py's fetch(n) that finds nothing waiting lingers until n messages or the
+                # timeout: fine when busy, but it would hold a lone new message for the whole
+                # timeout. So an idle consumer waits for one message; a busy one takes what is
+                # there and lingers briefly.
+                batch, timeout = (1, self.fetch_timeout_s) if idle else (free, BUSY_LINGER_S)
                 try:
-                    msgs = await sub.fetch(free, timeout=self.fetch_timeout_s)
-                except nats.errors.TimeoutError:
+                    msgs = await sub.fetch(batch, timeout=timeout)
+                except TimeoutError:  # nats-py raises its own subclass and plain asyncio timeouts
+                    idle = True
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                     await asyncio.sleep(0.5)
                     continue
+                idle = False
                 for msg in msgs:
                     self._in_hand[id(msg)] = msg
                 if self.concurrency == 1:

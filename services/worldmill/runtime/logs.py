@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 
 def configure_logging(level: str = "INFO", json: bool | None = None, service: str | None = None) -> None:
@@ -39,7 +40,10 @@ def configure_logging(level: str = "INFO", json: bool | None = None, service: st
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks if use_json else _identity,
+            # Tracebacks as data, without local variables: locals hold request headers and secrets.
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+            if use_json
+            else _identity,
             renderer,
         ],
     )

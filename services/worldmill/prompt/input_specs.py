@@ -1,0 +1,174 @@
+"""Transfer specs for input videos (pure): category templates, nearest supported resolution.
+
+A spec per video keeps the video's length and frame rate (Transfer2.5's output has the input's
+frames and fps) and generates at the model's supported size nearest the video's aspect ratio in
+the chosen tier; the input's own size is kept in the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime
+
+from worldmill.contracts.augment import ControlSpec
+from worldmill.contracts.base import ObjectRef, Resolution
+from worldmill.contracts.cards import ControlType, GenerationMode, ModelCard, ResolutionTier
+from worldmill.contracts.prompts import PromptSpec, SamplingParams
+from worldmill.prompt.identity import slug
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
+
+TRANSFER_NEGATIVE = (
+    "The video looks like a video game or bad CG: cartoonish frames, fake lighting, raw textures, primitive "
+    "geometry, pixelated images, subtitles, unrealistic motion."
+)
+
+
+@dataclass(frozen=True)
+class CategoryTemplate:
+    """A prompt for a kind of footage, written in our own words."""
+
+    name: str
+    prompt: str
+    negative_prompt: str = TRANSFER_NEGATIVE
+
+
+CATEGORIES: dict[str, CategoryTemplate] = {
+    t.name: t
+    for t in (
+        CategoryTemplate(
+            "generic",
+            "A photorealistic video with natural lighting, realistic materials and "
+            "textures, correct shadows and reflections, and smooth, physically plausible motion. "
+            "The camera is steady.",
+        ),
+        CategoryTemplate(
+            "hand-manipulation",
+            "A photorealistic close-up of human hands handling objects on a "
+            "table: lifelike skin tones and creases, fingers gripping with visible contact and "
+            "pressure, objects moving only when touched, soft indoor light with gentle shadows, a "
+            "steady camera.",
+        ),
+        CategoryTemplate(
+            "driving",
+            "A photorealistic drive through a city street in daylight: asphalt with "
+            "wear and markings, cars and pedestrians moving at plausible speeds, buildings with "
+            "glass reflecting the sky, consistent shadows, a camera mounted steadily on the car.",
+        ),
+        CategoryTemplate(
+            "robot-arm",
+            "A photorealistic industrial robot arm picking and placing parts on a "
+            "workbench: metal and plastic surfaces with real reflections, cables that sag and "
+            "move, parts that rest and fall under gravity, even workshop lighting.",
+        ),
+        CategoryTemplate(
+            "warehouse",
+            "A photorealistic warehouse aisle with shelving, pallets and boxes, "
+            "forklifts and workers moving at realistic speeds, overhead lights, concrete floor with "
+            "scuffs, a fixed ceiling camera.",
+        ),
+        CategoryTemplate(
+            "security-camera",
+            "A photorealistic fixed security-camera view of a house entrance: "
+            "wide-angle lens, people and objects moving naturally, daylight or porch light with "
+            "matching shadows, slight sensor noise, no camera motion.",
+        ),
+    )
+}
+
+
+def aspect_key_distance(aspect: float, key: str) -> float:
+    """How far an aspect ratio is from a tier's ``"16,9"``-style key (in log space, so 2× wide = 2× tall)."""
+    w, h = (int(x) for x in key.split(","))
+    return abs(math.log(aspect) - math.log(w / h))
+
+
+def nearest_resolution(width: int, height: int, tier: ResolutionTier) -> tuple[str, Resolution]:
+    """The tier's size whose aspect ratio is nearest the video's."""
+    aspect = width / height
+    key = min(tier.sizes, key=lambda k: aspect_key_distance(aspect, k))
+    return key, tier.sizes[key]
+
+
+def tier_named(card: ModelCard, name: str) -> ResolutionTier:
+    """A card's tier by name; ``ValueError`` listing the tiers when it has none of that name."""
+    for tier in card.resolution_tiers:
+        if tier.name == name:
+            return tier
+    raise ValueError(
+        f"{card.id} has no resolution tier {name!r} (tiers: {', '.join(t.name for t in card.resolution_tiers)})"
+    )
+
+
+def input_prompt_id(bucket: str, key: str) -> str:
+    """``input-<file stem>-<hash of bucket/key>``: one id per input video, stable."""
+    stem = posixpath.splitext(posixpath.basename(key))[0]
+    digest = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:10]
+    return f"input-{slug(stem, 80)}-{digest}"
+
+
+def input_seed(bucket: str, key: str) -> int:
+    """A seed from a stable hash of the input's location (never 0)."""
+    return int.from_bytes(hashlib.sha256(f"seed\x1f{bucket}/{key}".encode()).digest()[:4], "big") or 1
+
+
+def default_controls(controls: tuple[ControlSpec, ...]) -> tuple[ControlSpec, ...]:
+    """Edge at weight 1.0 unless controls are given (seeds/001's default)."""
+    return controls or (ControlSpec(type=ControlType.EDGE, weight=1.0),)
+
+
+@dataclass(frozen=True)
+class InputVideo:
+    """An input video as stored and as probed."""
+
+    ref: ObjectRef
+    width: int
+    height: int
+    fps: float
+    frames: int
+
+
+def input_spec(
+    video: InputVideo,
+    *,
+    card: ModelCard,
+    template: CategoryTemplate,
+    tier: str,
+    controls: tuple[ControlSpec, ...],
+    now: datetime,
+) -> PromptSpec:
+    """The Transfer spec for one input video (version 1; the service numbers versions)."""
+    aspect_key, size = nearest_resolution(video.width, video.height, tier_named(card, tier))
+    ref = video.ref
+    return PromptSpec(
+        prompt_id=input_prompt_id(ref.bucket, ref.key),
+        version=1,
+        scenario=posixpath.basename(ref.key),
+        variant=0,
+        duration_s=video.frames / video.fps,
+        fps=video.fps,
+        target_frames=video.frames,
+        seed=input_seed(ref.bucket, ref.key),
+        resolution=size,
+        model=card.id,
+        mode=GenerationMode.TRANSFER,
+        prompt=template.prompt,
+        sampling=SamplingParams(
+            guidance=card.default_guidance, steps=card.default_steps, negative_prompt=template.negative_prompt
+        ),
+        input=ref,
+        controls=default_controls(controls),
+        tags=("input", template.name),
+        metadata={
+            "template": template.name,
+            "input_width": video.width,
+            "input_height": video.height,
+            "input_aspect": round(video.width / video.height, 4),
+            "aspect_key": aspect_key,
+            "resolution_tier": tier,
+        },
+        created_at=now,
+    )
