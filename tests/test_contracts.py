@@ -92,7 +92,7 @@ def _spec(**kw: object) -> PromptSpec:
 def test_prompt_spec_requires_frames_equal_to_duration_times_fps() -> None:
     """A spec whose frame count is not duration × fps is refused with the numbers."""
     assert _spec().target_frames == 120
-    with pytest.raises(ValidationError, match=r"5.0 × 24 = 120.0, got 93"):
+    with pytest.raises(ValidationError, match=r"5.0 × 24.0 = 120.0, got 93"):
         _spec(target_frames=93)
 
 

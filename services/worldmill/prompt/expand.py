@@ -132,8 +132,13 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path:
     return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith(tags) or p in plain)))
 
 
-def _clean_msg(msg: str) -> str:
-    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+def _friendly(err: Any) -> str:
+    """pydantic's message, without its prefixes, and in words instead of a regex for ids."""
+    if err.get("type") == "string_pattern_mismatch":
+        if _clean_loc(err["loc"]) == ("name",):
+            return "must be lower-case letters, digits and dashes, at most 48 (it becomes part of every prompt id)"
+        return "must be letters, digits, '_' or '-', starting with a letter or digit, at most 64"
+    return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
 @dataclass(frozen=True)
@@ -427,13 +432,17 @@ def expand(source: Source, *, sha256: str, now: datetime, cards: dict[str, Model
     try:
         manifest = Manifest.model_validate(source.data)
     except ValidationError as exc:
-        reported: set[Path] = set()
+        grouped: dict[Path, list[Any]] = {}
         for err in exc.errors():
-            loc = _clean_loc(err["loc"])
-            if loc in reported:  # one problem per place: a union reports each member's complaint
-                continue
-            reported.add(loc)
-            problems.add(loc, _pydantic_rule(err), _clean_msg(err["msg"]))
+            grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
+        for loc, all_errs in grouped.items():
+            # In a union, "wrong type" from the other forms is noise next to a real complaint.
+            errs = [e for e in all_errs if not str(e.get("type", "")).endswith("_type")] or all_errs
+            messages = list(dict.fromkeys(_friendly(e) for e in errs))
+            if len(messages) == 1:
+                problems.add(loc, _pydantic_rule(errs[0]), messages[0])
+            else:  # a union: say what each allowed form wanted, once
+                problems.add(loc, "no allowed form", "matches no allowed form: " + "; or ".join(messages[:5]))
         return Expansion(sha256=sha256, problems=problems.items)
     _check_ids(manifest, problems)
     specs: list[PromptSpec] = []
