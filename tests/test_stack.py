@@ -116,6 +116,10 @@ def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None
         missing = subprocess.run([*CLI, "prompts", "show", "nope", "--data-dir", str(data)], env=_cli_env(),
                                  capture_output=True, text=True, timeout=60)
         assert missing.returncode == 2 and "nope" in missing.stderr
+        cov = subprocess.run([*CLI, "manifest", "coverage", "security-cameras-demo", "--data-dir", str(data)],
+                             env=_cli_env(), capture_output=True, text=True, timeout=60)
+        assert cov.returncode == 0, cov.stderr
+        assert "missing: 18 (of 18)" in cov.stdout
         clips = tmp_path / "clips"
         write_video(clips / "door.mp4", width=320, height=180, fps=24, frames=24)
         write_video(clips / "sub" / "yard.mp4", width=240, height=320, fps=25, frames=25, seed=3)

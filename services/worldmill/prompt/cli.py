@@ -16,7 +16,14 @@ from rich.table import Table
 
 from worldmill.contracts.augment import ControlSpec
 from worldmill.contracts.keys import INPUTS_BUCKET
-from worldmill.contracts.prompts import InputSpecResult, ManifestProblem, ManifestResult, PromptDetail, PromptPage
+from worldmill.contracts.prompts import (
+    CoverageReport,
+    InputSpecResult,
+    ManifestProblem,
+    ManifestResult,
+    PromptDetail,
+    PromptPage,
+)
 from worldmill.prompt.expand import Summary, check_text
 from worldmill.prompt.identity import duration_token, slug
 from worldmill.prompt.input_specs import CATEGORIES, VIDEO_SUFFIXES
@@ -282,3 +289,38 @@ def from_videos(
     for o in result.outcomes:
         table.add_row(o.key, o.outcome, o.prompt_id or "", o.reason)
     console.print(table)
+
+
+@manifest_app.command("coverage")
+def coverage(
+    name: Annotated[str, typer.Argument(help="The manifest's name.")],
+    data_dir: DataDir = Path(".worldmill"),
+    missing_only: Annotated[bool, typer.Option("--missing", help="List only what has no passed video.")] = False,
+) -> None:
+    """Which (scenario, duration, variant) have no finished video, or none that passed QA."""
+    with _client(data_dir) as client:
+        resp = client.request("GET", f"/manifests/{name}/coverage")
+    if resp.status_code == 404:
+        err.print(f"[bold red]error:[/] NAME: {escape(error_detail(resp))}")
+        raise typer.Exit(EXIT_USAGE)
+    if resp.status_code >= 400:
+        err.print(f"[bold red]failed:[/] {escape(error_detail(resp))}")
+        raise typer.Exit(EXIT_FAILED)
+    report = CoverageReport.model_validate(resp.json())
+    table = Table(title=f"coverage of {report.manifest} ({report.computed_from})")
+    for col in ("prompt id", "series", "scenario", "duration", "variant", "videos", "state"):
+        table.add_column(col)
+    for item in report.items:
+        if missing_only and item.state == "passed":
+            continue
+        table.add_row(
+            item.prompt_id,
+            item.series or "",
+            item.scenario,
+            duration_token(item.duration_s),
+            str(item.variant),
+            str(item.videos),
+            item.state,
+        )
+    console.print(table)
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(report.counts.items())) + f" (of {report.total})")
