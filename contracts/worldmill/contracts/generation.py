@@ -258,3 +258,66 @@ class VideoReady(Message):
 
     def entity_id(self) -> str | None:
         return self.asset_id
+
+
+# -- runs, as the generate service tracks and serves them ----------------------------------
+
+RunState = Literal["queued", "running", "post_processing", "ready", "failed", "canceled", "lost"]
+FINAL_STATES: frozenset[str] = frozenset({"ready", "failed", "canceled", "lost"})
+
+
+class AttemptRecord(Contract):
+    """One attempt of a run: one GPU job."""
+
+    attempt: int = Field(ge=1)
+    job_id: Identifier
+    state: RunState
+    runner: str | None = None
+    error: str | None = Field(default=None, max_length=4000)
+    retryable: bool | None = None
+    queued_at: datetime
+    finished_at: datetime | None = None
+
+
+class RunRecord(Contract):
+    """A run: one spec made into one video, over one or more attempts. Every change is a new version."""
+
+    run_id: Identifier
+    request_id: Identifier
+    prompt_id: Identifier
+    prompt_version: int = Field(ge=1)
+    state: RunState
+    plan: GenerationPlan
+    max_attempts: int = Field(ge=1)
+    attempts: tuple[AttemptRecord, ...]
+    asset_id: Identifier | None = None
+    video: ObjectRef | None = None
+    provenance_ref: ObjectRef | None = None
+    error: str | None = Field(default=None, max_length=4000)
+    cancel_reason: str | None = None
+    requested_by: str = "api"
+    created_at: datetime
+    updated_at: datetime
+
+
+class GenerationSubmission(Contract):
+    """``POST /generations``: make videos of these specs (latest versions)."""
+
+    prompt_ids: tuple[Identifier, ...] = Field(min_length=1, max_length=10000)
+    request_id: Identifier | None = Field(default=None, description="Repeat it to make the request idempotent.")
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    requested_by: str = "api"
+
+
+class RunPage(Contract):
+    """``GET /runs``: runs, newest first by id, with the next cursor."""
+
+    items: tuple[RunRecord, ...]
+    next_cursor: str | None = None
+
+
+class GenerationAccepted(Contract):
+    """The answer to ``POST /generations``: one run per spec (existing runs of a repeated request)."""
+
+    request_id: Identifier
+    runs: tuple[RunRecord, ...]

@@ -14,14 +14,18 @@ from worldmill.contracts.deadletter import DeadLetter
 from worldmill.contracts.envelope import Envelope, TypedEnvelope, typed_envelope
 from worldmill.contracts.generation import (
     CancelRequested,
+    GenerationAccepted,
     GenerationPlan,
     GenerationRequested,
+    GenerationSubmission,
     GpuJob,
     JobCanceled,
     JobCompleted,
     JobFailed,
     JobProgress,
     Provenance,
+    RunPage,
+    RunRecord,
     VideoReady,
 )
 from worldmill.contracts.objects import ObjectCreated
@@ -80,6 +84,10 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     CoverageReport,
     InputSpecRequest,
     InputSpecResult,
+    GenerationSubmission,
+    GenerationAccepted,
+    RunRecord,
+    RunPage,
 )
 
 

@@ -116,3 +116,8 @@ GPU_JOBS = ConsumerSpec(
     backoff_max_s=300.0,
     description="GPU generation and transfer jobs; heartbeats keep long jobs from redelivery.",
 )
+
+#: NATS key-value bucket of canceled runs (key = run id); runners watch it between denoising steps.
+CANCEL_BUCKET = "wm_cancel"
+#: How long a cancel flag is kept (runs finish or are dropped well before).
+CANCEL_TTL_S = 7 * DAY

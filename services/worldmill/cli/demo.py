@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, fail_usage
+from worldmill.cli.demo_videos import generate_videos, print_videos
 from worldmill.cli.stack_commands import DataDir, start_local_stack
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.keys import ARTIFACTS_BUCKET, probe_key
@@ -216,7 +217,12 @@ def demo(
         run_id = f"{int(time.time())}-{os.getpid()}"
         summary = asyncio.run(roundtrip(state, run_id))
         summary["manifest"] = submit_manifest(state, manifest_text)
-        summary["ok"] = summary["ok"] and summary["manifest"]["ok"]
+        summary["generation"] = (
+            generate_videos(state, summary["manifest"]["specs"])
+            if summary["manifest"]["ok"]
+            else {"ok": False, "error": "the manifest was not submitted"}
+        )
+        summary["ok"] = summary["ok"] and summary["manifest"]["ok"] and summary["generation"]["ok"]
     finally:
         if started is not None:
             started.stop()
@@ -227,6 +233,7 @@ def demo(
         table.add_row(s["step"], "[green]ok[/]" if s["ok"] else "[red]FAIL[/]", s["detail"], str(s["ms"]))
     console.print(table)
     _print_manifest(summary["manifest"])
+    print_videos(summary["generation"], console)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2))
@@ -236,7 +243,8 @@ def demo(
     console.print(
         "[green]Demo succeeded:[/] object stored, event published and consumed once, duplicate dropped, "
         f"presigned URL works; manifest {summary['manifest']['manifest']} → {summary['manifest']['counts']['specs']} "
-        "specs, re-submitted with nothing new."
+        f"specs (re-submitted with nothing new) → {len(summary['generation']['videos'])} videos, each exactly "
+        "its planned frames and fps."
     )
 
 

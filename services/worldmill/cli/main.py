@@ -12,6 +12,7 @@ from worldmill.cli.demo import demo
 from worldmill.cli.schema_commands import schemas_app
 from worldmill.cli.serve_command import serve
 from worldmill.cli.stack_commands import doctor, down, up
+from worldmill.generate.cli import follow, generate, runs_app
 from worldmill.prompt.cli import manifest_app, prompts_app
 from worldmill.runtime.logs import configure_logging
 
@@ -29,6 +30,9 @@ app.command()(serve)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(prompts_app, name="prompts")
+app.command()(generate)
+app.add_typer(runs_app, name="runs")
+app.command()(follow)
 
 
 @app.callback()

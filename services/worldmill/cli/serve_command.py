@@ -1,8 +1,8 @@
 """``worldmill serve SERVICE``: run one service (or the GPU runner) as a long-lived process.
 
-Each service package exposes ``create_app(settings) -> FastAPI`` in ``worldmill.<service>.app``;
-the GPU runner exposes ``run(settings)`` in ``worldmill.gpu_runner.main``. They are imported here
-by name, at run time, so the CLI never depends on a service's code at import time.
+Each service package, the GPU runner included, exposes ``create_app(settings) -> FastAPI`` in its
+``app`` module (``worldmill.<service>.app``, ``worldmill.gpu_runner.app``). They are imported by
+name at run time: starting one service never imports the others (nor torch, unless it is the runner).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ServiceName(StrEnum):
 def entry_module(service: ServiceName) -> str:
     """The module that holds a service's entry point."""
     if service is ServiceName.GPU_RUNNER:
-        return "worldmill.gpu_runner.main"
+        return "worldmill.gpu_runner.app"
     return f"worldmill.{service.value}.app"
 
 
@@ -51,7 +51,4 @@ def serve(
         raise
     overrides = {k: v for k, v in {"http_host": host, "http_port": port}.items() if v is not None}
     settings = RuntimeSettings.for_service(service.value, **overrides)
-    if service is ServiceName.GPU_RUNNER:
-        module.run(settings)
-        return
     run_service(module.create_app(settings), settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import signal
 import threading
 from pathlib import Path
@@ -55,13 +56,19 @@ def _built(module: str) -> bool:
 
 
 def local_services() -> list[ServiceCommand]:
-    """Every service of this build that runs on a laptop (the GPU runner joins with its CPU backend)."""
+    """Every service of this build; the GPU runner joins with the synthetic backend by default."""
     commands = []
     for service in ServiceName:
-        if service is ServiceName.GPU_RUNNER or not _built(entry_module(service)):
+        if not _built(entry_module(service)):
             continue
         argv = python_module_argv("worldmill.cli", "serve", service.value)
-        commands.append(ServiceCommand(name=service.value, argv=argv, port=service_port()))
+        # A laptop has no GPU: the local runner uses the synthetic CPU stand-in unless told otherwise.
+        env = (("WM_GPU_RUNNER_BACKEND", os.environ.get("WM_GPU_RUNNER_BACKEND", "synthetic")),)
+        commands.append(
+            ServiceCommand(
+                name=service.value, argv=argv, port=service_port(), env=env if service is ServiceName.GPU_RUNNER else ()
+            )
+        )
     return commands
 
 

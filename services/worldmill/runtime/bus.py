@@ -320,6 +320,26 @@ class Bus:
         finally:
             await sub.unsubscribe()
 
+    async def follow(self, stream: str, subject: str) -> AsyncIterator[tuple[EnvelopeAttributes, Message]]:
+        """Valid messages published on ``subject`` from now on, until the caller stops iterating."""
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, inactive_threshold=60.0
+        )
+        sub = await self.js.pull_subscribe(subject, durable=None, stream=stream, config=config)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(64, timeout=0.5)
+                except TimeoutError:  # nats-py raises its own subclass and plain asyncio timeouts
+                    continue
+                for msg in msgs:
+                    await msg.ack()
+                    decoded = _decode_quietly(msg.data, (msg.headers or {}).get("ce-type"))
+                    if decoded is not None:
+                        yield decoded
+        finally:
+            await sub.unsubscribe()
+
     async def jetstream_info(self) -> dict[str, Any]:
         """Account-level JetStream information (raises if JetStream is off)."""
         info = await self.js.account_info()

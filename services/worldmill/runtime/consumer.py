@@ -302,40 +302,11 @@ class Consumer:
     async def _dead_letter(
         self, msg: Msg, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None
     ) -> None:
-        """Copy the message to the dead-letter stream with the reason, then ``term`` it."""
-        meta = msg.metadata
-        try:
-            text, encoding = msg.data.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(msg.data).decode(), "base64"
-        letter = DeadLetter(
-            consumer=self.spec.durable,
-            stream=meta.stream,
-            original_subject=msg.subject,
-            stream_sequence=meta.sequence.stream,
-            deliveries=meta.num_delivered,
-            reason=reason,
-            error=error[:4000],
-            payload_encoding=encoding,
-            payload=text,
-            headers={k: str(v) for k, v in (msg.headers or {}).items()},
-            original_id=envelope.id if envelope else None,
-            original_type=envelope.type if envelope else None,
-            failed_at=datetime.now(UTC),
+        await dead_letter(
+            self.bus, msg, consumer=self.spec.durable, source=self.source, reason=reason, error=error, envelope=envelope
         )
-        out = wrap(
-            letter,
-            source=self.source,
-            event_id=f"dlq-{meta.stream}-{meta.sequence.stream}",
-            correlation_id=envelope.correlationid if envelope else None,
-            causation_id=envelope.id if envelope else None,
-        )
-        # Publish first: a message is only removed (term) once its dead letter is stored.
-        await self.bus.publish(out, subject=dlq_subject(self.spec.durable))
-        await msg.term()
         self.stats.dead_lettered += 1
         self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
-        log.warning("message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream)
 
     async def _heartbeat(self) -> None:
         interval = max(0.05, self.spec.ack_wait_s / 3)
@@ -345,6 +316,50 @@ class Consumer:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
                     self.stats.heartbeats += 1
+
+
+async def dead_letter(
+    bus: Bus,
+    msg: Msg,
+    *,
+    consumer: str,
+    source: str,
+    reason: DeadLetterReason,
+    error: str,
+    envelope: EnvelopeAttributes | None = None,
+) -> None:
+    """Copy a message to ``wm.dlq.<consumer>`` with the reason, then ``term`` it (never the other way)."""
+    meta = msg.metadata
+    try:
+        text, encoding = msg.data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(msg.data).decode(), "base64"
+    letter = DeadLetter(
+        consumer=consumer,
+        stream=meta.stream,
+        original_subject=msg.subject,
+        stream_sequence=meta.sequence.stream,
+        deliveries=meta.num_delivered,
+        reason=reason,
+        error=error[:4000],
+        payload_encoding=encoding,
+        payload=text,
+        headers={k: str(v) for k, v in (msg.headers or {}).items()},
+        original_id=envelope.id if envelope else None,
+        original_type=envelope.type if envelope else None,
+        failed_at=datetime.now(UTC),
+    )
+    out = wrap(
+        letter,
+        source=source,
+        event_id=f"dlq-{meta.stream}-{meta.sequence.stream}",
+        correlation_id=envelope.correlationid if envelope else None,
+        causation_id=envelope.id if envelope else None,
+    )
+    # Publish first: a message is only removed (term) once its dead letter is stored.
+    await bus.publish(out, subject=dlq_subject(consumer))
+    await msg.term()
+    log.warning("message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream)
 
 
 async def run_consumers(consumers: list[Consumer], stop: asyncio.Event) -> None:

@@ -126,6 +126,7 @@ class ServiceCommand:
     name: str
     argv: tuple[str, ...]
     port: int
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -191,7 +192,7 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
         )
         services_urls: dict[str, str] = {}
         for svc in services or []:
-            env = {**state.env(), f"WM_{svc.name.upper().replace('-', '_')}_HTTP_PORT": str(svc.port)}
+            env = {**state.env(), f"WM_{svc.name.upper().replace('-', '_')}_HTTP_PORT": str(svc.port), **dict(svc.env)}
             proc = spawn(svc.name, list(svc.argv), data_dir / "logs" / f"{svc.name}.log", env)
             processes.append(proc)
             wait_for_port(svc.port, 60.0, proc.proc)

@@ -1,0 +1,423 @@
+"""The runner loop: hold a window of jobs, run the best next one, overlap everything else.
+
+* Jobs come from the shared durable consumer ``gpu-runner`` on ``wm.job.gpu`` (many runners share
+  it). A window of up to ``window`` jobs is held (heartbeats keep them from redelivery) so the next
+  job can be one whose model is already loaded, without starving older jobs (``selection``).
+* Models stay loaded between jobs (``cache``), one load per execution signature while the memory
+  budget allows.
+* The model thread never waits for the rest: the next job's inputs download while the current job
+  generates, and the previous job's video is encoded and uploaded meanwhile.
+* Progress events per step and chunk are throttled; a cancel flag is honoured between steps.
+* Outcomes are events (``job.completed`` with provenance, ``job.failed`` saying whether another
+  attempt can help, ``job.canceled``); the message is acked only after its outcome is published.
+  A redelivered job whose video was already delivered is answered again without regenerating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from worldmill.contracts.base import Message, ObjectRef
+from worldmill.contracts.envelope import EnvelopeAttributes, wrap
+from worldmill.contracts.generation import (
+    GpuJob,
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobPhase,
+    JobProgress,
+    Provenance,
+    Timings,
+)
+from worldmill.contracts.keys import provenance_key
+from worldmill.contracts.subjects import GPU_JOBS
+from worldmill.gpu_runner.backends.base import Backend, Canceled, library_versions
+from worldmill.gpu_runner.cache import ModelCache
+from worldmill.gpu_runner.jobwork import ChunkProgress, Generated, finish_video, generate_chunks
+from worldmill.gpu_runner.selection import Candidate, choose, passed_over
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.cancel import CancelFlags
+from worldmill.runtime.errors import ObjectNotFoundError, PermanentError
+from worldmill.runtime.jobqueue import HeldJob, JobQueue
+from worldmill.runtime.logs import get_logger
+from worldmill.runtime.store import ObjectStore
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Held:
+    """A job in hand: the queue's handle, the decoded job and its place in the selection."""
+
+    handle: HeldJob
+    job: GpuJob
+    candidate: Candidate
+
+    @property
+    def envelope(self) -> EnvelopeAttributes:
+        """The envelope the job came in."""
+        return self.handle.envelope
+
+
+@dataclass
+class RunnerStats:
+    """What a runner did, for tests, health and benchmarks."""
+
+    completed: int = 0
+    failed: int = 0
+    canceled: int = 0
+    replayed: int = 0
+    busy_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def code_version() -> str:
+    """worldmill's version (and the git commit when running from a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        ver = version("worldmill")
+    except PackageNotFoundError:
+        ver = "0+unknown"
+    head = Path(__file__).resolve().parents[3] / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref = (head.parent / ref.removeprefix("ref: ")).read_text().strip()
+        return f"{ver}+g{ref[:12]}"
+    except OSError:
+        return ver
+
+
+class Runner:
+    """One runner process's loop. Construction is cheap; ``run`` does the work until ``stop``."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: ObjectStore,
+        cache: ModelCache,
+        *,
+        name: str | None = None,
+        window: int = 4,
+        max_passes: int = 3,
+        progress_interval_s: float = 0.5,
+        source: str = "/worldmill/gpu-runner",
+        device: str = "cpu",
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.cache = cache
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.window = window
+        self.max_passes = max_passes
+        self.progress_interval_s = progress_interval_s
+        self.source = source
+        self.device = device
+        self.flags = CancelFlags(bus)
+        self.stats = RunnerStats()
+        self._held: list[Held] = []
+        self.queue = JobQueue(bus, GPU_JOBS, (GpuJob,), source=source)
+        self._current: GpuJob | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._code_version = code_version()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume jobs until ``stop``; then finish the job in hand, hand the held ones back, return."""
+        self._loop = asyncio.get_running_loop()
+        await self.queue.open()
+        watcher = asyncio.create_task(self.flags.watch(stop))
+        finishing: set[asyncio.Task[None]] = set()
+        with tempfile.TemporaryDirectory(prefix="wm-runner-") as tmp:
+            try:
+                while not stop.is_set():
+                    await self._fill(wait=not self._held)
+                    if not self._held:
+                        continue
+                    held = self._next()
+                    task = await self._run_job(held, Path(tmp))
+                    if task is not None:
+                        finishing.add(task)
+                        task.add_done_callback(finishing.discard)
+                        if len(finishing) > 1:  # bound memory: at most one video finishing behind the model
+                            await asyncio.wait(finishing, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if finishing:
+                    await asyncio.wait(finishing)
+                self._held.clear()
+                await self.queue.close()
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher
+
+    async def _fill(self, *, wait: bool) -> None:
+        for handle in await self.queue.take(self.window - len(self._held), wait=wait):
+            job = handle.message
+            if isinstance(job, GpuJob):
+                self._held.append(Held(handle, job, Candidate(job.job_id, job.signature, time.monotonic())))
+
+    def _next(self) -> Held:
+        candidates = [h.candidate for h in self._held]
+        current = self._current.signature if self._current else None
+        index = choose(candidates, self.cache.signatures(), max_passes=self.max_passes, current=current)
+        passed_over(candidates, index)
+        return self._held.pop(index)
+
+    # -- one job --------------------------------------------------------------------------------
+
+    async def _run_job(self, held: Held, tmp: Path) -> asyncio.Task[None] | None:
+        job = held.job
+        if self.flags.is_canceled(job.run_id) or await self.flags.fetch(job.run_id):
+            await self._outcome(
+                held,
+                JobCanceled(
+                    job_id=job.job_id, run_id=job.run_id, attempt=job.attempt, phase="queued", runner=self.name
+                ),
+                "canceled",
+            )
+            return None
+        if await self._replay_if_done(held):
+            return None
+        started_at = datetime.now(UTC)
+        self._current = job
+        busy_from = time.perf_counter()
+        try:
+            self._progress(job, "loading", chunk=0, chunks=len(job.plan.chunks), step=0, steps=1, force=True)
+            backend, load_s = await self.cache.get(job.signature)
+            generated = await asyncio.to_thread(generate_chunks, job, backend, None, self._step_reporter(job))
+        except Canceled:
+            await self._outcome(
+                held,
+                JobCanceled(
+                    job_id=job.job_id, run_id=job.run_id, attempt=job.attempt, phase="generating", runner=self.name
+                ),
+                "canceled",
+            )
+            return None
+        except Exception as exc:
+            await self._fail(held, "generating", exc)
+            return None
+        finally:
+            self.stats.busy_seconds += time.perf_counter() - busy_from
+        return asyncio.create_task(
+            self._finish(held, backend=backend, generated=generated, load_s=load_s, started_at=started_at, tmp=tmp)
+        )
+
+    def _step_reporter(self, job: GpuJob) -> ChunkProgress:
+        def report(chunk: int, chunks: int, step: int, steps: int) -> None:
+            if self.flags.is_canceled(job.run_id):
+                raise Canceled(job.run_id)
+            self._progress(job, "generating", chunk=chunk, chunks=chunks, step=step, steps=steps, force=step == steps)
+
+        return report
+
+    async def _finish(
+        self, held: Held, *, backend: Backend, generated: Generated, load_s: float, started_at: datetime, tmp: Path
+    ) -> None:
+        job = held.job
+        try:
+            last = len(job.plan.chunks) - 1
+            self._progress(job, "encoding", chunk=last, chunks=last + 1, step=1, steps=1, force=True)
+            path = tmp / f"{job.job_id}.mp4"
+            t0 = time.perf_counter()
+            encoded = await asyncio.to_thread(finish_video, job, generated, path)
+            encode_s = time.perf_counter() - t0
+            self._progress(job, "uploading", chunk=last, chunks=last + 1, step=1, steps=1, force=True)
+            t0 = time.perf_counter()
+            video = await self.store.put_file(
+                job.output_bucket,
+                job.output_key,
+                path,
+                content_type="video/mp4",
+                metadata={"job": job.job_id, "run": job.run_id},
+            )
+            provenance = self._provenance(
+                job, backend=backend, generated=generated, load_s=load_s, encode_s=encode_s, started_at=started_at
+            )
+            prov_bytes = provenance.model_dump_json(indent=2).encode()
+            upload_s = time.perf_counter() - t0
+            provenance = provenance.model_copy(
+                update={"timings": provenance.timings.model_copy(update={"upload_s": round(upload_s, 4)})}
+            )
+            prov_ref = await self.store.put_bytes(
+                job.output_bucket,
+                provenance_key(job.run_id, job.attempt),
+                provenance.model_dump_json(indent=2).encode() or prov_bytes,
+                content_type="application/json",
+            )
+            path.unlink(missing_ok=True)
+            done = JobCompleted(
+                job_id=job.job_id,
+                run_id=job.run_id,
+                attempt=job.attempt,
+                video=video,
+                provenance_ref=prov_ref,
+                provenance=provenance,
+            )
+            await self._outcome(held, done, "completed")
+            log.info(
+                "job.completed",
+                job_id=job.job_id,
+                frames=encoded.frames,
+                fps=str(encoded.fps),
+                infer_s=round(generated.seconds, 3),
+                encode_s=round(encode_s, 3),
+            )
+        except Exception as exc:
+            await self._fail(held, "encoding", exc)
+
+    def _provenance(
+        self,
+        job: GpuJob,
+        *,
+        backend: Backend,
+        generated: Generated,
+        load_s: float,
+        encode_s: float,
+        started_at: datetime,
+    ) -> Provenance:
+        described = backend.describe()
+        return Provenance(
+            backend=described.get("backend", backend.name),
+            model=job.signature.model,
+            checkpoint=described.get("checkpoint", job.signature.checkpoint),
+            checkpoint_sha256=described.get("checkpoint_sha256") or None,
+            plan=job.plan,
+            prompt=job.prompt,
+            sampling=job.plan.sampling,
+            seeds=tuple(c.seed for c in job.plan.chunks),
+            inputs=job.inputs,
+            code_version=self._code_version,
+            library_versions=library_versions(described),
+            device=described.get("device", self.device),
+            runner=self.name,
+            timings=Timings(
+                load_s=round(load_s, 4),
+                fetch_s=0.0,
+                infer_s=round(generated.seconds, 4),
+                encode_s=round(encode_s, 4),
+                upload_s=0.0,
+            ),
+            peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            extra={k: v for k, v in described.items() if not k.startswith("version.")},
+        )
+
+    async def _replay_if_done(self, held: Held) -> bool:
+        """A redelivered job whose video and provenance are stored: announce it again, do not regenerate."""
+        job = held.job
+        prov_key = provenance_key(job.run_id, job.attempt)
+        try:
+            raw = await self.store.get_bytes(job.output_bucket, prov_key)
+            video = await self.store.stat(job.output_bucket, job.output_key)
+            prov = await self.store.stat(job.output_bucket, prov_key)
+        except ObjectNotFoundError:
+            return False
+        if not video.sha256 or not prov.sha256:
+            return False
+        done = JobCompleted(
+            job_id=job.job_id,
+            run_id=job.run_id,
+            attempt=job.attempt,
+            video=ObjectRef(
+                bucket=job.output_bucket,
+                key=job.output_key,
+                size=video.size,
+                sha256=video.sha256,
+                content_type=video.content_type,
+                etag=video.etag,
+            ),
+            provenance_ref=ObjectRef(
+                bucket=job.output_bucket,
+                key=prov_key,
+                size=prov.size,
+                sha256=prov.sha256,
+                content_type="application/json",
+            ),
+            provenance=Provenance.model_validate_json(raw),
+        )
+        await self._outcome(held, done, "replayed")
+        return True
+
+    async def _fail(self, held: Held, phase: JobPhase, exc: BaseException) -> None:
+        job = held.job
+        retryable = not isinstance(exc, PermanentError)
+        log.warning("job.failed", job_id=job.job_id, error=f"{type(exc).__name__}: {exc}", retryable=retryable)
+        failed = JobFailed(
+            job_id=job.job_id,
+            run_id=job.run_id,
+            attempt=job.attempt,
+            phase=phase,
+            error=f"{type(exc).__name__}: {exc}"[:4000],
+            retryable=retryable,
+            runner=self.name,
+        )
+        await self._outcome(held, failed, "failed")
+
+    async def _outcome(self, held: Held, message: Message, kind: str) -> None:
+        """Publish the job's outcome (dedup id per job), then ack its message."""
+        await self.bus.publish(
+            wrap(
+                message,
+                source=self.source,
+                event_id=f"{message.TYPE}-{held.job.job_id}",
+                correlation_id=held.envelope.correlationid,
+                causation_id=held.envelope.id,
+            )
+        )
+        await self.queue.done(held.handle)
+        if self._current is held.job:
+            self._current = None
+        counter = {"completed": "completed", "replayed": "replayed", "failed": "failed", "canceled": "canceled"}[kind]
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+
+    # -- progress -------------------------------------------------------------------------------
+
+    _last_progress: float = 0.0
+
+    def _progress(
+        self, job: GpuJob, phase: JobPhase, *, chunk: int, chunks: int, step: int, steps: int, force: bool = False
+    ) -> None:
+        """Publish a throttled progress event; safe to call from the model thread."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < self.progress_interval_s:
+            return
+        self._last_progress = now
+        done = (chunk + (step / steps if steps else 0)) / max(1, chunks)
+        event = JobProgress(
+            job_id=job.job_id,
+            run_id=job.run_id,
+            attempt=job.attempt,
+            phase=phase,
+            chunk=chunk,
+            chunks=max(1, chunks),
+            step=min(step, steps),
+            steps=max(1, steps),
+            fraction=round(min(1.0, max(0.0, done)), 4),
+            runner=self.name,
+        )
+        coro = self.bus.publish(wrap(event, source=self.source))
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(coro)
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        else:
+            asyncio.run_coroutine_threadsafe(coro, loop)

@@ -1,0 +1,137 @@
+"""The generate service process: ``worldmill serve generate``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+
+from worldmill.contracts.deadletter import DeadLetter
+from worldmill.contracts.generation import (
+    GenerationRequested,
+    GenerationSubmission,
+    GpuJob,
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobProgress,
+)
+from worldmill.contracts.prompts import PromptCreated
+from worldmill.contracts.subjects import DLQ, EVENTS, GPU_JOBS, ConsumerSpec, dlq_subject, event_subject
+from worldmill.generate.api import router
+from worldmill.generate.service import GenerateService
+from worldmill.runtime.cancel import CancelFlags
+from worldmill.runtime.consumer import Consumer, Delivery, parse
+from worldmill.runtime.docstore import DocumentStore, OutboxRelay
+from worldmill.runtime.service import ServiceContext, create_service_app
+from worldmill.runtime.settings import RuntimeSettings
+
+SPECS = ConsumerSpec(
+    durable="generate-specs",
+    stream=EVENTS.name,
+    filter_subject=event_subject("prompt.created"),
+    description="Keeps a copy of every spec; starts runs for auto-generate specs.",
+)
+REQUESTS = ConsumerSpec(
+    durable="generate-requests",
+    stream=EVENTS.name,
+    filter_subject=event_subject("generation.requested"),
+    description="Generation requests published by other systems.",
+)
+JOB_EVENTS = ConsumerSpec(
+    durable="generate-jobs",
+    stream=EVENTS.name,
+    filter_subject=event_subject("job.>"),
+    description="Runner progress and outcomes that move runs.",
+)
+LOST_JOBS = ConsumerSpec(
+    durable="generate-lost",
+    stream=DLQ.name,
+    filter_subject=dlq_subject(GPU_JOBS.durable),
+    description="GPU jobs the queue gave up on: their runs are lost.",
+)
+
+
+def consumers(ctx: ServiceContext) -> list[Consumer]:
+    """The generate service's four durable consumers."""
+    service: GenerateService = ctx.state["generate"]
+
+    async def on_spec(d: Delivery) -> None:
+        if isinstance(d.message, PromptCreated):
+            spec = d.message.spec
+            new = await service.remember_spec(spec)
+            if new and spec.auto_generate:
+                await service.submit(
+                    GenerationSubmission(
+                        prompt_ids=(spec.prompt_id,),
+                        requested_by="auto",
+                        request_id=f"auto-{spec.prompt_id}-v{spec.version}"[:128],
+                    )
+                )
+
+    async def on_request(d: Delivery) -> None:
+        if isinstance(d.message, GenerationRequested):
+            m = d.message
+            await service.submit(
+                GenerationSubmission(
+                    prompt_ids=m.prompt_ids,
+                    request_id=m.request_id,
+                    max_attempts=m.max_attempts,
+                    requested_by=m.requested_by,
+                )
+            )
+
+    async def on_job(d: Delivery) -> None:
+        await service.on_job_event(d.message)
+
+    async def on_lost(d: Delivery) -> None:
+        if not isinstance(d.message, DeadLetter):
+            return
+        try:
+            _, job = parse(d.message.payload.encode(), None)
+        except Exception:
+            return
+        if isinstance(job, GpuJob):
+            await service.on_job_lost(job.run_id, job.attempt, f"{d.message.reason}: {d.message.error}")
+
+    return [
+        Consumer(ctx.bus, SPECS, on_spec, accept=(PromptCreated,), source=ctx.source, prefetch=64),
+        Consumer(ctx.bus, REQUESTS, on_request, accept=(GenerationRequested,), source=ctx.source),
+        Consumer(
+            ctx.bus,
+            JOB_EVENTS,
+            on_job,
+            accept=(JobProgress, JobCompleted, JobFailed, JobCanceled),
+            source=ctx.source,
+            prefetch=64,
+        ),
+        Consumer(ctx.bus, LOST_JOBS, on_lost, accept=(DeadLetter,), source=ctx.source),
+    ]
+
+
+def create_app(settings: RuntimeSettings) -> FastAPI:
+    """The generate service's app: database, cancel flags and outbox relay open in the lifespan."""
+
+    async def startup(ctx: ServiceContext) -> None:
+        docs = DocumentStore(settings.database_url_or_default())
+        await docs.open()
+        ctx.state["docs"] = docs
+        ctx.state["generate"] = GenerateService(
+            docs=docs, bus=ctx.bus, cancel_flags=CancelFlags(ctx.bus), source=ctx.source
+        )
+        ctx.state["relay"] = asyncio.create_task(OutboxRelay(docs, ctx.bus).run(ctx.stop))
+
+    async def shutdown(ctx: ServiceContext) -> None:
+        if (relay := ctx.state.get("relay")) is not None:
+            await asyncio.wait({relay}, timeout=10)
+        if (docs := ctx.state.get("docs")) is not None:
+            await docs.close()
+
+    return create_service_app(
+        settings,
+        title="worldmill generate service",
+        routers=[router],
+        consumers=consumers,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    )

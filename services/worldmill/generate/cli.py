@@ -1,0 +1,258 @@
+"""``worldmill generate``, ``worldmill runs ls|show|cancel`` and ``worldmill follow``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worldmill.contracts.generation import (
+    FINAL_STATES,
+    GenerationAccepted,
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobProgress,
+    RunPage,
+    RunRecord,
+)
+from worldmill.contracts.prompts import ManifestResult
+from worldmill.contracts.subjects import EVENTS, event_subject
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail
+from worldmill.runtime.stack import running_state
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+console = Console()
+err = Console(stderr=True)
+
+runs_app = typer.Typer(help="List, show and cancel generation runs.", no_args_is_help=True)
+DataDir = Annotated[Path, typer.Option("--data-dir", envvar="WM_DATA_DIR", help="The local stack's folder.")]
+
+
+def _client(name: str, data_dir: Path) -> ServiceClient:
+    try:
+        return ServiceClient.locate(name, data_dir)
+    except ServiceUnavailableError as exc:
+        err.print(f"[bold red]failed:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILED) from exc
+
+
+def _fail(resp: Any) -> None:
+    code = EXIT_USAGE if resp.status_code in (404, 409, 422) else EXIT_FAILED
+    err.print(f"[bold red]error:[/] {escape(error_detail(resp))}")
+    raise typer.Exit(code)
+
+
+def request_generation(
+    client: ServiceClient,
+    prompt_ids: list[str],
+    *,
+    max_attempts: int,
+    request_id: str | None = None,
+    wait_for_specs_s: float = 10.0,
+) -> GenerationAccepted:
+    """POST /generations; prompt ids just created may take a moment to reach the generate service."""
+    body: dict[str, Any] = {"prompt_ids": prompt_ids, "max_attempts": max_attempts, "requested_by": "cli"}
+    if request_id:
+        body["request_id"] = request_id
+    deadline = time.monotonic() + wait_for_specs_s
+    while True:
+        resp = client.request("POST", "/generations", json=body)
+        unknown = resp.status_code == 422 and all(d.get("type") == "unknown prompt" for d in resp.json()["detail"])
+        if not unknown or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    if resp.status_code >= 400:
+        _fail(resp)
+    return GenerationAccepted.model_validate(resp.json())
+
+
+def wait_for_runs(client: ServiceClient, request_id: str, total: int, *, timeout_s: float) -> list[RunRecord]:
+    """Poll the request's runs until all are final (or the timeout), with a progress bar."""
+    deadline = time.monotonic() + timeout_s
+    runs: list[RunRecord] = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("runs finished", total=total)
+        while time.monotonic() < deadline:
+            runs = []
+            cursor = None
+            while True:
+                params: dict[str, Any] = {"request_id": request_id, "limit": 500}
+                if cursor:
+                    params["cursor"] = cursor
+                page = RunPage.model_validate(client.request("GET", "/runs", params=params).json())
+                runs.extend(page.items)
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            finished = sum(r.state in FINAL_STATES for r in runs)
+            bar.update(task, completed=finished)
+            if finished >= total:
+                break
+            time.sleep(0.5)
+    return runs
+
+
+def generate(
+    prompt_ids: Annotated[list[str] | None, typer.Argument(help="Prompt ids to generate.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Submit this manifest and generate all its specs.")] = None,
+    data_dir: DataDir = Path(".worldmill"),
+    max_attempts: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    wait: Annotated[bool, typer.Option(help="Wait until every run is finished.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3600.0,
+) -> None:
+    """Generate videos for prompt specs (or a whole manifest) and wait for them."""
+    if not prompt_ids and manifest is None:
+        err.print("[bold red]error:[/] give PROMPT_IDS or --manifest FILE")
+        raise typer.Exit(EXIT_USAGE)
+    ids = list(prompt_ids or [])
+    if manifest is not None:
+        try:
+            content = manifest.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            err.print(f"[bold red]error:[/] --manifest: cannot read {escape(str(manifest))}: {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+        with _client("prompt", data_dir) as prompts:
+            resp = prompts.request("POST", "/manifests", json={"content": content})
+            if resp.status_code >= 400:
+                _fail(resp)
+            result = ManifestResult.model_validate(resp.json())
+            listed = prompts.request("GET", "/prompts", params={"manifest": result.manifest, "limit": 500}).json()
+        ids += [item["prompt_id"] for item in listed["items"]]
+    with _client("generate", data_dir) as client:
+        accepted = request_generation(client, ids, max_attempts=max_attempts)
+        console.print(f"request {accepted.request_id}: {len(accepted.runs)} run(s) queued")
+        if not wait:
+            return
+        runs = wait_for_runs(client, accepted.request_id, len(accepted.runs), timeout_s=timeout)
+    print_runs(runs)
+    if any(r.state != "ready" for r in runs):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def print_runs(runs: list[RunRecord]) -> None:
+    """One line per run: state, attempts, frames, fps, video key."""
+    table = Table(title=f"{len(runs)} run(s)")
+    for col in ("run", "prompt", "state", "attempts", "frames", "fps", "video"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            r.prompt_id,
+            r.state,
+            str(len(r.attempts)),
+            str(r.plan.expected.frames),
+            f"{r.plan.expected.fps:g}",
+            r.video.key if r.video else (r.error or "")[:60],
+        )
+    console.print(table)
+
+
+@runs_app.command("ls")
+def ls(
+    data_dir: DataDir = Path(".worldmill"),
+    state: str | None = None,
+    prompt_id: str | None = None,
+    request_id: str | None = None,
+    limit: int = 100,
+) -> None:
+    """List runs, filtered by state, prompt or request."""
+    params = {
+        k: v
+        for k, v in {"state": state, "prompt_id": prompt_id, "request_id": request_id, "limit": limit}.items()
+        if v is not None
+    }
+    with _client("generate", data_dir) as client:
+        resp = client.request("GET", "/runs", params=params)
+    if resp.status_code >= 400:
+        _fail(resp)
+    print_runs(list(RunPage.model_validate(resp.json()).items))
+
+
+@runs_app.command("show")
+def show(run_id: str, data_dir: DataDir = Path(".worldmill")) -> None:
+    """Show a run: its plan, attempts, video and provenance references."""
+    with _client("generate", data_dir) as client:
+        resp = client.request("GET", f"/runs/{run_id}")
+    if resp.status_code >= 400:
+        _fail(resp)
+    console.print_json(RunRecord.model_validate(resp.json()).model_dump_json())
+
+
+@runs_app.command("cancel")
+def cancel(run_id: str, data_dir: DataDir = Path(".worldmill")) -> None:
+    """Cancel a queued or running run (a finished one is left as it is, exit 2)."""
+    with _client("generate", data_dir) as client:
+        resp = client.request("POST", f"/runs/{run_id}/cancel")
+    if resp.status_code >= 400:
+        _fail(resp)
+    run = RunRecord.model_validate(resp.json())
+    console.print(f"run {run.run_id}: {run.state}" + (" (stops between two steps)" if run.state != "canceled" else ""))
+
+
+async def _follow(data_dir: Path, run_ids: set[str], follow_all: bool) -> None:
+    state = running_state(data_dir)
+    if state is None:
+        err.print("[bold red]failed:[/] no running stack to follow (start it with `worldmill up`)")
+        raise typer.Exit(EXIT_FAILED)
+    bus = Bus(state.nats_url, name="worldmill-follow")
+    await bus.connect()
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[phase]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+            done: set[str] = set()
+            async for _, msg in bus.follow(EVENTS.name, event_subject("job.>")):
+                run_id = getattr(msg, "run_id", None)
+                if run_id is None or (not follow_all and run_id not in run_ids):
+                    continue
+                if run_id not in tasks:
+                    tasks[run_id] = bar.add_task(run_id, total=1.0, phase="")
+                if isinstance(msg, JobProgress):
+                    bar.update(
+                        tasks[run_id],
+                        completed=msg.fraction,
+                        phase=f"{msg.phase} chunk {msg.chunk + 1}/{msg.chunks} step {msg.step}/{msg.steps}",
+                    )
+                elif isinstance(msg, JobCompleted | JobFailed | JobCanceled):
+                    bar.update(tasks[run_id], completed=1.0, phase=msg.TYPE.removeprefix("job."))
+                    done.add(run_id)
+                    if not follow_all and run_ids <= done:
+                        return
+    finally:
+        await bus.close()
+
+
+def follow(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Runs to follow.")] = None,
+    follow_all: Annotated[bool, typer.Option("--all", help="Follow every run until Ctrl-C.")] = False,
+    data_dir: DataDir = Path(".worldmill"),
+) -> None:
+    """Live progress bars fed by the runners' progress events."""
+    if not run_ids and not follow_all:
+        err.print("[bold red]error:[/] give RUN_IDS or --all")
+        raise typer.Exit(EXIT_USAGE)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_follow(data_dir, set(run_ids or []), follow_all))

@@ -1,0 +1,270 @@
+"""Plan a prompt spec against a model card: every number the GPU runner and QA need, or a refusal.
+
+Pure: no I/O, no async. :func:`plan_generation` either returns a
+:class:`~worldmill.contracts.generation.GenerationPlan` or raises :class:`PlanningError` naming the
+spec field and the rule it breaks, so nothing the model cannot do ever reaches a GPU.
+
+The numbers, from the model cards (``worldmill.contracts.cards``):
+
+* **Native timeline.** ``FIXED`` cards (Cosmos-Predict2.5) always generate at ``card.native_fps``
+  (16 fps); the native frame count ``N`` must cover the whole target timeline, i.e. the last target
+  frame, at ``(T − 1) / F`` seconds, lies within the native one: ``N = ceil((T − 1) × native / F) + 1``.
+  ``ANY`` cards (the synthetic stand-in) generate directly at the target rate (``N = T``); ``INPUT``
+  cards (Cosmos-Transfer2.5) keep the input's rate and length (``N = T``).
+* **Chunks.** Every model call generates ``card.frames_per_chunk`` frames (93, the trained length).
+  Chunk 0 is conditioned on the input (image2world: 1 frame, video2world: the last 5 pixel frames)
+  or on nothing (text2world; transfer, whose first chunk always has 0 conditional frames because
+  the input drives it through the control videos). Every later chunk is conditioned on the last
+  ``overlap`` frames of the previous chunk and keeps only its new frames (``keep_from = overlap``),
+  the last one only what is still needed, so the kept frames add up to ``N`` exactly. The count
+  is ``1 + ceil(max(0, N − chunk) / (chunk − overlap))`` (Predict2.5's and Transfer2.5's own rule).
+* **Seeds.** Chunk ``i`` uses ``(seed + i) mod 2**32``, as Predict2.5 does.
+* **Frame rate.** A native rate other than the target one becomes an interpolation to the target
+  rate, recorded both as the plan's ``fps_conversion`` and as an :class:`Adaptation`: a difference
+  between the request and the delivery is never silent.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Literal
+
+from worldmill.contracts.cards import FpsPolicy, GenerationMode, ModelCard
+from worldmill.contracts.generation import Adaptation, ChunkPlan, ExpectedOutput, FpsConversion, GenerationPlan
+from worldmill.contracts.prompts import PromptSpec
+from worldmill.runtime.errors import InvalidInputError
+
+__all__ = ["SEED_MODULUS", "PlanningError", "chunk_count", "default_overlap", "native_frames", "plan_generation"]
+
+#: Seeds are 32-bit: chunk ``i`` gets ``(seed + i) % SEED_MODULUS``.
+SEED_MODULUS = 2**32
+
+Condition = Literal["none", "input", "previous_chunk"]
+
+_NEEDS_INPUT = frozenset({GenerationMode.IMAGE2WORLD, GenerationMode.VIDEO2WORLD, GenerationMode.TRANSFER})
+
+
+class PlanningError(InvalidInputError):
+    """A spec the model card says the model cannot make; ``field`` names the spec field, ``rule`` the rule."""
+
+
+def _fps_text(fps: float) -> str:
+    """``24.0`` → ``"24"``, ``29.97`` → ``"29.97"``."""
+    return f"{fps:g}"
+
+
+def chunk_count(frames: int, chunk: int, overlap: int) -> int:
+    """Model calls needed for ``frames`` when each makes ``chunk`` frames, ``overlap`` of them conditioning."""
+    if not 0 <= overlap < chunk:
+        raise ValueError(f"overlap {overlap} must be in [0, {chunk})")
+    return 1 + math.ceil(max(0, frames - chunk) / (chunk - overlap))
+
+
+def default_overlap(card: ModelCard, mode: GenerationMode) -> int:
+    """Frames a later chunk takes from the previous one unless told otherwise.
+
+    Transfer: its ``num_conditional_frames`` (1); Predict and synthetic: the video2world
+    conditioning length (5 pixel frames).
+    """
+    if mode is GenerationMode.TRANSFER:
+        return card.conditional_frames.get(GenerationMode.TRANSFER, 0)
+    return card.conditional_frames.get(GenerationMode.VIDEO2WORLD, card.max_overlap_frames)
+
+
+def native_frames(spec: PromptSpec, card: ModelCard) -> tuple[float, int]:
+    """``(native fps, native frame count)`` that cover the spec's whole target timeline."""
+    if card.fps_policy is FpsPolicy.FIXED:
+        native = card.native_fps
+        if spec.fps == native:
+            return float(native), spec.target_frames
+        span = Fraction(spec.target_frames - 1) * native / Fraction(spec.fps)
+        return float(native), math.ceil(span) + 1
+    # ANY generates at the asked rate, INPUT at the input's rate: frame for frame.
+    return spec.fps, spec.target_frames
+
+
+def _check_request(spec: PromptSpec, card: ModelCard) -> None:
+    """Refuse what the card says the model cannot do, first problem first."""
+    if spec.model != card.id:
+        raise PlanningError("model", f"spec asks for model {spec.model!r} but is planned against card {card.id!r}")
+    if spec.mode not in card.modes:
+        modes = ", ".join(sorted(m.value for m in card.modes))
+        raise PlanningError("mode", f"{card.id} does not support mode {spec.mode.value} (supports: {modes})")
+    if spec.mode in _NEEDS_INPUT and spec.input is None:
+        raise PlanningError("input", f"mode {spec.mode.value} needs an input image or video")
+    if spec.mode is GenerationMode.TRANSFER:
+        if not spec.controls:
+            raise PlanningError("controls", "mode transfer needs at least one control (edge, depth, seg, vis)")
+        unknown = sorted({c.type.value for c in spec.controls} - {c.value for c in card.controls})
+        if unknown:
+            raise PlanningError("controls", f"{card.id} has no control {', '.join(unknown)}")
+    elif spec.controls:
+        raise PlanningError("controls", f"controls are only used by mode transfer, not {spec.mode.value}")
+    if not card.supports_resolution(spec.resolution):
+        raise PlanningError(
+            "resolution",
+            f"{card.id} cannot generate at {spec.resolution} "
+            f"(multiples of {card.resolution_multiple}; see the card's resolution tiers)",
+        )
+    guidance = spec.sampling.guidance
+    if not card.guidance_min <= guidance <= card.guidance_max:
+        raise PlanningError(
+            "sampling.guidance",
+            f"guidance {guidance:g} is outside {card.id}'s range {card.guidance_min:g}–{card.guidance_max:g}",
+        )
+    if card.fps_policy in (FpsPolicy.FIXED, FpsPolicy.ANY) and not (
+        spec.fps.is_integer() and int(spec.fps) in card.deliverable_fps
+    ):
+        rates = ", ".join(str(f) for f in sorted(card.deliverable_fps))
+        raise PlanningError("fps", f"{_fps_text(spec.fps)} fps is not deliverable by {card.id} (deliverable: {rates})")
+
+
+def _check_overlap(card: ModelCard, overlap: int) -> None:
+    if overlap < 0:
+        raise PlanningError("overlap_frames", f"overlap {overlap} must be ≥ 0")
+    if overlap > card.max_overlap_frames:
+        raise PlanningError(
+            "overlap_frames", f"overlap {overlap} exceeds {card.id}'s max_overlap_frames {card.max_overlap_frames}"
+        )
+    if overlap >= card.frames_per_chunk:
+        raise PlanningError(
+            "overlap_frames", f"overlap {overlap} must be less than frames_per_chunk {card.frames_per_chunk}"
+        )
+
+
+def _first_condition(spec: PromptSpec, card: ModelCard) -> tuple[Condition, int]:
+    """Chunk 0's conditioning: the input image/video, or nothing (text2world, transfer)."""
+    if spec.mode in (GenerationMode.IMAGE2WORLD, GenerationMode.VIDEO2WORLD):
+        frames = card.conditional_frames.get(spec.mode, 0)
+        return ("input", frames) if frames else ("none", 0)
+    # text2world has nothing to condition on; transfer's first chunk has 0 conditional frames
+    # (Transfer2.5: "first chunk always 0") — the input reaches it through the control videos.
+    return "none", 0
+
+
+def _chunks(spec: PromptSpec, card: ModelCard, total: int, overlap: int) -> tuple[ChunkPlan, ...]:
+    chunk = card.frames_per_chunk
+    condition, condition_frames = _first_condition(spec, card)
+    chunks = [
+        ChunkPlan(
+            index=0,
+            seed=spec.seed % SEED_MODULUS,
+            frames=chunk,
+            condition=condition,
+            condition_frames=condition_frames,
+            keep_from=0,
+            keep_frames=min(chunk, total),
+        )
+    ]
+    remaining = total - chunks[0].keep_frames
+    while remaining > 0:
+        keep = min(chunk - overlap, remaining)
+        chunks.append(
+            ChunkPlan(
+                index=len(chunks),
+                seed=(spec.seed + len(chunks)) % SEED_MODULUS,
+                frames=chunk,
+                condition="previous_chunk" if overlap else "none",
+                condition_frames=overlap,
+                keep_from=overlap,
+                keep_frames=keep,
+            )
+        )
+        remaining -= keep
+    return tuple(chunks)
+
+
+def plan_generation(
+    spec: PromptSpec,
+    card: ModelCard,
+    *,
+    plan_id: str,
+    overlap_frames: int | None = None,
+    max_chunks: int = 64,
+) -> GenerationPlan:
+    """Plan ``spec`` on the model described by ``card``, or raise :class:`PlanningError`.
+
+    ``overlap_frames`` overrides the frames a later chunk takes from the previous one (default:
+    :func:`default_overlap`); more than ``max_chunks`` model calls are refused.
+    """
+    if max_chunks < 1:
+        raise ValueError(f"max_chunks must be ≥ 1, got {max_chunks}")
+    _check_request(spec, card)
+    overlap = default_overlap(card, spec.mode) if overlap_frames is None else overlap_frames
+    _check_overlap(card, overlap)
+
+    native_fps, total = native_frames(spec, card)
+    chunk = card.frames_per_chunk
+    needed = chunk_count(total, chunk, overlap)
+    if needed > 1 and not card.autoregressive:
+        raise PlanningError(
+            "duration_s",
+            f"{total} frames at {_fps_text(native_fps)} fps need {needed} chunks but {card.id} "
+            f"makes one {chunk}-frame generation only",
+        )
+    if needed > max_chunks:
+        raise PlanningError(
+            "duration_s",
+            f"{spec.duration_s:g} s needs {total} native frames at {_fps_text(native_fps)} fps = {needed} chunks "
+            f"of {chunk} frames (overlap {overlap}), more than max_chunks {max_chunks}",
+        )
+    chunks = _chunks(spec, card, total, overlap)
+
+    adaptations: list[Adaptation] = []
+    if native_fps == spec.fps:
+        conversion = FpsConversion(
+            source_fps=native_fps,
+            target_fps=spec.fps,
+            method="none",
+            source_frames=total,
+            target_frames=spec.target_frames,
+        )
+    else:
+        conversion = FpsConversion(
+            source_fps=native_fps,
+            target_fps=spec.fps,
+            method="interpolate",
+            source_frames=total,
+            target_frames=spec.target_frames,
+        )
+        adaptations.append(
+            Adaptation(
+                field="fps",
+                requested=_fps_text(spec.fps),
+                delivered=f"{_fps_text(spec.fps)} fps from {_fps_text(native_fps)} fps by interpolation",
+                reason=f"{card.id} always generates {_fps_text(native_fps)} fps",
+            )
+        )
+
+    native_pixels = card.native_resolution.width * card.native_resolution.height
+    pixels = spec.resolution.width * spec.resolution.height
+    estimate = (
+        len(chunks)
+        * card.reference_seconds_per_chunk
+        * (pixels / native_pixels)
+        * (spec.sampling.steps / card.default_steps)
+    )
+    return GenerationPlan(
+        plan_id=plan_id,
+        prompt_id=spec.prompt_id,
+        prompt_version=spec.version,
+        model=card.id,
+        mode=spec.mode,
+        resolution=spec.resolution,
+        native_fps=native_fps,
+        native_frames=total,
+        chunks=chunks,
+        fps_conversion=conversion,
+        expected=ExpectedOutput(
+            frames=spec.target_frames,
+            fps=spec.fps,
+            duration_s=spec.target_frames / spec.fps,
+            resolution=spec.resolution,
+            codec="h264",
+            container="mp4",
+        ),
+        sampling=spec.sampling,
+        adaptations=tuple(adaptations),
+        estimated_gpu_seconds=round(estimate, 1),
+    )
