@@ -1,0 +1,151 @@
+"""What every backend is: a cheap constructor, ``setup()`` that loads weights, ``generate()`` per chunk, ``close()``.
+
+The lifecycle follows cosmos-curate's stages: constructing a backend costs nothing (a runner may
+build one just to ask ``memory_bytes()`` for its cache budget), ``setup()`` does the slow loading
+once, ``generate()`` runs one model call (one :class:`~worldmill.contracts.generation.ChunkPlan`)
+as many times as wanted, and ``close()`` frees the memory.
+
+This module never imports torch: the runner's control code, and tests of it, stay light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from worldmill.runtime.errors import InvalidInputError, PermanentError
+
+__all__ = [
+    "VERSION_PREFIX",
+    "Backend",
+    "BackendConfig",
+    "Canceled",
+    "CheckpointError",
+    "ChunkRequest",
+    "Frames",
+    "StepCallback",
+    "library_versions",
+]
+
+#: ``(frames, height, width, 3)`` uint8 RGB.
+Frames = npt.NDArray[np.uint8]
+#: ``on_step(step_done, steps)``: called after each denoising step; may raise :class:`Canceled`.
+StepCallback = Callable[[int, int], None]
+#: ``describe()`` keys starting with this prefix carry library versions: ``"version.torch": "2.13.0"``.
+VERSION_PREFIX = "version."
+
+
+class Canceled(Exception):  # noqa: N818 - it is an outcome, not an error
+    """Raised by a step callback to stop a generation at once; propagates out of ``generate()``."""
+
+
+class CheckpointError(PermanentError):
+    """A checkpoint is missing, incomplete, or cannot be loaded; the message names the path and what is missing."""
+
+
+def _check_frames(name: str, frames: Frames) -> None:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+        raise InvalidInputError(name, f"must be uint8 (frames, H, W, 3), got {frames.dtype} {frames.shape}")
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    """One model call: everything a backend needs to generate one chunk of a plan.
+
+    ``condition`` holds the frames that condition this chunk (the input image/video for chunk 0,
+    the previous chunk's last frames later), ``None`` for text2world. As with Cosmos, the chunk's
+    first ``len(condition)`` output frames correspond to the conditioning frames and the rest
+    continue them (the plan's ``keep_from`` skips the repeated ones). Conditioning and control
+    frames may have another size than the chunk: backends resize them. ``controls`` maps a control
+    type (``"edge"``, …) to its control video for Cosmos-Transfer, with ``control_weights`` as the
+    per-control conditioning scale (default 1.0).
+    """
+
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    frames: int
+    width: int
+    height: int
+    guidance: float
+    steps: int
+    fps: float
+    condition: Frames | None = None
+    controls: Mapping[str, Frames] = field(default_factory=dict)
+    control_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise InvalidInputError("frames", f"must be at least 1, got {self.frames}")
+        if self.width < 1 or self.height < 1:
+            raise InvalidInputError("resolution", f"must be positive, got {self.width}x{self.height}")
+        if self.steps < 1:
+            raise InvalidInputError("steps", f"must be at least 1, got {self.steps}")
+        if self.fps <= 0:
+            raise InvalidInputError("fps", f"must be positive, got {self.fps}")
+        if not 0 <= self.seed < 2**32:
+            raise InvalidInputError("seed", f"must be in [0, 2**32), got {self.seed}")
+        if self.condition is not None:
+            _check_frames("condition", self.condition)
+        for kind, video in self.controls.items():
+            _check_frames(f"controls.{kind}", video)
+        unknown = set(self.control_weights) - set(self.controls)
+        if unknown:
+            raise InvalidInputError("control_weights", f"weights for controls that are not given: {sorted(unknown)}")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that turns :class:`ChunkRequest` s into frames."""
+
+    name: str
+
+    def setup(self) -> None:
+        """Load the weights (slow, once). Raises :class:`CheckpointError` when they cannot be loaded."""
+        ...
+
+    def generate(self, request: ChunkRequest, on_step: StepCallback) -> Frames:
+        """Generate ``(request.frames, request.height, request.width, 3)`` uint8 frames.
+
+        ``on_step(step, steps)`` is called after every denoising step; a :class:`Canceled` raised
+        from it propagates at once.
+        """
+        ...
+
+    def close(self) -> None:
+        """Free what ``setup()`` loaded. The backend can be set up again afterwards."""
+        ...
+
+    def memory_bytes(self) -> int:
+        """Estimate of the memory ``setup()`` holds (exact parameter bytes once loaded)."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """Provenance: ``backend``, ``model``, ``checkpoint``, ``checkpoint_sha256`` (when there are weights),
+        ``dtype``, ``device``, ``safety_checker``, and ``version.<package>`` entries."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How a runner's backends load and run."""
+
+    checkpoint_root: Path | None = None
+    """Folder with one sub-folder per checkpoint name (``ExecutionSignature.checkpoint``)."""
+    device: str = "cpu"
+    safety_checker: bool = True
+    """The Cosmos guardrail, on by default as the NVIDIA Open Model License expects."""
+    load_seconds: float = 0.0
+    """Synthetic backend only: simulated model load time in ``setup()``."""
+    seconds_per_frame: float = 0.0
+    """Synthetic backend only: simulated compute time per generated frame."""
+
+
+def library_versions(description: Mapping[str, str]) -> dict[str, str]:
+    """The ``version.<package>`` entries of a ``describe()`` result, as ``{package: version}``."""
+    return {k.removeprefix(VERSION_PREFIX): v for k, v in description.items() if k.startswith(VERSION_PREFIX)}

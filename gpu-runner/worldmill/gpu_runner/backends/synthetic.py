@@ -1,0 +1,284 @@
+"""Synthetic procedural video: a CPU stand-in so the whole system runs without a GPU.
+
+**This is NOT a world model.** It reads neither the prompt nor the guidance: it draws a
+deterministic procedural scene from the seed, so that pipelines, chunking, encoding, QA and
+benchmarks can be exercised end to end on any machine. Nothing it makes is training data.
+
+The scene
+    A textured background (a sum of seed-chosen sinusoidal waves that slowly pans) and three to
+    five shapes (circles, squares, diamonds) whose colours, sizes, speeds and Lissajous paths come
+    from the seed. Everything is a pure function of ``(scene seed, t)`` with ``t = frame index /
+    fps`` in seconds, evaluated in resolution-independent coordinates: the same seed gives
+    identical frames, different seeds give visibly different videos, and the motion happens at
+    the requested frame rate.
+
+Continuing from conditioning frames (chunk boundaries)
+    Every frame the scene renders carries its ``(scene seed, frame index)`` in the least
+    significant bits of its first 80 colour values (an invisible timecode, with a magic number and
+    a checksum). A chunk conditioned on ``n`` frames reads the timecode of the last one: the chunk
+    then renders the same scene from index ``last − n + 1``, so its first ``n`` frames are the
+    conditioning frames again (as Cosmos returns them; the plan's ``keep_from`` skips them) and
+    the next one is exactly the frame that would have followed. The boundary is seamless and the
+    chunk's own seed is not used. Frames without a valid timecode (an input video, or frames that
+    went through a lossy codec) are copied as the chunk's first ``n`` frames, and the seed's scene
+    then fades in from the last of them over half a second; timecodes are written only on frames
+    that are pure scene renders, so a later chunk either continues exactly or fades again.
+
+Simulated cost
+    ``setup()`` sleeps ``load_seconds`` and ``generate()`` sleeps ``seconds_per_frame`` per
+    generated frame, spread over ``request.steps`` steps, each followed by ``on_step``, so runners
+    and benchmarks see a model-like load time, step progress and cancellation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from worldmill.gpu_runner.backends.base import VERSION_PREFIX, BackendConfig, ChunkRequest, Frames, StepCallback
+from worldmill.runtime.errors import InvalidInputError
+
+__all__ = ["ALGORITHM", "SyntheticBackend", "read_timecode"]
+
+#: Names the procedural algorithm in provenance; bump it when the pictures change.
+ALGORITHM = "worldmill-synthetic/1"
+
+_MAGIC = 0x574D  # "WM"
+_MAGIC_BITS, _SEED_BITS, _INDEX_BITS, _CHECK_BITS = 16, 32, 24, 8
+_TIMECODE_BITS = _MAGIC_BITS + _SEED_BITS + _INDEX_BITS + _CHECK_BITS
+_FADE_SECONDS = 0.5
+
+F32 = npt.NDArray[np.float32]
+_FrameFn = Callable[[int], Frames]
+
+
+def _check(seed: int, index: int) -> int:
+    return zlib.crc32(seed.to_bytes(4, "big") + index.to_bytes(3, "big")) & 0xFF
+
+
+def _stamp(frame: Frames, seed: int, index: int) -> None:
+    """Write the timecode into ``frame`` (in place) when it has room for it."""
+    flat = frame.reshape(-1)
+    if flat.size < _TIMECODE_BITS or not 0 <= index < 2**_INDEX_BITS:
+        return
+    payload = _MAGIC
+    for value, bits in ((seed, _SEED_BITS), (index, _INDEX_BITS), (_check(seed, index), _CHECK_BITS)):
+        payload = (payload << bits) | value
+    bits_array = np.array([(payload >> (_TIMECODE_BITS - 1 - i)) & 1 for i in range(_TIMECODE_BITS)], dtype=np.uint8)
+    flat[:_TIMECODE_BITS] = (flat[:_TIMECODE_BITS] & np.uint8(0xFE)) | bits_array
+
+
+def read_timecode(frame: Frames) -> tuple[int, int] | None:
+    """``(scene seed, frame index)`` of a frame the synthetic scene rendered, or None."""
+    flat = frame.reshape(-1)
+    if flat.size < _TIMECODE_BITS:
+        return None
+    payload = 0
+    for bit in (flat[:_TIMECODE_BITS] & 1).tolist():
+        payload = (payload << 1) | int(bit)
+    check = payload & 0xFF
+    index = (payload >> _CHECK_BITS) & (2**_INDEX_BITS - 1)
+    seed = (payload >> (_CHECK_BITS + _INDEX_BITS)) & (2**_SEED_BITS - 1)
+    magic = payload >> (_CHECK_BITS + _INDEX_BITS + _SEED_BITS)
+    if magic != _MAGIC or check != _check(seed, index):
+        return None
+    return seed, index
+
+
+@dataclass(frozen=True)
+class _Shape:
+    kind: int  # 0 circle, 1 square, 2 diamond
+    colour: F32  # (3,)
+    size: float  # half-size, as a fraction of the frame's short side
+    centre: tuple[float, float]  # path centre (u, v) in frame fractions
+    amplitude: tuple[float, float]
+    omega: tuple[float, float]  # rad/s
+    phase: tuple[float, float]
+    spin: float  # rad/s (squares and diamonds)
+
+
+class _Scene:
+    """Everything the seed decides; ``render(t, h, w)`` is a pure function of the time in seconds."""
+
+    def __init__(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.base = rng.uniform(50.0, 150.0, 3).astype(np.float32)
+        n_waves = 4
+        signs = rng.choice(np.array([-1, 1]), size=(n_waves, 2))
+        self.k = (rng.integers(1, 5, size=(n_waves, 2)) * signs).astype(np.float32)
+        self.wave_amp = rng.uniform(6.0, 28.0, size=(n_waves, 3)).astype(np.float32)
+        self.wave_phase = rng.uniform(0.0, 2 * math.pi, n_waves).astype(np.float32)
+        angle = rng.uniform(0.0, 2 * math.pi)
+        speed = rng.uniform(0.02, 0.08)  # frame sizes per second
+        self.pan = (speed * math.cos(angle), speed * math.sin(angle))
+        self.shapes = [
+            _Shape(
+                kind=int(rng.integers(0, 3)),
+                colour=rng.uniform(0.0, 255.0, 3).astype(np.float32),
+                size=float(rng.uniform(0.06, 0.16)),
+                centre=(float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))),
+                amplitude=(float(rng.uniform(0.1, 0.3)), float(rng.uniform(0.1, 0.3))),
+                omega=(float(rng.uniform(0.4, 1.6)), float(rng.uniform(0.4, 1.6))),
+                phase=(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi))),
+                spin=float(rng.uniform(-1.5, 1.5)),
+            )
+            for _ in range(int(rng.integers(3, 6)))
+        ]
+
+    def render(self, t: float, height: int, width: int) -> F32:
+        """The frame at ``t`` seconds, float32 (H, W, 3) in [0, 255] before rounding."""
+        u = ((np.arange(width, dtype=np.float32) + 0.5) / width)[None, :]
+        v = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
+        pu, pv = np.float32(self.pan[0] * t), np.float32(self.pan[1] * t)
+        img = np.empty((height, width, 3), dtype=np.float32)
+        img[:] = self.base
+        for j in range(len(self.k)):
+            wave = np.sin(2 * np.pi * (self.k[j, 0] * (u - pu) + self.k[j, 1] * (v - pv)) + self.wave_phase[j])
+            img += wave[:, :, None] * self.wave_amp[j]
+        short = min(height, width)
+        for shape in self.shapes:
+            self._draw(img, shape, t, short)
+        return img
+
+    @staticmethod
+    def _draw(img: F32, shape: _Shape, t: float, short: int) -> None:
+        height, width = img.shape[:2]
+        cx = (shape.centre[0] + shape.amplitude[0] * math.sin(shape.omega[0] * t + shape.phase[0])) * width
+        cy = (shape.centre[1] + shape.amplitude[1] * math.sin(shape.omega[1] * t + shape.phase[1])) * height
+        r = shape.size * short
+        reach = r * 1.5 + 2
+        x0, x1 = max(0, int(cx - reach)), min(width, int(cx + reach) + 1)
+        y0, y1 = max(0, int(cy - reach)), min(height, int(cy + reach) + 1)
+        if x0 >= x1 or y0 >= y1:
+            return
+        dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+        dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+        if shape.kind == 0:
+            dist = np.sqrt(dx * dx + dy * dy) - r
+        else:
+            c, s = math.cos(shape.spin * t), math.sin(shape.spin * t)
+            ru, rv = np.abs(c * dx + s * dy), np.abs(-s * dx + c * dy)
+            dist = (np.maximum(ru, rv) if shape.kind == 1 else (ru + rv) / math.sqrt(2)) - r
+        alpha = np.clip(0.5 - dist, 0.0, 1.0)[:, :, None]  # one pixel of anti-aliasing
+        patch = img[y0:y1, x0:x1]
+        patch *= 1 - alpha
+        patch += alpha * shape.colour
+
+
+def _to_uint8(img: F32) -> Frames:
+    return np.rint(np.clip(img, 0.0, 255.0)).astype(np.uint8)
+
+
+def _resize_nearest(frames: Frames, height: int, width: int) -> Frames:
+    if frames.shape[1:3] == (height, width):
+        return frames
+    rows = (np.arange(height) * frames.shape[1] // height).astype(np.intp)
+    cols = (np.arange(width) * frames.shape[2] // width).astype(np.intp)
+    return np.ascontiguousarray(frames[:, rows][:, :, cols])
+
+
+class SyntheticBackend:
+    """Procedural stand-in backend (see the module docstring): CPU only, deterministic, NOT a world model."""
+
+    name = "synthetic"
+
+    def __init__(self, config: BackendConfig | None = None, *, model: str = "synthetic") -> None:
+        self.config = config or BackendConfig()
+        self.model = model
+        self._ready = False
+
+    def setup(self) -> None:
+        """Nothing to load; sleeps ``config.load_seconds`` to simulate a model load."""
+        if self.config.load_seconds > 0:
+            time.sleep(self.config.load_seconds)
+        self._ready = True
+
+    def close(self) -> None:
+        """Nothing to free."""
+        self._ready = False
+
+    def memory_bytes(self) -> int:
+        """No weights: nothing held between calls."""
+        return 0
+
+    def describe(self) -> dict[str, str]:
+        """Provenance: procedural, no checkpoint and so no checkpoint hash."""
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "checkpoint": "none (procedural, not a world model)",
+            "algorithm": ALGORITHM,
+            "dtype": "uint8",
+            "device": "cpu",
+            "safety_checker": "not applicable (procedural content)",
+            f"{VERSION_PREFIX}numpy": np.__version__,
+        }
+
+    def generate(self, request: ChunkRequest, on_step: StepCallback) -> Frames:
+        """Render the chunk; ``on_step`` runs ``request.steps`` times and may raise ``Canceled``."""
+        if not self._ready:
+            raise RuntimeError("SyntheticBackend.generate() called before setup()")
+        n_cond = 0 if request.condition is None else len(request.condition)
+        if n_cond >= request.frames:
+            raise InvalidInputError(
+                "condition", f"{n_cond} conditioning frames leave nothing to generate in a {request.frames}-frame chunk"
+            )
+        h, w, total = request.height, request.width, request.frames
+        out = np.empty((total, h, w, 3), dtype=np.uint8)
+        render = self._renderer(request, n_cond)
+        bounds = np.linspace(0, total, request.steps + 1).round().astype(int)
+        pause = self.config.seconds_per_frame * total / request.steps
+        for step in range(request.steps):
+            for i in range(bounds[step], bounds[step + 1]):
+                out[i] = render(i)
+            if pause > 0:
+                time.sleep(pause)
+            on_step(step + 1, request.steps)
+        return out
+
+    def _renderer(self, request: ChunkRequest, n_cond: int) -> _FrameFn:
+        h, w, fps = request.height, request.width, request.fps
+        cond = request.condition
+        timecode = read_timecode(cond[-1]) if cond is not None else None
+        if timecode is not None and timecode[1] - (n_cond - 1) >= 0:
+            # Conditioned on frames of a synthetic scene: continue that scene exactly.
+            scene, start = _Scene(timecode[0]), timecode[1] - (n_cond - 1)
+
+            def continued(i: int) -> Frames:
+                frame = _to_uint8(scene.render((start + i) / fps, h, w))
+                _stamp(frame, scene.seed, start + i)
+                return frame
+
+            return continued
+        scene = _Scene(request.seed)
+        if cond is None:
+
+            def fresh(i: int) -> Frames:
+                frame = _to_uint8(scene.render(i / fps, h, w))
+                _stamp(frame, scene.seed, i)
+                return frame
+
+            return fresh
+        given = _resize_nearest(cond, h, w)
+        last = given[-1].astype(np.float32)
+        fade = max(1, round(fps * _FADE_SECONDS))
+
+        def faded(i: int) -> Frames:
+            if i < n_cond:
+                kept: Frames = given[i]
+                return kept
+            alpha = min(1.0, (i - n_cond + 1) / (fade + 1))
+            img = scene.render(i / fps, h, w)
+            frame = _to_uint8(img if alpha >= 1.0 else (1 - alpha) * last + alpha * img)
+            if alpha >= 1.0:
+                _stamp(frame, scene.seed, i)
+            return frame
+
+        return faded
