@@ -70,3 +70,31 @@ def finish_video(job: GpuJob, generated: Generated, path: Path) -> EncodeResult:
             f"encoded {result.frames} frames but the plan expects {job.plan.expected.frames}: refusing to deliver"
         )
     return result
+
+
+def read_condition(path: Path, frames: int, width: int, height: int) -> Frames:
+    """The last ``frames`` frames of an input video (or the image, repeated), at the plan's size.
+
+    Decodes the whole file once, keeping only a ring of the last frames, so memory stays bounded.
+    """
+    import av  # noqa: PLC0415 - the video extra, loaded on use
+    import numpy as np  # noqa: PLC0415
+
+    from worldmill.runtime.errors import InvalidInputError  # noqa: PLC0415
+
+    tail: list[Frames] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InvalidInputError(path.name, "has no video stream or image")
+            for frame in container.decode(video=0):
+                tail.append(np.asarray(frame.to_ndarray(format="rgb24", width=width, height=height), dtype=np.uint8))
+                if len(tail) > frames:
+                    tail.pop(0)
+    except av.error.FFmpegError as exc:
+        raise InvalidInputError(path.name, f"is not a readable image or video ({exc})") from exc
+    if not tail:
+        raise InvalidInputError(path.name, "has no frames")
+    while len(tail) < frames:  # an image, or a video shorter than the conditioning
+        tail.insert(0, tail[0])
+    return np.stack(tail)

@@ -40,9 +40,9 @@ from worldmill.contracts.generation import (
 )
 from worldmill.contracts.keys import provenance_key
 from worldmill.contracts.subjects import GPU_JOBS
-from worldmill.gpu_runner.backends.base import Backend, Canceled, library_versions
+from worldmill.gpu_runner.backends.base import Backend, Canceled, Frames, library_versions
 from worldmill.gpu_runner.cache import ModelCache
-from worldmill.gpu_runner.jobwork import ChunkProgress, Generated, finish_video, generate_chunks
+from worldmill.gpu_runner.jobwork import ChunkProgress, Generated, finish_video, generate_chunks, read_condition
 from worldmill.gpu_runner.selection import Candidate, choose, passed_over
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.cancel import CancelFlags
@@ -127,6 +127,8 @@ class Runner:
         self.stats = RunnerStats()
         self._held: list[Held] = []
         self.queue = JobQueue(bus, GPU_JOBS, (GpuJob,), source=source)
+        self._fetching: dict[str, asyncio.Task[Frames]] = {}
+        self._fetch_wait: dict[str, float] = {}
         self._current: GpuJob | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._code_version = code_version()
@@ -146,6 +148,8 @@ class Runner:
                     if not self._held:
                         continue
                     held = self._next()
+                    if self._held:  # the next job's inputs download while this one computes
+                        self._prefetch(self._peek(), Path(tmp))
                     task = await self._run_job(held, Path(tmp))
                     if task is not None:
                         finishing.add(task)
@@ -166,6 +170,40 @@ class Runner:
             job = handle.message
             if isinstance(job, GpuJob):
                 self._held.append(Held(handle, job, Candidate(job.job_id, job.signature, time.monotonic())))
+
+    def _peek(self) -> Held:
+        """The job that would run next, without taking it."""
+        candidates = [h.candidate for h in self._held]
+        current = self._current.signature if self._current else None
+        return self._held[choose(candidates, self.cache.signatures(), max_passes=self.max_passes, current=current)]
+
+    def _prefetch(self, held: Held, tmp: Path) -> None:
+        job = held.job
+        needs = job.plan.chunks[0].condition == "input" and job.inputs
+        if needs and job.job_id not in self._fetching:
+            self._fetching[job.job_id] = asyncio.create_task(self._fetch_condition(job, tmp))
+
+    async def _inputs(self, held: Held, tmp: Path) -> Frames | None:
+        """The job's conditioning frames: prefetched while the previous job computed, or fetched now."""
+        job = held.job
+        if job.plan.chunks[0].condition != "input" or not job.inputs:
+            return None
+        task = self._fetching.pop(job.job_id, None)
+        started = time.perf_counter()
+        condition = await task if task is not None else await self._fetch_condition(job, tmp)
+        self._fetch_wait[job.job_id] = time.perf_counter() - started
+        return condition
+
+    async def _fetch_condition(self, job: GpuJob, tmp: Path) -> Frames:
+        ref = job.inputs[0]
+        path = tmp / f"{job.job_id}-input{Path(ref.key).suffix}"
+        await self.store.download(ref.bucket, ref.key, path)
+        try:
+            first = job.plan.chunks[0]
+            res = job.plan.resolution
+            return await asyncio.to_thread(read_condition, path, first.condition_frames, res.width, res.height)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _next(self) -> Held:
         candidates = [h.candidate for h in self._held]
@@ -194,8 +232,9 @@ class Runner:
         busy_from = time.perf_counter()
         try:
             self._progress(job, "loading", chunk=0, chunks=len(job.plan.chunks), step=0, steps=1, force=True)
+            condition = await self._inputs(held, tmp)
             backend, load_s = await self.cache.get(job.signature)
-            generated = await asyncio.to_thread(generate_chunks, job, backend, None, self._step_reporter(job))
+            generated = await asyncio.to_thread(generate_chunks, job, backend, condition, self._step_reporter(job))
         except Canceled:
             await self._outcome(
                 held,
@@ -304,7 +343,7 @@ class Runner:
             runner=self.name,
             timings=Timings(
                 load_s=round(load_s, 4),
-                fetch_s=0.0,
+                fetch_s=round(self._fetch_wait.pop(job.job_id, 0.0), 4),
                 infer_s=round(generated.seconds, 4),
                 encode_s=round(encode_s, 4),
                 upload_s=0.0,
