@@ -183,6 +183,11 @@ def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
     frames = {(s["duration_s"], s["frames"]) for s in m["specs"]}
     assert frames == {(5.0, 120), (10.0, 240), (30.0, 720)}
     assert len({s["seed"] for s in m["specs"]}) == 18
+    g = summary["generation"]
+    assert g["ok"] and len(g["videos"]) == 18 and g["distinct_files"] == 18
+    assert {(v["duration_s"], v["frames"], v["fps"]) for v in g["videos"]} == {(5.0, 120, 24.0), (10.0, 240, 24.0),
+                                                                              (30.0, 720, 24.0)}
+    assert all(v["exact"] and "X-Amz-Signature" in v["presigned_url"] for v in g["videos"])
     assert load_state(tmp_path / ".worldmill") is None
     ports = json.loads((tmp_path / ".worldmill" / "ports.json").read_text())
     assert not _listening(ports["nats"]) and not _listening(ports["s3_s3"])
