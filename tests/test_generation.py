@@ -301,3 +301,35 @@ async def test_a_runner_killed_mid_job_leaves_one_video(
     assert run["state"] == "ready" and len(run["attempts"]) == 1
     objects = await store.list("wm-artifacts", f"runs/{queued['run_id']}/")
     assert sorted(o.key.rsplit("/", 1)[1] for o in objects) == ["provenance.json", "video.mp4"]
+
+
+async def test_an_input_that_is_not_a_video_fails_the_run_for_good(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore, tmp_path: Path
+) -> None:
+    """A video2world input that is not a video: job.failed, not retryable, the message names the file."""
+    name = f"g-{uuid.uuid4().hex[:8]}"
+    ref = await store.put_bytes("wm-inputs", f"tests/{name}/notes.mp4", b"these are meeting notes, not a video")
+    [spec] = specs(name, durations=(1,))
+    spec = spec.model_copy(update={"mode": "video2world", "input": ref})
+    await announce(bus, [spec])
+    with generate_client(nats, s3, tmp_path) as gen, runner_client(nats, s3, tmp_path):
+        accepted = _submit(gen, [spec.prompt_id], max_attempts=3)
+        [run] = wait_runs(gen, accepted["request_id"], 1, timeout_s=60)
+    assert run["state"] == "failed" and len(run["attempts"]) == 1
+    assert "notes.mp4" in run["error"] and "not a readable" in run["error"]
+
+
+async def test_a_spec_for_an_unknown_model_is_refused(nats: NatsEndpoint, s3: S3Endpoint, bus: Bus,
+                                                      tmp_path: Path) -> None:
+    """A spec naming a model no card describes is refused with the model's name; nothing is queued."""
+    name = f"g-{uuid.uuid4().hex[:8]}"
+    [spec] = specs(name, durations=(1,))
+    spec = spec.model_copy(update={"model": "cosmos-predict9"})
+    await announce(bus, [spec])
+    with generate_client(nats, s3, tmp_path) as gen:
+        for _ in range(50):
+            resp = gen.post("/generations", json={"prompt_ids": [spec.prompt_id]}, headers=AUTH)
+            if "unknown prompt" not in resp.text:
+                break
+            time.sleep(0.1)
+    assert resp.status_code == 422 and "cosmos-predict9" in resp.text

@@ -46,7 +46,7 @@ from worldmill.gpu_runner.jobwork import ChunkProgress, Generated, finish_video,
 from worldmill.gpu_runner.selection import Candidate, choose, passed_over
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.cancel import CancelFlags
-from worldmill.runtime.errors import ObjectNotFoundError, PermanentError
+from worldmill.runtime.errors import InvalidInputError, ObjectNotFoundError, PermanentError
 from worldmill.runtime.jobqueue import HeldJob, JobQueue
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.store import ObjectStore
@@ -202,6 +202,8 @@ class Runner:
             first = job.plan.chunks[0]
             res = job.plan.resolution
             return await asyncio.to_thread(read_condition, path, first.condition_frames, res.width, res.height)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"input {ref.uri()}", exc.rule.split(" (")[0]) from exc
         finally:
             path.unlink(missing_ok=True)
 
