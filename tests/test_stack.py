@@ -188,6 +188,8 @@ def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
     assert {(v["duration_s"], v["frames"], v["fps"]) for v in g["videos"]} == {(5.0, 120, 24.0), (10.0, 240, 24.0),
                                                                               (30.0, 720, 24.0)}
     assert all(v["exact"] and "X-Amz-Signature" in v["presigned_url"] for v in g["videos"])
+    assert g["qa"] == {"ok": True, "checked": 18, "passed": 18, "missing": 0}
+    assert all(len(v["qa"]["screenshots"]) == 3 and v["qa"]["contact_sheet"] for v in g["videos"])
     assert load_state(tmp_path / ".worldmill") is None
     ports = json.loads((tmp_path / ".worldmill" / "ports.json").read_text())
     assert not _listening(ports["nats"]) and not _listening(ports["s3_s3"])

@@ -144,10 +144,14 @@ class Runner:
         with tempfile.TemporaryDirectory(prefix="wm-runner-") as tmp:
             try:
                 while not stop.is_set():
-                    await self._fill(wait=not self._held)
+                    waited = not self._held
+                    await self._fill(wait=waited)
                     if not self._held:
                         continue
+                    if waited:  # a job arrived: top the window up so there is a choice and a next job
+                        await self._fill(wait=False)
                     held = self._next()
+                    self._current = held.job
                     if self._held:  # the next job's inputs download while this one computes
                         self._prefetch(self._peek(), Path(tmp))
                     task = await self._run_job(held, Path(tmp))

@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, fail_usage
-from worldmill.cli.demo_videos import generate_videos, print_videos
+from worldmill.cli.demo_videos import generate_videos, print_videos, wait_for_verdicts
 from worldmill.cli.stack_commands import DataDir, start_local_stack
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.keys import ARTIFACTS_BUCKET, probe_key
@@ -222,7 +222,10 @@ def demo(
             if summary["manifest"]["ok"]
             else {"ok": False, "error": "the manifest was not submitted"}
         )
-        summary["ok"] = summary["ok"] and summary["manifest"]["ok"] and summary["generation"]["ok"]
+        if summary["generation"]["ok"]:
+            wait_for_verdicts(state, summary["generation"])
+        qa_ok = summary["generation"].get("qa", {}).get("ok", False)
+        summary["ok"] = summary["ok"] and summary["manifest"]["ok"] and summary["generation"]["ok"] and qa_ok
     finally:
         if started is not None:
             started.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ async def _check(store: ObjectStore, runs: list[RunRecord], specs: dict[str, dic
                 "variant": spec.get("variant"),
                 "seed": spec.get("seed"),
                 "run_id": run.run_id,
+                "asset_id": run.asset_id,
                 "state": run.state,
                 "expected_frames": run.plan.expected.frames,
                 "expected_fps": run.plan.expected.fps,
@@ -89,6 +91,38 @@ def generate_videos(state: StackState, specs: list[dict[str, Any]], *, timeout_s
     }
 
 
+def wait_for_verdicts(state: StackState, result: dict[str, Any], *, timeout_s: float = 300.0) -> None:
+    """Attach each video's QA verdict (the qa service checks every video.ready on its own)."""
+    if "qa" not in state.services or "videos" not in result:
+        result["qa"] = {"ok": False, "error": "the qa service is not running"}
+        return
+    pending = {v["run_id"]: v for v in result["videos"] if v.get("asset_id")}
+    deadline = time.monotonic() + timeout_s
+    with ServiceClient("qa", state.services["qa"], state.api_token) as client:
+        while pending and time.monotonic() < deadline:
+            for run_id, video in list(pending.items()):
+                resp = client.request("GET", f"/qa/{video['asset_id']}")
+                if resp.status_code == 200:
+                    body = resp.json()
+                    failed = [f["check"] for f in body["findings"] if not f["passed"] and f["severity"] == "error"]
+                    video["qa"] = {
+                        "passed": not failed,
+                        "failed_checks": failed,
+                        "checks": len(body["findings"]),
+                        "screenshots": [s["key"] for s in body["screenshots"]],
+                        "contact_sheet": (body.get("contact_sheet") or {}).get("key"),
+                    }
+                    del pending[run_id]
+            time.sleep(0.5)
+    verdicts = [v["qa"] for v in result["videos"] if "qa" in v]
+    result["qa"] = {
+        "ok": not pending and len(verdicts) == len(result["videos"]) and all(q["passed"] for q in verdicts),
+        "checked": len(verdicts),
+        "passed": sum(q["passed"] for q in verdicts),
+        "missing": len(pending),
+    }
+
+
 def print_videos(result: dict[str, Any], console: Console) -> None:
     """Videos per series and duration, with what the files really contain."""
     if "videos" not in result:
@@ -97,25 +131,29 @@ def print_videos(result: dict[str, Any], console: Console) -> None:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for v in result["videos"]:
         groups.setdefault((v["series"] or "-", duration_token(v["duration_s"] or 0)), []).append(v)
-    table = Table(title="videos (downloaded and probed)")
-    for col in ("series", "duration", "videos", "frames", "fps", "exact", "where"):
+    table = Table(title="videos (downloaded and probed; QA verdicts from the qa service)")
+    for col in ("series", "duration", "videos", "frames", "fps", "exact", "QA", "where"):
         table.add_column(col)
     for (series, dur), items in sorted(groups.items(), key=lambda kv: (kv[0][0], float(kv[0][1][:-1]))):
         frames = sorted({str(v.get("frames")) for v in items})
         fps = sorted({f"{v.get('fps', 0):g}" for v in items})
         exact = all(v["exact"] for v in items)
         where = items[0].get("key", "").rsplit("/", 2)[0] + "/…" if items[0].get("key") else items[0].get("error", "")
-        table.add_row(
-            series,
-            dur,
-            str(len(items)),
-            ",".join(frames),
-            ",".join(fps),
-            "[green]yes[/]" if exact else "[red]NO[/]",
-            where,
-        )
+        verdicts = [v.get("qa") for v in items]
+        if all(q and q["passed"] for q in verdicts):
+            qa_text = "[green]passed[/]"
+        else:
+            failed = sorted({c for q in verdicts if q for c in q["failed_checks"]}) or ["no verdict"]
+            qa_text = "[red]" + ",".join(failed) + "[/]"
+        exact_text = "[green]yes[/]" if exact else "[red]NO[/]"
+        table.add_row(series, dur, str(len(items)), ",".join(frames), ",".join(fps), exact_text, qa_text, where)
     console.print(table)
     console.print(
         f"{result['distinct_files']} distinct files (sha256) for {len(result['videos'])} videos; presigned "
         f"URLs valid {result['url_valid_hours']:g} h are in the JSON summary."
     )
+    qa = result.get("qa", {})
+    if "checked" in qa:
+        console.print(
+            f"QA: {qa['passed']} of {qa['checked']} videos passed every check; {qa['missing']} without verdict."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -14,6 +15,8 @@ from worldmill.cli.serve_command import serve
 from worldmill.cli.stack_commands import doctor, down, up
 from worldmill.generate.cli import follow, generate, runs_app
 from worldmill.prompt.cli import manifest_app, prompts_app
+from worldmill.prompt.expand import check_text
+from worldmill.qa.cli import audit, qa_app, set_manifest_expander
 from worldmill.runtime.logs import configure_logging
 
 app = typer.Typer(
@@ -33,6 +36,10 @@ app.add_typer(prompts_app, name="prompts")
 app.command()(generate)
 app.add_typer(runs_app, name="runs")
 app.command()(follow)
+app.command()(audit)
+app.add_typer(qa_app, name="qa")
+# The qa package cannot import the prompt package; the CLI (the composition root) connects them.
+set_manifest_expander(lambda raw: check_text(raw, now=datetime.now(UTC)))
 
 
 @app.callback()

@@ -1,0 +1,578 @@
+"""Cost of worldmill's video QA: one ``analyze()`` next to a plain decode, and ``audit`` next to seeds/000.
+
+Part 1 - per video. ``worldmill.qa.analyze.analyze(path)`` (one decode pass that measures every
+check, hashes the file in a second thread and takes three screenshots and a contact sheet) is
+timed against a plain PyAV decode of every frame of the same file
+(``for f in container.decode(video=0): pass``), interleaved (the order alternates per round) on
+two files: a 720-frame 320x192 24 fps clip and a 93-frame 1280x704 16 fps clip (Cosmos' default
+output). Reported: median wall seconds of each, ratio = median analyze / median decode
+(target <= 1.5, judged on this ratio), the same ratio in process CPU seconds (the hashing thread
+included; less sensitive to other processes on the machine), the ratio of the fastest runs, the
+spread of the per-round ratios and, from one cProfile run, the functions where analyze() spends
+its time.
+
+Part 2 - a folder. N short videos ``<id>_<5|10|30>s.mp4`` (small size, distinct content) are
+audited by
+
+* ``ours`` - the CLI function ``worldmill.qa.cli.audit`` called in this process (its terminal
+  output discarded), writing the JSON and HTML reports; no interpreter start;
+* ``ours_cli`` - the same as a subprocess: ``python -m worldmill.cli audit FOLDER --json OUT
+  --html OUT`` if that command is registered, else ``python -c`` running the same function with
+  typer (the command used is reported); interpreter start and imports included;
+* ``seeds000`` - what the seeds/000 team did by hand, per file and sequentially: one
+  ``ffprobe -v error -show_entries format=duration -of csv=p=0 FILE``, one ``md5sum FILE`` and
+  three ``ffmpeg -ss T -i FILE -frames:v 1 -y out.jpg`` (T = 0.5 s, the middle, end - 0.5 s).
+
+The three variants run interleaved (the order rotates per round, after one untimed warm-up of
+each, so every file is in the page cache); medians of wall time and files/s are reported with
+what each variant actually checks (ours: the check names found in its own JSON report). Without
+ffmpeg/ffprobe on PATH the seeds000 baseline is skipped with a note (the JSON says so).
+
+The last line of stdout is one JSON object with every figure.
+
+    .venv/bin/python bench/qa.py [--files 12] [--frames 720] [--width 320 --height 192] [--repeats 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import functools
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+import typer
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # tests.helpers.video (--encoder test)
+    sys.path.insert(0, str(REPO))
+
+from tests.helpers.video import write_video  # noqa: E402
+from worldmill.gpu_runner.video import encode_mp4  # noqa: E402
+from worldmill.qa import cli as qa_cli  # noqa: E402
+from worldmill.qa.analyze import analyze  # noqa: E402
+
+TARGET_RATIO = 1.5
+#: What each folder approach checks (ours: confirmed against the check names of its own report).
+OUR_CHECKS = (
+    "decodes (every declared frame)",
+    "container / codec",
+    "frames (exact)",
+    "fps",
+    "duration (± 0.5 s)",
+    "resolution (with a manifest)",
+    "vfr",
+    "static (motion)",
+    "black / flat frames",
+    "flicker",
+    "seams (with a plan)",
+    "identical (sha256)",
+    "near_duplicate (dHash)",
+    "missing variants",
+    "3 screenshots",
+)
+SEEDS_CHECKS = ("duration (ffprobe, compared by eye)", "md5 (duplicates, by eye)", "3 screenshots (looked at by eye)")
+SEEDS_PROCESSES_PER_FILE = 5  # ffprobe + md5sum + 3 × ffmpeg
+
+console = Console(width=150)
+
+
+# -- test videos -------------------------------------------------------------------------------
+
+
+def frames(width: int, height: int, count: int, seed: int) -> Iterator[npt.NDArray[np.uint8]]:
+    """A smooth random texture panning 2 px a frame, a bright square moving across, slow brightness drift."""
+    rng = np.random.default_rng(seed)
+    pan = 2 * count
+    cell = 16
+    small = rng.integers(0, 256, size=(height // cell + 2, (width + pan) // cell + 2, 3), dtype=np.uint8)
+    big = Image.fromarray(small).resize(
+        ((width + pan) // cell * cell + 2 * cell, height + 2 * cell), Image.Resampling.BILINEAR
+    )
+    texture = np.asarray(big, dtype=np.uint8)[cell : cell + height]
+    side = max(8, height // 6)
+    for i in range(count):
+        img = texture[:, 2 * i : 2 * i + width].astype(np.int16)
+        img = img + int(12 * np.sin(i / 40))
+        x = (i * 3) % max(1, width - side)
+        y = (height - side) // 2
+        img[y : y + side, x : x + side] = 235
+        yield np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_video(path: Path, *, width: int, height: int, count: int, fps: float, seed: int, encoder: str) -> Path:
+    if encoder == "test":  # tests/helpers/video.py: random texture, ultrafast, crf 30
+        return write_video(path, width=width, height=height, fps=Fraction(fps), frames=count, seed=seed)
+    encode_mp4(frames(width, height, count, seed), path, fps=fps)  # the pipeline's encoder: crf 20, veryfast
+    return path
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, process CPU seconds, result) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def plain_decode(path: Path) -> int:
+    n = 0
+    with av.open(str(path)) as container:
+        for _ in container.decode(video=0):
+            n += 1
+    return n
+
+
+def profile_top(fn: Callable[[], Any], top: int) -> list[dict[str, Any]]:
+    """The ``top`` functions by own time in one cProfile run of ``fn`` (share of the profiled total)."""
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = stats.total_tt or 1e-9  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, name), (_cc, calls, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = name if file == "~" else f"{Path(file).name}:{line}:{name}"
+        rows.append({"function": where, "calls": calls, "own_s": tt, "cum_s": ct, "own_share": tt / total})
+    rows.sort(key=lambda r: -r["own_s"])
+    return [
+        {**r, "own_s": round(r["own_s"], 4), "cum_s": round(r["cum_s"], 4), "own_share": round(r["own_share"], 3)}
+        for r in rows[:top]
+    ]
+
+
+# -- part 1 ------------------------------------------------------------------------------------
+
+
+def part1(videos: list[dict[str, Any]], repeats: int, profile: int) -> list[dict[str, Any]]:
+    out = []
+    for v in videos:
+        path: Path = v["path"]
+        decoded = plain_decode(path)  # warm-up: page cache, codec init
+        first = analyze(path)
+        walls: dict[str, list[float]] = {"decode": [], "analyze": []}
+        cpus: dict[str, list[float]] = {"decode": [], "analyze": []}
+        for r in range(repeats):
+            order = ("decode", "analyze") if r % 2 == 0 else ("analyze", "decode")
+            for which in order:
+                wall, cpu, _ = timed(functools.partial(plain_decode if which == "decode" else analyze, path))
+                walls[which].append(wall)
+                cpus[which].append(cpu)
+        dec, ana = median(walls["decode"]), median(walls["analyze"])
+        dec_cpu, ana_cpu = median(cpus["decode"]), median(cpus["analyze"])
+        ratios = sorted(a / d for a, d in zip(walls["analyze"], walls["decode"], strict=True))
+        out.append(
+            {
+                "name": v["name"],
+                "width": v["width"],
+                "height": v["height"],
+                "fps": v["fps"],
+                "frames": decoded,
+                "bytes": path.stat().st_size,
+                "analyze_status": first.status,
+                "analyze_frames": first.frames,
+                "decode_s": round(dec, 5),
+                "analyze_s": round(ana, 5),
+                "ratio": round(ana / dec, 3),
+                "ratio_cpu": round(ana_cpu / dec_cpu, 3),
+                "ratio_best": round(min(walls["analyze"]) / min(walls["decode"]), 3),
+                "decode_cpu_s": round(dec_cpu, 5),
+                "analyze_cpu_s": round(ana_cpu, 5),
+                "decode_us_per_frame": round(1e6 * dec / decoded, 1),
+                "analyze_overhead_us_per_frame": round(1e6 * (ana - dec) / decoded, 1),
+                "pair_ratio_min": round(ratios[0], 3),
+                "pair_ratio_max": round(ratios[-1], 3),
+                "within_target": ana / dec <= TARGET_RATIO,
+                "decode_runs_s": [round(x, 5) for x in walls["decode"]],
+                "analyze_runs_s": [round(x, 5) for x in walls["analyze"]],
+                "profile_top": profile_top(functools.partial(analyze, path), profile) if profile else [],
+            }
+        )
+    return out
+
+
+# -- part 2 ------------------------------------------------------------------------------------
+
+
+def cli_command(folder: Path, out: Path) -> tuple[list[str], str]:
+    """``python -m worldmill.cli audit`` if registered, else the same typer function via ``python -c``."""
+    py = sys.executable
+    probe = subprocess.run(
+        [py, "-m", "worldmill.cli", "audit", "--help"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    tail = [str(folder), "--json", str(out / "cli.json"), "--html", str(out / "cli.html")]
+    if probe.returncode == 0:
+        return [py, "-m", "worldmill.cli", "audit", *tail], "python -m worldmill.cli audit"
+    code = "import typer; from worldmill.qa.cli import audit; typer.run(audit)"
+    return [
+        py,
+        "-c",
+        code,
+        *tail,
+    ], "python -c 'typer.run(worldmill.qa.cli.audit)' (audit not registered in worldmill.cli)"
+
+
+def ours_in_process(folder: Path, out: Path) -> dict[str, Any]:
+    """The CLI function ``audit`` called directly, its terminal output discarded; reads back its JSON report."""
+    report = out / "inproc.json"
+    saved = qa_cli.console, qa_cli.err
+    qa_cli.console = qa_cli.err = Console(file=io.StringIO(), width=120)
+    code = 0
+    try:
+        qa_cli.audit(str(folder), manifest=None, json_out=report, html_out=out / "inproc.html", fps=24.0)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    finally:
+        qa_cli.console, qa_cli.err = saved
+    return {"exit_code": code, "report": json.loads(report.read_text(encoding="utf-8"))}
+
+
+def ours_subprocess(cmd: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return {"exit_code": proc.returncode}
+
+
+def seeds000(paths: list[Path], shots: Path) -> dict[str, Any]:
+    """seeds/000 by hand, per file: ffprobe (duration), md5sum, three ffmpeg screenshots. Sequential."""
+    durations: dict[str, float] = {}
+    md5: dict[str, str] = {}
+    written = 0
+    for p in paths:
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(p)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        d = float(probe.stdout.strip())
+        durations[p.name] = d
+        md5[p.name] = subprocess.run(["md5sum", str(p)], capture_output=True, text=True, check=True).stdout.split()[0]
+        for k, t in enumerate((0.5, d / 2, d - 0.5), start=1):
+            jpg = shots / f"{p.stem}_frame{k}.jpg"
+            subprocess.run(
+                ["ffmpeg", "-ss", f"{t:.3f}", "-i", str(p), "-frames:v", "1", "-y", str(jpg)],
+                capture_output=True,
+                check=True,
+            )
+            written += jpg.stat().st_size > 0
+    return {"durations": durations, "duplicates": len(md5) - len(set(md5.values())), "screenshots": written}
+
+
+def part2(paths: list[Path], folder: Path, work: Path, repeats: int, have_ffmpeg: bool) -> dict[str, Any]:
+    cmd, cmd_label = cli_command(folder, work)
+    shots = work / "shots"
+    shots.mkdir(exist_ok=True)
+    variants: dict[str, Callable[[], Any]] = {
+        "ours": lambda: ours_in_process(folder, work),
+        "ours_cli": lambda: ours_subprocess(cmd),
+    }
+    if have_ffmpeg:
+        variants["seeds000"] = lambda: seeds000(paths, shots)
+    last: dict[str, Any] = {name: fn() for name, fn in variants.items()}  # warm-up, untimed
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            wall, _cpu, last[name] = timed(variants[name])
+            walls[name].append(wall)
+    startup = [
+        timed(lambda: subprocess.run([sys.executable, "-c", "import worldmill.qa.cli"], cwd=REPO, check=True))[0]
+        for _ in range(3)
+    ]
+    report = last["ours"]["report"]
+    files = report["files"]
+    checks = sorted({f["check"] for r in files for f in r["findings"]})
+    per_file = [r["seconds"] for r in files]
+    n = len(paths)
+    out: dict[str, Any] = {
+        "files": n,
+        "frames_total": sum(r["measured"]["frames"] for r in files),
+        "bytes_total": sum(p.stat().st_size for p in paths),
+        "cli_command": cmd_label,
+        "cli_import_s": round(median(startup), 3),
+        "ours_report": {
+            "exit_code": last["ours"]["exit_code"],
+            "ok": report["ok"],
+            "totals": report["totals"],
+            "checks_run": checks,
+            "analyze_check_sum_s": round(sum(per_file), 3),
+        },
+        "variants": {},
+        "seeds000_skipped": None if have_ffmpeg else "ffmpeg/ffprobe not on PATH: seeds/000 baseline not run",
+    }
+    for name, xs in walls.items():
+        m = median(xs)
+        out["variants"][name] = {
+            "wall_s": round(m, 3),
+            "files_per_s": round(n / m, 2),
+            "ms_per_file": round(1000 * m / n, 1),
+            "processes": {"ours": 0, "ours_cli": 1, "seeds000": SEEDS_PROCESSES_PER_FILE * n}[name],
+            "runs_s": [round(x, 3) for x in xs],
+        }
+    if have_ffmpeg:
+        seeds = last["seeds000"]
+        out["seeds000_result"] = {"duplicates": seeds["duplicates"], "screenshots": seeds["screenshots"]}
+        base = out["variants"]["seeds000"]["wall_s"]
+        for name in ("ours", "ours_cli"):
+            out["variants"][name]["speedup_vs_seeds000"] = round(base / out["variants"][name]["wall_s"], 2)
+    return out
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def print_part1(rows: list[dict[str, Any]], repeats: int) -> None:
+    table = Table(
+        title=f"Part 1 - analyze() vs a plain PyAV decode of every frame (median of {repeats}, interleaved)",
+        title_justify="left",
+        caption="ratio (wall) = median analyze / median decode (the target); CPU: process CPU seconds, hashing "
+        "thread included; best: fastest analyze / fastest decode; pairs: per-round ratios; +µs/frame: wall",
+        caption_justify="left",
+    )
+    for col in (
+        "video",
+        "frames",
+        "KiB",
+        "decode ms",
+        "analyze ms",
+        "ratio (wall)",
+        "ratio (CPU)",
+        "ratio (best)",
+        "pairs min-max",
+        "+µs/frame",
+        f"≤ {TARGET_RATIO}",
+    ):
+        table.add_column(col, justify="left" if col == "video" else "right")
+    for r in rows:
+        ok = "[green]yes[/]" if r["within_target"] else "[red]no[/]"
+        table.add_row(
+            f"{r['name']} {r['width']}x{r['height']}@{r['fps']:g}",
+            str(r["frames"]),
+            f"{r['bytes'] / 1024:.0f}",
+            f"{1000 * r['decode_s']:.1f}",
+            f"{1000 * r['analyze_s']:.1f}",
+            f"{r['ratio']:.2f}",
+            f"{r['ratio_cpu']:.2f}",
+            f"{r['ratio_best']:.2f}",
+            f"{r['pair_ratio_min']:.2f}-{r['pair_ratio_max']:.2f}",
+            f"{r['analyze_overhead_us_per_frame']:.0f}",
+            ok,
+        )
+    console.print(table)
+    for r in rows:
+        if not r["profile_top"]:
+            continue
+        prof = Table(
+            title=f"where analyze() spends its time: {r['name']} (one cProfile run, own time)", title_justify="left"
+        )
+        for col in ("function", "calls", "own ms", "share"):
+            prof.add_column(col, justify="left" if col == "function" else "right")
+        for p in r["profile_top"]:
+            prof.add_row(p["function"], str(p["calls"]), f"{1000 * p['own_s']:.1f}", f"{100 * p['own_share']:.0f} %")
+        console.print(prof)
+
+
+def print_part2(p2: dict[str, Any], repeats: int) -> None:
+    title = (
+        f"Part 2 - audit of {p2['files']} files ({p2['frames_total']} frames, {p2['bytes_total'] / 1e6:.1f} MB)"
+        f" vs seeds/000 (median of {repeats}, interleaved)"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in ("approach", "wall s", "files/s", "ms/file", "processes", "vs seeds/000", "checks"):
+        table.add_column(col, justify="left" if col in ("approach", "checks") else "right")
+    labels = {
+        "ours": "ours: audit() in-process",
+        "ours_cli": "ours: CLI subprocess",
+        "seeds000": "seeds/000: ffprobe+md5sum+3×ffmpeg",
+    }
+    for name, v in p2["variants"].items():
+        what = f"{len(p2['ours_report']['checks_run'])} checks" if name != "seeds000" else "3 (by eye)"
+        speed = v.get("speedup_vs_seeds000")
+        table.add_row(
+            labels[name],
+            f"{v['wall_s']:.2f}",
+            f"{v['files_per_s']:.1f}",
+            f"{v['ms_per_file']:.0f}",
+            str(v["processes"]),
+            "-" if speed is None else f"{speed:.2f}×",
+            what,
+        )
+    if p2["seeds000_skipped"]:
+        table.add_row(labels["seeds000"], "-", "-", "-", "-", "-", f"[yellow]skipped: {p2['seeds000_skipped']}[/]")
+    console.print(table)
+    checks = Table(title="what each approach checks", title_justify="left")
+    checks.add_column("ours (audit)")
+    checks.add_column("seeds/000")
+    for i in range(max(len(OUR_CHECKS), len(SEEDS_CHECKS))):
+        checks.add_row(OUR_CHECKS[i] if i < len(OUR_CHECKS) else "", SEEDS_CHECKS[i] if i < len(SEEDS_CHECKS) else "")
+    console.print(checks)
+    rep = p2["ours_report"]
+    console.print(
+        f"check names in our report: {', '.join(rep['checks_run'])}; verdict ok={rep['ok']} "
+        f"(exit {rep['exit_code']}); analyze+check per file sum {rep['analyze_check_sum_s']:.2f} s; "
+        f"CLI: {p2['cli_command']}; `import worldmill.qa.cli` in a fresh interpreter {p2['cli_import_s']:.2f} s"
+    )
+
+
+def make_inputs(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], Path, list[Path]]:
+    """Part 1's videos and part 2's folder of ``<id>_<duration>s.mp4`` files (distinct content each)."""
+    videos: list[dict[str, Any]] = [
+        {"name": "small", "width": args.width, "height": args.height, "fps": args.fps, "count": args.frames}
+    ]
+    if args.big_frames:
+        videos.append(
+            {
+                "name": "large",
+                "width": args.big_width,
+                "height": args.big_height,
+                "fps": args.big_fps,
+                "count": args.big_frames,
+            }
+        )
+    for seed, v in enumerate(videos, start=1):
+        v["path"] = make_video(
+            tmp / f"part1_{v['name']}.mp4",
+            width=v["width"],
+            height=v["height"],
+            count=v["count"],
+            fps=v["fps"],
+            seed=seed,
+            encoder=args.encoder,
+        )
+    folder = tmp / "delivered"
+    durations = [float(d) for d in args.durations.split(",") if d.strip()]
+    paths = []
+    for i in range(args.files):
+        d = durations[i % len(durations)]
+        name = f"C{i // len(durations) + 1:02d}_{d:g}s.mp4"
+        paths.append(
+            make_video(
+                folder / name,
+                width=args.width,
+                height=args.height,
+                count=round(d * args.fps),
+                fps=args.fps,
+                seed=100 + i,
+                encoder=args.encoder,
+            )
+        )
+    return videos, folder, paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--frames", type=int, default=720, help="part 1 small video: frames (default 720)")
+    add("--width", type=int, default=320, help="part 1 small video and part 2 folder: width (default 320)")
+    add("--height", type=int, default=192, help="part 1 small video and part 2 folder: height (default 192)")
+    add("--fps", type=float, default=24.0, help="part 1 small video and part 2 folder: fps (default 24)")
+    add("--big-frames", type=int, default=93, help="part 1 large video: frames (default 93; 0 skips it)")
+    add("--big-width", type=int, default=1280, help="part 1 large video: width (default 1280)")
+    add("--big-height", type=int, default=704, help="part 1 large video: height (default 704)")
+    add("--big-fps", type=float, default=16.0, help="part 1 large video: fps (default 16)")
+    add("--repeats", type=int, default=15, help="part 1 interleaved rounds; medians (default 15)")
+    add("--files", type=int, default=12, help="part 2 folder size (default 12; 0 skips part 2)")
+    add("--durations", default="5,10,30", help="part 2 durations in seconds, cycled per file (default 5,10,30)")
+    add("--audit-repeats", type=int, default=5, help="part 2 interleaved rounds; medians (default 5)")
+    add(
+        "--encoder",
+        choices=("production", "test"),
+        default="production",
+        help="production: gpu_runner encode_mp4 (crf 20 veryfast, smooth panning texture); "
+        "test: tests/helpers write_video (ultrafast crf 30, random texture)",
+    )
+    add("--profile", type=int, default=8, help="functions listed from one cProfile run of analyze() (0: none)")
+    add("--keep", action="store_true", help="keep the temporary folder (printed)")
+    add("--strict", action="store_true", help="exit 1 when a part 1 ratio is over the target")
+    args = parser.parse_args(argv)
+
+    have_ffmpeg = bool(shutil.which("ffmpeg") and shutil.which("ffprobe") and shutil.which("md5sum"))
+    if not have_ffmpeg:
+        console.print(
+            "[yellow]note:[/] ffmpeg/ffprobe/md5sum not on PATH: the seeds/000 baseline of part 2 is "
+            "skipped (install: apt-get install -y --no-install-recommends ffmpeg)"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="wm-bench-qa-"))
+    started = time.perf_counter()
+    try:
+        t0 = time.perf_counter()
+        videos, folder, paths = make_inputs(args, tmp)
+        make_s = time.perf_counter() - t0
+
+        p1 = part1(videos, args.repeats, args.profile)
+        print_part1(p1, args.repeats)
+        p2 = None
+        if args.files:
+            p2 = part2(paths, folder, tmp, args.audit_repeats, have_ffmpeg)
+            print_part2(p2, args.audit_repeats)
+        verdict = all(r["within_target"] for r in p1)
+        console.print(
+            ("[green]" if verdict else "[red]")
+            + f"target analyze/decode ≤ {TARGET_RATIO}: "
+            + ", ".join(f"{r['name']} {r['ratio']:.2f}" for r in p1)
+            + (" - holds[/]" if verdict else " - missed[/]")
+        )
+    finally:
+        if args.keep:
+            console.print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+        "libavcodec": av.library_versions.get("libavcodec"),
+        "cpus": os.cpu_count(),
+        "ffmpeg_cli": None,
+    }
+    if have_ffmpeg:
+        with contextlib.suppress(OSError):
+            out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout
+            env["ffmpeg_cli"] = out.split("\n", 1)[0]
+    report = {
+        "bench": "qa",
+        "target_ratio": TARGET_RATIO,
+        "target_met": verdict,
+        "part1": [dict(r) for r in p1],
+        "part2": p2,
+        "ffmpeg_available": have_ffmpeg,
+        "seeds000_skipped": None if have_ffmpeg else "ffmpeg/ffprobe not on PATH",
+        "config": dict(vars(args)),
+        "make_videos_s": round(make_s, 2),
+        "total_s": round(time.perf_counter() - started, 1),
+        "env": env,
+    }
+    print(json.dumps(report, separators=(",", ":"), default=str))
+    return 1 if args.strict and not verdict else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""The qa service on the real servers: every video.ready gets a verdict; failures can regenerate."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers.generation import AUTH, announce, generate_client, runner_client, settings, specs, wait_runs
+from worldmill.contracts.envelope import wrap
+from worldmill.contracts.generation import GenerationRequested, VideoReady
+from worldmill.contracts.subjects import EVENTS, event_subject
+from worldmill.qa.app import create_app
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
+from worldmill.runtime.settings import RuntimeSettings
+from worldmill.runtime.store import ObjectStore
+
+
+@pytest.fixture
+def qa(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> Iterator[TestClient]:
+    """The qa service app on the real servers."""
+    with TestClient(create_app(RuntimeSettings(**settings(nats, s3, tmp_path, "qa")))) as client:
+        yield client
+
+
+def _verdict(qa: TestClient, asset_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        resp = qa.get(f"/qa/{asset_id}", headers=AUTH)
+        if resp.status_code == 200:
+            return resp.json()
+        time.sleep(0.2)
+    raise AssertionError(f"no verdict for {asset_id}")
+
+
+async def test_every_generated_video_gets_a_verdict_with_screenshots(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore, tmp_path: Path, qa: TestClient
+) -> None:
+    """Videos of 5 and 10 s pass every check; screenshots and a contact sheet are stored next to them."""
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    items = specs(name, durations=(5, 10))
+    await announce(bus, items)
+    with generate_client(nats, s3, tmp_path) as gen, runner_client(nats, s3, tmp_path):
+        for _ in range(50):
+            resp = gen.post("/generations", json={"prompt_ids": [s.prompt_id for s in items]}, headers=AUTH)
+            if resp.status_code == 202:
+                break
+            time.sleep(0.1)
+        runs = wait_runs(gen, resp.json()["request_id"], 2)
+    for run in runs:
+        verdict = _verdict(qa, run["asset_id"])
+        failed = [f for f in verdict["findings"] if not f["passed"] and f["severity"] == "error"]
+        assert failed == [], failed
+        checks = {f["check"] for f in verdict["findings"]}
+        assert {"frames", "fps", "duration", "identical", "near_duplicate"} <= checks
+        assert verdict["prompt_id"] == run["prompt_id"]
+        assert sorted(s["key"].rsplit("/", 1)[1] for s in verdict["screenshots"]) == ["end.jpg", "middle.jpg",
+                                                                                       "start.jpg"]
+        assert await store.exists("wm-artifacts", verdict["contact_sheet"]["key"])
+    assert qa.get("/qa/nope", headers=AUTH).status_code == 404
+
+
+async def test_a_copied_video_fails_as_identical_and_asks_for_a_regeneration(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, qa: TestClient
+) -> None:
+    """seeds/000's copies: the same bytes announced as a second variant fail 'identical' and are regenerated."""
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    items = specs(name, durations=(5, 10))
+    await announce(bus, items)
+    with generate_client(nats, s3, tmp_path) as gen, runner_client(nats, s3, tmp_path):
+        for _ in range(50):
+            resp = gen.post("/generations", json={"prompt_ids": [items[0].prompt_id]}, headers=AUTH)
+            if resp.status_code == 202:
+                break
+            time.sleep(0.1)
+        [run] = wait_runs(gen, resp.json()["request_id"], 1)
+    first = _verdict(qa, run["asset_id"])
+    assert all(f["passed"] or f["severity"] != "error" for f in first["findings"])
+    [original] = [m async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
+                  if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]]
+    copy = original.model_copy(update={"asset_id": f"asset-copy-{name}", "prompt_id": items[1].prompt_id,
+                                       "run_id": f"run-copy-{name}"})
+    await bus.publish(wrap(copy, source="/test"))
+    verdict = _verdict(qa, copy.asset_id)
+    failed = {f["check"]: f for f in verdict["findings"] if not f["passed"]}
+    assert "identical" in failed and run["asset_id"] in failed["identical"]["message"]
+    assert "near_duplicate" in failed  # a sibling (same scenario) that looks the same
+    regen = [m async for _, m in bus.replay(EVENTS.name, event_subject("generation.requested"))
+             if isinstance(m, GenerationRequested) and m.requested_by == f"qa:{copy.asset_id}"]
+    assert len(regen) == 1 and regen[0].prompt_ids == (items[1].prompt_id,)
