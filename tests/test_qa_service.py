@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.generation import AUTH, announce, generate_client, runner_client, settings, specs, wait_runs
+from tests.helpers.video import write_video
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import GenerationRequested, VideoReady
 from worldmill.contracts.subjects import EVENTS, event_subject
@@ -94,3 +96,41 @@ async def test_a_copied_video_fails_as_identical_and_asks_for_a_regeneration(
     regen = [m async for _, m in bus.replay(EVENTS.name, event_subject("generation.requested"))
              if isinstance(m, GenerationRequested) and m.requested_by == f"qa:{copy.asset_id}"]
     assert len(regen) == 1 and regen[0].prompt_ids == (items[1].prompt_id,)
+
+
+async def test_an_audit_of_a_bucket_prefix_runs_in_the_background(
+    nats: NatsEndpoint, s3: S3Endpoint, store: ObjectStore, tmp_path: Path, qa: TestClient
+) -> None:
+    """POST /qa/audit answers at once with an id; the report finds the copied duration variant."""
+    bucket = store.test_bucket  # type: ignore[attr-defined]
+    good = write_video(tmp_path / "a.mp4", width=64, height=48, fps=24, frames=120, seed=1)
+    await store.put_file(bucket, "shoot/C01_5s.mp4", good)
+    await store.put_file(bucket, "shoot/C01_10s.mp4", good)  # seeds/000: a "10 s" copy of the 5 s clip
+    bad = qa.post("/qa/audit", json={"url": "bucket-without-scheme"}, headers=AUTH)
+    assert bad.status_code == 422 and "s3://" in bad.text
+    started = qa.post("/qa/audit", json={"url": f"s3://{bucket}/shoot/"}, headers=AUTH)
+    assert started.status_code == 202
+    audit_id = started.json()["audit_id"]
+    deadline = time.monotonic() + 60
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = qa.get(f"/qa/audits/{audit_id}", headers=AUTH).json()
+        if body["state"] != "running":
+            break
+        time.sleep(0.2)
+    assert body["state"] == "done" and body["ok"] is False
+    text = json.dumps(body["report"])
+    assert "C01_10s.mp4" in text and "identical" in text
+    assert qa.get("/qa/audits/audit-nope", headers=AUTH).status_code == 404
+
+
+def test_the_vlm_critic_is_asked_when_configured(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> None:
+    """With WM_QA_VLM_BASE_URL set, the critic is built from settings; unset, there is none."""
+    from worldmill.qa.app import critic_from  # noqa: PLC0415
+    from worldmill.qa.settings import QaSettings  # noqa: PLC0415
+
+    off = QaSettings(**settings(nats, s3, tmp_path, "qa"))
+    assert critic_from(off) is None
+    on = QaSettings(**settings(nats, s3, tmp_path, "qa"), vlm_base_url="http://vllm.test/v1", vlm_trials=2)
+    critic = critic_from(on)
+    assert critic is not None and critic.config.base_url == "http://vllm.test/v1" and critic.config.trials == 2

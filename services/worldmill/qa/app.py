@@ -9,11 +9,14 @@ from fastapi import FastAPI
 from worldmill.contracts.generation import VideoReady
 from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
 from worldmill.qa.api import router
+from worldmill.qa.audits import AuditRunner
 from worldmill.qa.service import QaService
+from worldmill.qa.settings import QaSettings
 from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.docstore import DocumentStore, OutboxRelay
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
+from worldmill.runtime.vlm import VlmClient, VlmConfig
 
 VIDEOS = ConsumerSpec(
     durable="qa-videos",
@@ -35,25 +38,50 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
     return [Consumer(ctx.bus, VIDEOS, on_video, accept=(VideoReady,), concurrency=2, source=ctx.source)]
 
 
+def critic_from(settings: QaSettings) -> VlmClient | None:
+    """The VLM critic when configured (off otherwise)."""
+    if not settings.vlm_base_url:
+        return None
+    key = settings.vlm_api_key.get_secret_value() if settings.vlm_api_key else None
+    return VlmClient(
+        VlmConfig(
+            base_url=settings.vlm_base_url,
+            model=settings.vlm_model,
+            api_key=key,
+            trials=settings.vlm_trials,
+            fps=settings.vlm_fps,
+        )
+    )
+
+
 def create_app(settings: RuntimeSettings) -> FastAPI:
-    """The qa service's app: its database and outbox relay open in the lifespan."""
+    """The qa service's app: its database, outbox relay and (optional) critic open in the lifespan."""
+    if isinstance(settings, QaSettings):
+        qa_settings = settings
+    else:
+        given = {k: getattr(settings, k) for k in settings.model_fields_set if k != "service"}
+        qa_settings = QaSettings.for_service(settings.service, **given)
 
     async def startup(ctx: ServiceContext) -> None:
         docs = DocumentStore(settings.database_url_or_default())
         await docs.open()
         ctx.state["docs"] = docs
-        ctx.state["qa"] = QaService(docs=docs, bus=ctx.bus, store=ctx.store, source=ctx.source)
+        critic = critic_from(qa_settings)
+        ctx.state["critic"] = critic
+        ctx.state["qa"] = QaService(docs=docs, bus=ctx.bus, store=ctx.store, critic=critic, source=ctx.source)
         ctx.state["relay"] = asyncio.create_task(OutboxRelay(docs, ctx.bus).run(ctx.stop))
-        ctx.state["audits"] = {}
+        ctx.state["audits"] = AuditRunner(docs=docs, store=ctx.store)
 
     async def shutdown(ctx: ServiceContext) -> None:
         if (relay := ctx.state.get("relay")) is not None:
             await asyncio.wait({relay}, timeout=10)
         if (docs := ctx.state.get("docs")) is not None:
             await docs.close()
+        if (critic := ctx.state.get("critic")) is not None:
+            await critic.aclose()
 
     return create_service_app(
-        settings,
+        qa_settings,
         title="worldmill qa service",
         routers=[router],
         consumers=consumers,
