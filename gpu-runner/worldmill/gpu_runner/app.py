@@ -56,11 +56,7 @@ def runner_from(settings: RunnerSettings, ctx: ServiceContext) -> Runner:
 
 def create_app(settings: RuntimeSettings) -> FastAPI:
     """The runner's app; the loop runs from startup until SIGTERM, then finishes its job and returns."""
-    if isinstance(settings, RunnerSettings):
-        runner_settings = settings
-    else:
-        given = {k: getattr(settings, k) for k in settings.model_fields_set if k != "service"}
-        runner_settings = RunnerSettings.for_service(settings.service, **given)
+    runner_settings = RunnerSettings.specialize(settings)
 
     async def startup(ctx: ServiceContext) -> None:
         runner = runner_from(runner_settings, ctx)

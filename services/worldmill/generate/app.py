@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import FastAPI
 
 from worldmill.contracts.deadletter import DeadLetter
@@ -22,7 +20,6 @@ from worldmill.generate.api import router
 from worldmill.generate.service import GenerateService
 from worldmill.runtime.cancel import CancelFlags
 from worldmill.runtime.consumer import Consumer, Delivery, parse
-from worldmill.runtime.docstore import DocumentStore, OutboxRelay
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
 
@@ -110,22 +107,12 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
 
 
 def create_app(settings: RuntimeSettings) -> FastAPI:
-    """The generate service's app: database, cancel flags and outbox relay open in the lifespan."""
+    """The generate service's app (database and outbox relay come with ``documents=True``)."""
 
     async def startup(ctx: ServiceContext) -> None:
-        docs = DocumentStore(settings.database_url_or_default())
-        await docs.open()
-        ctx.state["docs"] = docs
         ctx.state["generate"] = GenerateService(
-            docs=docs, bus=ctx.bus, cancel_flags=CancelFlags(ctx.bus), source=ctx.source
+            docs=ctx.docs, bus=ctx.bus, cancel_flags=CancelFlags(ctx.bus), source=ctx.source
         )
-        ctx.state["relay"] = asyncio.create_task(OutboxRelay(docs, ctx.bus).run(ctx.stop))
-
-    async def shutdown(ctx: ServiceContext) -> None:
-        if (relay := ctx.state.get("relay")) is not None:
-            await asyncio.wait({relay}, timeout=10)
-        if (docs := ctx.state.get("docs")) is not None:
-            await docs.close()
 
     return create_service_app(
         settings,
@@ -133,5 +120,5 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         routers=[router],
         consumers=consumers,
         on_startup=startup,
-        on_shutdown=shutdown,
+        documents=True,
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import FastAPI
 
 from worldmill.contracts.generation import VideoReady
@@ -13,7 +11,6 @@ from worldmill.qa.audits import AuditRunner
 from worldmill.qa.service import QaService
 from worldmill.qa.settings import QaSettings
 from worldmill.runtime.consumer import Consumer, Delivery
-from worldmill.runtime.docstore import DocumentStore, OutboxRelay
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
 from worldmill.runtime.vlm import VlmClient, VlmConfig
@@ -55,28 +52,16 @@ def critic_from(settings: QaSettings) -> VlmClient | None:
 
 
 def create_app(settings: RuntimeSettings) -> FastAPI:
-    """The qa service's app: its database, outbox relay and (optional) critic open in the lifespan."""
-    if isinstance(settings, QaSettings):
-        qa_settings = settings
-    else:
-        given = {k: getattr(settings, k) for k in settings.model_fields_set if k != "service"}
-        qa_settings = QaSettings.for_service(settings.service, **given)
+    """The qa service's app: database and outbox relay (``documents=True``) and the optional critic."""
+    qa_settings = QaSettings.specialize(settings)
 
     async def startup(ctx: ServiceContext) -> None:
-        docs = DocumentStore(settings.database_url_or_default())
-        await docs.open()
-        ctx.state["docs"] = docs
         critic = critic_from(qa_settings)
         ctx.state["critic"] = critic
-        ctx.state["qa"] = QaService(docs=docs, bus=ctx.bus, store=ctx.store, critic=critic, source=ctx.source)
-        ctx.state["relay"] = asyncio.create_task(OutboxRelay(docs, ctx.bus).run(ctx.stop))
-        ctx.state["audits"] = AuditRunner(docs=docs, store=ctx.store)
+        ctx.state["qa"] = QaService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, critic=critic, source=ctx.source)
+        ctx.state["audits"] = AuditRunner(docs=ctx.docs, store=ctx.store)
 
     async def shutdown(ctx: ServiceContext) -> None:
-        if (relay := ctx.state.get("relay")) is not None:
-            await asyncio.wait({relay}, timeout=10)
-        if (docs := ctx.state.get("docs")) is not None:
-            await docs.close()
         if (critic := ctx.state.get("critic")) is not None:
             await critic.aclose()
 
@@ -87,4 +72,5 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         consumers=consumers,
         on_startup=startup,
         on_shutdown=shutdown,
+        documents=True,
     )

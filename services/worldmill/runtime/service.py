@@ -33,6 +33,7 @@ from worldmill.contracts.keys import ALL_BUCKETS
 from worldmill.contracts.subjects import ALL_STREAMS
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.consumer import Consumer
+from worldmill.runtime.docstore import DocumentStore, OutboxRelay
 from worldmill.runtime.errors import InvalidInputError, WorldmillError
 from worldmill.runtime.logs import configure_logging, get_logger
 from worldmill.runtime.settings import RuntimeSettings
@@ -51,6 +52,14 @@ class ServiceContext:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     consumers: list[Consumer] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    docs_: DocumentStore | None = None
+
+    @property
+    def docs(self) -> DocumentStore:
+        """The service's own database (apps created with ``documents=True``)."""
+        if self.docs_ is None:
+            raise RuntimeError("this service was created without documents=True")
+        return self.docs_
 
     @property
     def source(self) -> str:
@@ -123,6 +132,7 @@ def create_service_app(
     on_startup: Hook | None = None,
     on_shutdown: Hook | None = None,
     bootstrap: bool = True,
+    documents: bool = False,
 ) -> FastAPI:
     """Build a service's FastAPI app; all I/O happens in its lifespan, none at build time."""
 
@@ -135,6 +145,13 @@ def create_service_app(
         if bootstrap:
             await bus.ensure_streams(ALL_STREAMS)
             await store.ensure_buckets(ALL_BUCKETS)
+        relay: asyncio.Task[None] | None = None
+        if documents:
+            # The service's own database, and the relay that publishes what its transactions wrote
+            # to the outbox (a request is answered only after it is stored; events follow at least once).
+            ctx.docs_ = DocumentStore(settings.database_url_or_default())
+            await ctx.docs_.open()
+            relay = asyncio.create_task(OutboxRelay(ctx.docs_, bus).run(ctx.stop))
         if on_startup:
             await on_startup(ctx)
         ctx.consumers = list(consumers(ctx)) if consumers else []
@@ -153,6 +170,10 @@ def create_service_app(
                         log.error("consumer.crashed", error=repr(task.exception()))
             if on_shutdown:
                 await on_shutdown(ctx)
+            if relay is not None:
+                await asyncio.wait({relay}, timeout=10)
+            if ctx.docs_ is not None:
+                await ctx.docs_.close()
             await bus.close()
             log.info("service.stopped", service=settings.service)
 

@@ -63,6 +63,14 @@ class RuntimeSettings(BaseSettings):
         return f"sqlite:///{(self.data_dir / f'{self.service}.sqlite3').resolve()}"
 
     @classmethod
+    def specialize(cls, settings: RuntimeSettings) -> Self:
+        """These settings as ``cls`` (a service's subclass), reading its extra fields from the environment."""
+        if isinstance(settings, cls):
+            return settings
+        given = {k: getattr(settings, k) for k in settings.model_fields_set if k != "service"}
+        return cls.for_service(settings.service, **given)
+
+    @classmethod
     def for_service(cls, service: str, **overrides: Any) -> Self:
         """Settings for ``service``: ``WM_<SERVICE>_*`` over ``WM_*`` over defaults."""
         specific = cls(_env_prefix=service_prefix(service))
