@@ -347,3 +347,17 @@ def test_large_file_is_streamed_not_read_whole(tmp_path: Path) -> None:
         while chunk := handle.read(8 * 2**20):
             digest.update(chunk)
     assert analysis.sha256 == digest.hexdigest()
+
+
+
+def test_a_video_stream_without_frames_is_refused(tmp_path: Path) -> None:
+    """A file whose index is intact but whose frames were cut off (index first) fails 'decodes', no exception."""
+    whole = tmp_path / "whole.mp4"
+    encode_mp4(scene(3, 96), whole, fps=24)  # index at the front, as the runner writes
+    data = whole.read_bytes()
+    head = tmp_path / "index_only.mp4"
+    head.write_bytes(data[: data.index(b"mdat") + 4])  # keep the index, drop every frame
+    analysis = analyze(head)
+    assert analysis.frames == 0
+    decodes = by_check(check(analysis, Expectation(frames=96, fps=24, duration_s=4.0, width=W, height=H)))["decodes"]
+    assert not decodes.passed and decodes.severity == Severity.ERROR
