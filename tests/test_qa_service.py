@@ -134,3 +134,18 @@ def test_the_vlm_critic_is_asked_when_configured(nats: NatsEndpoint, s3: S3Endpo
     on = QaSettings(**settings(nats, s3, tmp_path, "qa"), vlm_base_url="http://vllm.test/v1", vlm_trials=2)
     critic = critic_from(on)
     assert critic is not None and critic.config.base_url == "http://vllm.test/v1" and critic.config.trials == 2
+
+
+def test_the_regeneration_policy_is_bounded_and_configurable() -> None:
+    """Only regenerable failures ask for a new run, at most max_regenerations times per spec."""
+    from worldmill.contracts.qa import Finding, Severity  # noqa: PLC0415
+    from worldmill.qa.policy import RegenerationPolicy  # noqa: PLC0415
+
+    frames = Finding(check="frames", passed=False, severity=Severity.ERROR, measured=93, expected=240)
+    flicker = Finding(check="flicker", passed=False, severity=Severity.ERROR)
+    policy = RegenerationPolicy(max_regenerations=2)
+    assert policy.wants([frames], done=0) and policy.wants([frames], done=1)
+    assert not policy.wants([frames], done=2)
+    assert not policy.wants([flicker], done=0)
+    assert not RegenerationPolicy(max_regenerations=0).wants([frames], done=0)
+    assert RegenerationPolicy(checks=frozenset({"flicker"})).wants([flicker], done=0)

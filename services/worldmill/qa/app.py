@@ -8,6 +8,7 @@ from worldmill.contracts.generation import VideoReady
 from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
 from worldmill.qa.api import router
 from worldmill.qa.audits import AuditRunner
+from worldmill.qa.policy import REGENERABLE, RegenerationPolicy
 from worldmill.qa.service import QaService
 from worldmill.qa.settings import QaSettings
 from worldmill.runtime.consumer import Consumer, Delivery
@@ -58,7 +59,13 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     async def startup(ctx: ServiceContext) -> None:
         critic = critic_from(qa_settings)
         ctx.state["critic"] = critic
-        ctx.state["qa"] = QaService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, critic=critic, source=ctx.source)
+        policy = RegenerationPolicy(
+            max_regenerations=qa_settings.max_regenerations,
+            checks=frozenset(qa_settings.regenerate_checks) if qa_settings.regenerate_checks else REGENERABLE,
+        )
+        ctx.state["qa"] = QaService(
+            docs=ctx.docs, bus=ctx.bus, store=ctx.store, critic=critic, policy=policy, source=ctx.source
+        )
         ctx.state["audits"] = AuditRunner(docs=ctx.docs, store=ctx.store)
 
     async def shutdown(ctx: ServiceContext) -> None:

@@ -15,3 +15,7 @@ class QaSettings(RuntimeSettings):
     vlm_api_key: SecretStr | None = None
     vlm_trials: int = Field(default=4, ge=1, le=16)
     vlm_fps: float = Field(default=4.0, gt=0)
+    max_regenerations: int = Field(default=1, ge=0, le=10, description="New runs asked for per failed spec.")
+    regenerate_checks: tuple[str, ...] | None = Field(
+        default=None, description="Failed checks that ask for a new run; default: every regenerable check."
+    )
