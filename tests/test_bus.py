@@ -9,7 +9,7 @@ import pytest
 from tests.helpers.bus import PrivateStream
 from worldmill.contracts.envelope import Envelope, wrap
 from worldmill.contracts.objects import ObjectCreated
-from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, ConsumerSpec, StreamSpec
+from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, ConsumerSpec
 from worldmill.runtime.bus import Bus, encode
 from worldmill.runtime.errors import BusError, BusUnavailableError, InvalidInputError
 from worldmill.runtime.servers import NatsEndpoint, free_port
@@ -110,4 +110,3 @@ def test_stream_specs_keep_dedup_window_within_max_age() -> None:
     """JetStream refuses a duplicate window longer than max age; our specs respect that."""
     for spec in ALL_STREAMS:
         assert spec.duplicate_window_s <= spec.max_age_s
-    assert StreamSpec.model_fields["retention"].annotation is not None

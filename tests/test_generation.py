@@ -28,7 +28,8 @@ from worldmill.gpu_runner.backends.base import Frames, StepCallback
 from worldmill.gpu_runner.cache import ModelCache
 from worldmill.gpu_runner.worker import Runner
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.consumer import dead_letter, parse
+from worldmill.runtime.consumer import dead_letter
+from worldmill.runtime.decode import parse
 from worldmill.runtime.media import probe
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, free_port
 from worldmill.runtime.store import ObjectStore

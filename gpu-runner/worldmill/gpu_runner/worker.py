@@ -288,17 +288,18 @@ class Runner:
                 metadata={"job": job.job_id, "run": job.run_id},
             )
             provenance = self._provenance(
-                job, backend=backend, generated=generated, load_s=load_s, encode_s=encode_s, started_at=started_at
-            )
-            prov_bytes = provenance.model_dump_json(indent=2).encode()
-            upload_s = time.perf_counter() - t0
-            provenance = provenance.model_copy(
-                update={"timings": provenance.timings.model_copy(update={"upload_s": round(upload_s, 4)})}
+                job,
+                backend=backend,
+                generated=generated,
+                load_s=load_s,
+                encode_s=encode_s,
+                upload_s=time.perf_counter() - t0,
+                started_at=started_at,
             )
             prov_ref = await self.store.put_bytes(
                 job.output_bucket,
                 provenance_key(job.run_id, job.attempt),
-                provenance.model_dump_json(indent=2).encode() or prov_bytes,
+                provenance.model_dump_json(indent=2).encode(),
                 content_type="application/json",
             )
             path.unlink(missing_ok=True)
@@ -330,6 +331,7 @@ class Runner:
         generated: Generated,
         load_s: float,
         encode_s: float,
+        upload_s: float,
         started_at: datetime,
     ) -> Provenance:
         described = backend.describe()
@@ -352,7 +354,7 @@ class Runner:
                 fetch_s=round(self._fetch_wait.pop(job.job_id, 0.0), 4),
                 infer_s=round(generated.seconds, 4),
                 encode_s=round(encode_s, 4),
-                upload_s=0.0,
+                upload_s=round(upload_s, 4),
             ),
             peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             started_at=started_at,
@@ -425,8 +427,7 @@ class Runner:
         await self.queue.done(held.handle)
         if self._current is held.job:
             self._current = None
-        counter = {"completed": "completed", "replayed": "replayed", "failed": "failed", "canceled": "canceled"}[kind]
-        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
 
     # -- progress -------------------------------------------------------------------------------
 

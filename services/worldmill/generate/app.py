@@ -19,7 +19,8 @@ from worldmill.contracts.subjects import DLQ, EVENTS, GPU_JOBS, ConsumerSpec, dl
 from worldmill.generate.api import router
 from worldmill.generate.service import GenerateService
 from worldmill.runtime.cancel import CancelFlags
-from worldmill.runtime.consumer import Consumer, Delivery, parse
+from worldmill.runtime.consumer import Consumer, Delivery
+from worldmill.runtime.decode import parse
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
 

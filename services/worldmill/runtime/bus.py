@@ -25,18 +25,17 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
-from pydantic import ValidationError
 
 from worldmill.contracts.base import Message
 from worldmill.contracts.envelope import (
     MAX_ENVELOPE_BYTES,
     AnyEnvelope,
-    Envelope,
     EnvelopeAttributes,
     wrap,
 )
-from worldmill.contracts.registry import decode_data, decode_typed, message_class
+from worldmill.contracts.registry import message_class
 from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
+from worldmill.runtime.decode import Undeliverable, parse
 from worldmill.runtime.errors import BusError, BusUnavailableError, InvalidInputError
 from worldmill.runtime.logs import get_logger
 
@@ -359,17 +358,9 @@ async def _on_reconnect() -> None:
 
 
 def _decode_quietly(data: bytes, type_hint: str | None) -> tuple[EnvelopeAttributes, Message] | None:
-    if type_hint:
-        try:
-            typed = decode_typed(data, type_hint)
-        except (ValueError, ValidationError):
-            pass
-        else:
-            return typed, typed.data
     try:
-        envelope = Envelope.model_validate_json(data)
-        return envelope, decode_data(envelope)
-    except (ValueError, ValidationError):
+        return parse(data, None, type_hint)
+    except Undeliverable:
         return None
 
 

@@ -19,27 +19,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from worldmill.contracts.base import Message
 from worldmill.contracts.deadletter import DeadLetter, DeadLetterReason
-from worldmill.contracts.envelope import Envelope, EnvelopeAttributes, wrap
-from worldmill.contracts.registry import (
-    InvalidMessageDataError,
-    UnknownMessageTypeError,
-    decode_data,
-    decode_typed,
-)
+from worldmill.contracts.envelope import EnvelopeAttributes, wrap
 from worldmill.contracts.subjects import ConsumerSpec, dlq_subject
 from worldmill.runtime.bus import Bus
+from worldmill.runtime.decode import Undeliverable, parse
 from worldmill.runtime.errors import PermanentError
 from worldmill.runtime.logs import get_logger
 
@@ -61,14 +55,6 @@ Handler = Callable[[Delivery], Awaitable[None]]
 
 #: How long a busy consumer's fetch may wait to fill a batch (bounds the latency it adds).
 BUSY_LINGER_S = 0.05
-
-
-class _Undeliverable(Exception):  # noqa: N818 - internal control flow, not an error users see
-    def __init__(self, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None) -> None:
-        super().__init__(error)
-        self.reason: DeadLetterReason = reason
-        self.error = error
-        self.envelope = envelope
 
 
 @dataclass
@@ -104,42 +90,6 @@ def delivery_counts(msg: Msg) -> tuple[int, int]:
         return int(tokens[6]), int(tokens[7])
     meta = msg.metadata
     return meta.num_delivered, meta.sequence.stream
-
-
-def parse(
-    data: bytes, accept: frozenset[str] | None, type_hint: str | None = None
-) -> tuple[EnvelopeAttributes, Message]:
-    """Decode a payload into its envelope and typed message, or raise with a dead-letter reason.
-
-    ``type_hint`` (the ``ce-type`` header our publishers set) allows one fast validation of the
-    whole envelope; any failure there falls through to the step-by-step path, which finds the
-    exact reason.
-    """
-    if type_hint is not None and (accept is None or type_hint in accept):
-        try:
-            typed = decode_typed(data, type_hint)
-        except (ValueError, ValidationError):
-            pass
-        else:
-            return typed, typed.data
-    try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Undeliverable("not_json", f"payload is not JSON: {exc}") from exc
-    try:
-        envelope = Envelope.model_validate(raw)
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'envelope'}: {e['msg']}" for e in exc.errors()[:10])
-        raise _Undeliverable("invalid_envelope", f"not a valid envelope: {detail}") from exc
-    try:
-        message = decode_data(envelope)
-    except UnknownMessageTypeError as exc:
-        raise _Undeliverable("unknown_type", str(exc), envelope) from exc
-    except InvalidMessageDataError as exc:
-        raise _Undeliverable("invalid_data", str(exc), envelope) from exc
-    if accept is not None and envelope.type not in accept:
-        raise _Undeliverable("unexpected_type", f"type {envelope.type!r} is not handled by this consumer", envelope)
-    return envelope, message
 
 
 class Consumer:
@@ -261,19 +211,11 @@ class Consumer:
             self._in_hand.pop(id(msg), None)
 
     async def _handle(self, msg: Msg) -> None:
-        delivered, seq = delivery_counts(msg)
-        if delivered > self.spec.max_deliver:
-            await self._dead_letter(
-                msg,
-                "max_deliveries",
-                f"delivered {delivered} times without an answer (its worker probably crashed each time)",
-            )
+        admitted = await admit(self.bus, msg, spec=self.spec, accept=self.accept, source=self.source)
+        if not isinstance(admitted, Admitted):
+            self._count_dead_letter(admitted)
             return
-        try:
-            envelope, message = parse(msg.data, self.accept, (msg.headers or {}).get("ce-type"))
-        except _Undeliverable as exc:
-            await self._dead_letter(msg, exc.reason, exc.error, exc.envelope)
-            return
+        envelope, message, delivered, seq = admitted
         delivery = Delivery(envelope, message, msg.subject, delivered, seq)
         structlog.contextvars.bind_contextvars(event_id=envelope.id, correlation_id=envelope.correlationid)
         try:
@@ -305,6 +247,9 @@ class Consumer:
         await dead_letter(
             self.bus, msg, consumer=self.spec.durable, source=self.source, reason=reason, error=error, envelope=envelope
         )
+        self._count_dead_letter(reason)
+
+    def _count_dead_letter(self, reason: DeadLetterReason) -> None:
         self.stats.dead_lettered += 1
         self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
 
@@ -316,6 +261,36 @@ class Consumer:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
                     self.stats.heartbeats += 1
+
+
+class Admitted(NamedTuple):
+    """A message that may be handled: decoded, and not delivered more often than allowed."""
+
+    envelope: EnvelopeAttributes
+    message: Message
+    delivered: int
+    sequence: int
+
+
+async def admit(
+    bus: Bus, msg: Msg, *, spec: ConsumerSpec, accept: frozenset[str] | None, source: str
+) -> Admitted | DeadLetterReason:
+    """The way in for every consumer: a crash-looping or undecodable message is dead-lettered (and its
+    reason returned) before any handler sees it."""
+    delivered, seq = delivery_counts(msg)
+    try:
+        if delivered > spec.max_deliver:
+            raise Undeliverable(
+                "max_deliveries",
+                f"delivered {delivered} times without an answer (its worker probably crashed each time)",
+            )
+        envelope, message = parse(msg.data, accept, (msg.headers or {}).get("ce-type"))
+    except Undeliverable as exc:
+        await dead_letter(
+            bus, msg, consumer=spec.durable, source=source, reason=exc.reason, error=exc.error, envelope=exc.envelope
+        )
+        return exc.reason
+    return Admitted(envelope, message, delivered, seq)
 
 
 async def dead_letter(

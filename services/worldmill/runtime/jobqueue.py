@@ -21,7 +21,7 @@ from worldmill.contracts.base import Message
 from worldmill.contracts.envelope import EnvelopeAttributes
 from worldmill.contracts.subjects import ConsumerSpec
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.consumer import _Undeliverable, dead_letter, delivery_counts, parse
+from worldmill.runtime.consumer import Admitted, admit
 
 
 @dataclass(eq=False)
@@ -72,26 +72,11 @@ class JobQueue:
         return out
 
     async def _admit(self, msg: Msg) -> HeldJob | None:
-        delivered, _ = delivery_counts(msg)
-        try:
-            if delivered > self.spec.max_deliver:
-                raise _Undeliverable(
-                    "max_deliveries", f"delivered {delivered} times without an answer (it probably crashed its worker)"
-                )
-            envelope, message = parse(msg.data, self.accept, (msg.headers or {}).get("ce-type"))
-        except _Undeliverable as exc:
-            await dead_letter(
-                self.bus,
-                msg,
-                consumer=self.spec.durable,
-                source=self.source,
-                reason=exc.reason,
-                error=exc.error,
-                envelope=exc.envelope,
-            )
+        admitted = await admit(self.bus, msg, spec=self.spec, accept=self.accept, source=self.source)
+        if not isinstance(admitted, Admitted):
             self.dead_lettered += 1
             return None
-        held = HeldJob(envelope=envelope, message=message, deliveries=delivered, _msg=msg)
+        held = HeldJob(envelope=admitted.envelope, message=admitted.message, deliveries=admitted.delivered, _msg=msg)
         self._held[id(held)] = held
         return held
 
