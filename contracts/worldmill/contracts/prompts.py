@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from worldmill.contracts.augment import ControlSpec
 from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Resolution, Sha256
 from worldmill.contracts.cards import GenerationMode
+from worldmill.contracts.upsample import UpsampleInfo
 
 #: Values allowed in a spec's metadata map (JSON scalars).
 MetadataValue = str | int | float | bool | None
@@ -48,6 +49,7 @@ class PromptSpec(Contract):
     prompt: str = Field(min_length=1, max_length=20000)
     sampling: SamplingParams
     upsample: bool = False
+    upsampled: UpsampleInfo | None = Field(default=None, description="Set on a version written by the upsampler.")
     auto_generate: bool = False
     input: ObjectRef | None = Field(default=None, description="Conditioning image/video.")
     controls: tuple[ControlSpec, ...] = ()
@@ -111,45 +113,6 @@ class PromptCreated(Message):
     TYPE: ClassVar[str] = "prompt.created"
 
     spec: PromptSpec
-
-    def entity_id(self) -> str | None:
-        return self.spec.prompt_id
-
-
-class UpsampleRequested(Message):
-    """Job: rewrite one spec's prompt with a vision-language model."""
-
-    TYPE: ClassVar[str] = "upsample"
-    KIND: ClassVar[Literal["event", "job"]] = "job"
-
-    prompt_id: Identifier
-    hint: ObjectRef | None = Field(default=None, description="Image or video to take hint frames from.")
-
-    def entity_id(self) -> str | None:
-        return self.prompt_id
-
-
-class UpsampleInfo(Contract):
-    """How an upsampled prompt was made."""
-
-    upsampler_model: str
-    tokens_estimated: int = Field(ge=0)
-    tokens_used: int | None = Field(default=None, ge=0)
-    frames_sent: int = Field(ge=0)
-    frame_resolution: Resolution | None = None
-    temperature: float = Field(ge=0)
-    max_tokens: int = Field(gt=0)
-    cached: bool = False
-
-
-class PromptUpsampled(Message):
-    """An upsampled version of a spec exists, linked to the original by ``previous_id``."""
-
-    TYPE: ClassVar[str] = "prompt.upsampled"
-
-    original_prompt_id: Identifier
-    spec: PromptSpec
-    info: UpsampleInfo
 
     def entity_id(self) -> str | None:
         return self.spec.prompt_id

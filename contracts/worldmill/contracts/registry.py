@@ -41,11 +41,19 @@ from worldmill.contracts.prompts import (
     PromptDetail,
     PromptPage,
     PromptSpec,
-    PromptUpsampled,
-    UpsampleRequested,
 )
 from worldmill.contracts.qa import QaFailed, QaPassed
 from worldmill.contracts.subjects import ConsumerSpec, StreamSpec
+from worldmill.contracts.upsample import (
+    PromptUpsampled,
+    UpsampleAccepted,
+    UpsampleRequested,
+    UpsamplerInfo,
+    UpsampleSkipped,
+    UpsampleStatus,
+    UpsampleStatusPage,
+    UpsampleSubmission,
+)
 
 MESSAGE_CLASSES: tuple[type[Message], ...] = (
     ManifestAccepted,
@@ -53,6 +61,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     PromptCreated,
     UpsampleRequested,
     PromptUpsampled,
+    UpsampleSkipped,
     GenerationRequested,
     GpuJob,
     JobProgress,
@@ -88,6 +97,11 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     GenerationAccepted,
     RunRecord,
     RunPage,
+    UpsampleSubmission,
+    UpsampleAccepted,
+    UpsampleStatus,
+    UpsampleStatusPage,
+    UpsamplerInfo,
 )
 
 

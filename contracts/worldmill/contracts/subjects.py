@@ -119,6 +119,19 @@ GPU_JOBS = ConsumerSpec(
     description="GPU generation and transfer jobs; heartbeats keep long jobs from redelivery.",
 )
 
+#: The upsample job queue: every upsample service process binds to it; concurrency is per process.
+UPSAMPLE_JOBS = ConsumerSpec(
+    durable="upsampler",
+    stream=JOBS.name,
+    filter_subject=job_subject("upsample"),
+    ack_wait_s=60.0,
+    max_deliver=5,
+    max_ack_pending=64,
+    backoff_base_s=2.0,
+    backoff_max_s=120.0,
+    description="Prompt rewrites by a vision-language model; the server's own retries come first.",
+)
+
 #: NATS key-value bucket of canceled runs (key = run id); runners watch it between denoising steps.
 CANCEL_BUCKET = "wm_cancel"
 #: How long a cancel flag is kept (runs finish or are dropped well before).

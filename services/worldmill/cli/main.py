@@ -18,6 +18,7 @@ from worldmill.prompt.cli import manifest_app, prompts_app
 from worldmill.prompt.expand import check_text
 from worldmill.qa.cli import audit, qa_app, set_manifest_expander
 from worldmill.runtime.logs import configure_logging
+from worldmill.upsample.cli import upsample
 
 app = typer.Typer(
     name="worldmill",
@@ -33,6 +34,7 @@ app.command()(serve)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(prompts_app, name="prompts")
+app.command()(upsample)
 app.command()(generate)
 app.add_typer(runs_app, name="runs")
 app.command()(follow)

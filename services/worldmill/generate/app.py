@@ -14,13 +14,15 @@ from worldmill.contracts.generation import (
     JobFailed,
     JobProgress,
 )
-from worldmill.contracts.prompts import PromptCreated
+from worldmill.contracts.prompts import PromptCreated, PromptSpec
 from worldmill.contracts.subjects import DLQ, EVENTS, GPU_JOBS, ConsumerSpec, dlq_subject, event_subject
+from worldmill.contracts.upsample import UpsampleSkipped
 from worldmill.generate.api import router
 from worldmill.generate.service import GenerateService
 from worldmill.runtime.cancel import CancelFlags
 from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.decode import parse
+from worldmill.runtime.errors import TransientError
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
 
@@ -42,6 +44,12 @@ JOB_EVENTS = ConsumerSpec(
     filter_subject=event_subject("job.>"),
     description="Runner progress and outcomes that move runs.",
 )
+UPSAMPLE_SKIPS = ConsumerSpec(
+    durable="generate-upsample-skips",
+    stream=EVENTS.name,
+    filter_subject=event_subject("upsample.skipped"),
+    description="Auto-generate specs waiting for an upsample that will not come: go with the original prompt.",
+)
 LOST_JOBS = ConsumerSpec(
     durable="generate-lost",
     stream=DLQ.name,
@@ -51,21 +59,36 @@ LOST_JOBS = ConsumerSpec(
 
 
 def consumers(ctx: ServiceContext) -> list[Consumer]:
-    """The generate service's four durable consumers."""
+    """The generate service's five durable consumers."""
     service: GenerateService = ctx.state["generate"]
+
+    async def auto_generate(spec: PromptSpec) -> None:
+        await service.submit(
+            GenerationSubmission(
+                prompt_ids=(spec.prompt_id,),
+                requested_by="auto",
+                request_id=f"auto-{spec.prompt_id}-v{spec.version}"[:128],
+            )
+        )
 
     async def on_spec(d: Delivery) -> None:
         if isinstance(d.message, PromptCreated):
             spec = d.message.spec
             new = await service.remember_spec(spec)
-            if new and spec.auto_generate:
-                await service.submit(
-                    GenerationSubmission(
-                        prompt_ids=(spec.prompt_id,),
-                        requested_by="auto",
-                        request_id=f"auto-{spec.prompt_id}-v{spec.version}"[:128],
-                    )
-                )
+            # A spec marked for upsampling waits for its upsampled version (or upsample.skipped).
+            if new and spec.auto_generate and not (spec.upsample and spec.upsampled is None):
+                await auto_generate(spec)
+
+    async def on_upsample_skipped(d: Delivery) -> None:
+        if not isinstance(d.message, UpsampleSkipped):
+            return
+        m = d.message
+        spec = await service.spec(m.prompt_id, m.version)
+        if spec is None:
+            raise TransientError(f"spec {m.prompt_id} v{m.version} is not known here yet")
+        latest = await service.spec(m.prompt_id)
+        if spec.auto_generate and latest is not None and latest.version == spec.version:
+            await auto_generate(spec)
 
     async def on_request(d: Delivery) -> None:
         if isinstance(d.message, GenerationRequested):
@@ -103,6 +126,7 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
             source=ctx.source,
             prefetch=64,
         ),
+        Consumer(ctx.bus, UPSAMPLE_SKIPS, on_upsample_skipped, accept=(UpsampleSkipped,), source=ctx.source),
         Consumer(ctx.bus, LOST_JOBS, on_lost, accept=(DeadLetter,), source=ctx.source),
     ]
 

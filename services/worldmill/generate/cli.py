@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,10 +24,15 @@ from worldmill.contracts.generation import (
     RunPage,
     RunRecord,
 )
-from worldmill.contracts.prompts import ManifestResult
 from worldmill.contracts.subjects import EVENTS, event_subject
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail
+from worldmill.runtime.client import (
+    RequestFailedError,
+    ServiceClient,
+    ServiceUnavailableError,
+    error_detail,
+    submit_manifest,
+)
 from worldmill.runtime.stack import running_state
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -46,7 +51,7 @@ def _client(name: str, data_dir: Path) -> ServiceClient:
         raise typer.Exit(EXIT_FAILED) from exc
 
 
-def _fail(resp: Any) -> None:
+def _fail(resp: Any) -> NoReturn:
     code = EXIT_USAGE if resp.status_code in (404, 409, 422) else EXIT_FAILED
     err.print(f"[bold red]error:[/] {escape(error_detail(resp))}")
     raise typer.Exit(code)
@@ -129,12 +134,11 @@ def generate(
             err.print(f"[bold red]error:[/] --manifest: cannot read {escape(str(manifest))}: {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
         with _client("prompt", data_dir) as prompts:
-            resp = prompts.request("POST", "/manifests", json={"content": content})
-            if resp.status_code >= 400:
-                _fail(resp)
-            result = ManifestResult.model_validate(resp.json())
-            listed = prompts.request("GET", "/prompts", params={"manifest": result.manifest, "limit": 500}).json()
-        ids += [item["prompt_id"] for item in listed["items"]]
+            try:
+                _, listed = submit_manifest(prompts, content)
+            except RequestFailedError as exc:
+                _fail(exc.response)
+        ids += listed
     with _client("generate", data_dir) as client:
         accepted = request_generation(client, ids, max_attempts=max_attempts)
         console.print(f"request {accepted.request_id}: {len(accepted.runs)} run(s) queued")

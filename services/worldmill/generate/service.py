@@ -43,10 +43,11 @@ from worldmill.generate.runs import (
 )
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.cancel import CancelFlags
-from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
+from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay
 from worldmill.runtime.errors import InvalidInputError, WorldmillError
+from worldmill.runtime.spec_copies import SpecCopies
 
-SPEC, RUN = "spec", "run"
+RUN = "run"
 MAX_PAGE = 500
 
 
@@ -94,24 +95,11 @@ class GenerateService:
 
     async def remember_spec(self, spec: PromptSpec) -> bool:
         """Keep a copy of a spec version; False when it was known already (idempotent)."""
-        doc = NewDocument(
-            kind=SPEC,
-            doc_id=spec.prompt_id,
-            version=spec.version,
-            body=spec.model_dump(mode="json"),
-            content_hash=f"v{spec.version}",
-            index={"manifest": (spec.manifest,)} if spec.manifest else {},
-        )
-        try:
-            await self.docs.commit([doc])
-        except VersionConflictError:
-            return False
-        return True
+        return await SpecCopies(self.docs).remember(spec)
 
-    async def spec(self, prompt_id: str) -> PromptSpec | None:
-        """The latest known version of a spec."""
-        doc = await self.docs.get(SPEC, prompt_id)
-        return PromptSpec.model_validate(doc.body) if doc else None
+    async def spec(self, prompt_id: str, version: int | None = None) -> PromptSpec | None:
+        """A known version of a spec (the latest by default)."""
+        return await SpecCopies(self.docs).get(prompt_id, version)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -259,10 +247,10 @@ class GenerateService:
                 updated = on_failed(run, message, now)
                 events: list[OutboxItem] = []
                 if updated is not None and updated.state == "queued":
-                    spec = await self.docs.get(SPEC, run.prompt_id, run.prompt_version)
+                    spec = await self.spec(run.prompt_id, run.prompt_version)
                     card = builtin_cards().get(run.plan.model)
                     if spec is not None and card is not None:
-                        job = job_for(updated, PromptSpec.model_validate(spec.body), card)
+                        job = job_for(updated, spec, card)
                         events.append(self._event(job, job.job_id))
                 await self._update(run.run_id, updated, events=events)
             elif isinstance(message, JobCanceled):

@@ -60,6 +60,7 @@ async def list_prompts(
     duration: str | None = Query(default=None, description="Seconds, e.g. 10 or 10s"),
     model: str | None = None,
     upsample: bool | None = None,
+    upsampled: bool | None = Query(default=None, description="Only versions written by the upsampler (or not)."),
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: str | None = None,
 ) -> PromptPage:
@@ -80,6 +81,8 @@ async def list_prompts(
         filters["duration"] = duration
     if upsample is not None:
         filters["upsample"] = str(upsample).lower()
+    if upsampled is not None:
+        filters["upsampled"] = str(upsampled).lower()
     return await service.list_prompts(filters, limit=limit, cursor=cursor)
 
 

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
+from worldmill.contracts.upsample import PromptUpsampled
 from worldmill.prompt.api import router
 from worldmill.prompt.service import PromptService
+from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
+
+UPSAMPLED = ConsumerSpec(
+    durable="prompt-upsampled",
+    stream=EVENTS.name,
+    filter_subject=event_subject("prompt.upsampled"),
+    description="Rewritten prompts, stored as the next version of their spec.",
+)
+
+
+def consumers(ctx: ServiceContext) -> list[Consumer]:
+    """The prompt service's durable consumer: upsampled prompts become new spec versions."""
+    service: PromptService = ctx.state["prompts"]
+
+    async def on_upsampled(d: Delivery) -> None:
+        if isinstance(d.message, PromptUpsampled):
+            await service.store_upsampled(d.message)
+
+    return [Consumer(ctx.bus, UPSAMPLED, on_upsampled, accept=(PromptUpsampled,), source=ctx.source)]
 
 
 def create_app(settings: RuntimeSettings) -> FastAPI:
@@ -17,5 +38,10 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         ctx.state["prompts"] = PromptService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, source=ctx.source)
 
     return create_service_app(
-        settings, title="worldmill prompt service", routers=[router], on_startup=startup, documents=True
+        settings,
+        title="worldmill prompt service",
+        routers=[router],
+        consumers=consumers,
+        on_startup=startup,
+        documents=True,
     )

@@ -36,6 +36,7 @@ from worldmill.contracts.prompts import (
 )
 from worldmill.contracts.qa import QaFailed, QaPassed
 from worldmill.contracts.subjects import EVENTS, event_subject
+from worldmill.contracts.upsample import PromptUpsampled
 from worldmill.prompt.expand import Expansion, check_text
 from worldmill.prompt.input_specs import (
     CATEGORIES,
@@ -49,12 +50,34 @@ from worldmill.prompt.input_specs import (
 from worldmill.prompt.versioning import KIND, MANIFEST_KIND, as_new_version, content_hash, index_of, spec_body
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
-from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.errors import InvalidInputError, PermanentError
+from worldmill.runtime.logs import get_logger
 from worldmill.runtime.media import probe
 from worldmill.runtime.store import ObjectStore, sha256_file
 
+log = get_logger(__name__)
+
 MAX_PAGE = 500
-FILTERS = ("manifest", "series", "scenario", "tag", "risk", "duration", "model", "mode", "upsample", "input")
+FILTERS = (
+    "manifest",
+    "series",
+    "scenario",
+    "tag",
+    "risk",
+    "duration",
+    "model",
+    "mode",
+    "upsample",
+    "upsampled",
+    "input",
+)
+
+
+class UnknownPromptError(PermanentError):
+    """An event names a spec (or a version of it) this service never stored."""
+
+    def __init__(self, prompt_id: str) -> None:
+        super().__init__(f"unknown prompt spec {prompt_id}")
 
 
 class ManifestInvalidError(InvalidInputError):
@@ -260,6 +283,57 @@ class PromptService:
         event = self._event(PromptCreated(spec=versioned), f"prompt.created-{pid}-v{versioned.version}")
         await self.docs.commit([doc], [event])
         return InputSpecOutcome(key=key, prompt_id=pid, outcome="created")
+
+    async def store_upsampled(self, message: PromptUpsampled) -> PromptSpec | None:
+        """Store an upsampled prompt as the spec's next version; None when stale or already stored.
+
+        The new version is the source version with the rewritten prompt and ``upsampled`` set. It
+        keeps the source's content hash, so re-submitting the unchanged manifest does not replace
+        the upsampled version with the original again. A rewrite of a version that has since been
+        replaced (the manifest changed) is dropped: it describes a spec that no longer exists.
+        """
+        pid = message.prompt_id
+        for attempt in range(3):
+            latest = await self.docs.get(KIND, pid)
+            if latest is None:
+                raise UnknownPromptError(pid)
+            current = PromptSpec.model_validate(latest.body)
+            base = current.upsampled.source_version if current.upsampled else current.version
+            if base != message.source_version:
+                log.info("upsample_stale", prompt_id=pid, source_version=message.source_version, latest=current.version)
+                return None
+            if current.upsampled is not None and current.prompt == message.prompt:
+                return None
+            source_doc = await self.docs.get(KIND, pid, message.source_version)
+            if source_doc is None:
+                raise UnknownPromptError(f"{pid} v{message.source_version}")
+            source = PromptSpec.model_validate(source_doc.body)
+            versioned = source.model_copy(
+                update={
+                    "version": current.version + 1,
+                    "previous_version": current.version,
+                    "prompt": message.prompt,
+                    "upsampled": message.info,
+                }
+            )
+            doc = NewDocument(
+                kind=KIND,
+                doc_id=pid,
+                version=versioned.version,
+                body=spec_body(versioned),
+                content_hash=source_doc.content_hash,
+                index=index_of(versioned),
+            )
+            event = self._event(PromptCreated(spec=versioned), f"prompt.created-{pid}-v{versioned.version}")
+            try:
+                await self.docs.commit([doc], [event])
+            except VersionConflictError:
+                if attempt == 2:
+                    raise
+                continue
+            await self.publish_pending()
+            return versioned
+        return None
 
     async def list_prompts(
         self, filters: Mapping[str, str | Sequence[str]], *, limit: int = 100, cursor: str | None = None

@@ -29,6 +29,7 @@ def index_of(spec: PromptSpec) -> dict[str, tuple[str, ...]]:
         "model": (spec.model,),
         "mode": (spec.mode.value,),
         "upsample": (str(spec.upsample).lower(),),
+        "upsampled": (str(spec.upsampled is not None).lower(),),
         "tag": tuple(spec.tags),
     }
     if spec.manifest:

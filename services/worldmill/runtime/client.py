@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from worldmill.runtime.errors import TransientError
+from worldmill.contracts.prompts import ManifestResult, PromptPage
+from worldmill.runtime.errors import TransientError, WorldmillError
 from worldmill.runtime.settings import RuntimeSettings, service_prefix
 from worldmill.runtime.stack import running_state
 from worldmill.runtime.store import ObjectStore
@@ -72,6 +73,36 @@ def error_detail(response: httpx.Response) -> str:
         return response.text[:500]
     detail = body.get("detail", body) if isinstance(body, dict) else body
     return str(detail)
+
+
+class RequestFailedError(WorldmillError):
+    """A service answered with an error status; ``response`` holds the answer."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}: {error_detail(response)}")
+        self.response = response
+
+
+def submit_manifest(prompts: ServiceClient, content: str) -> tuple[ManifestResult, list[str]]:
+    """Submit a manifest to the prompt service (unchanged specs stay as they are) and list its prompt ids."""
+    resp = prompts.request("POST", "/manifests", json={"content": content})
+    if resp.status_code >= 400:
+        raise RequestFailedError(resp)
+    result = ManifestResult.model_validate(resp.json())
+    ids: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"manifest": result.manifest, "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        listed = prompts.request("GET", "/prompts", params=params)
+        if listed.status_code >= 400:
+            raise RequestFailedError(listed)
+        page = PromptPage.model_validate(listed.json())
+        ids.extend(item.prompt_id for item in page.items)
+        cursor = page.next_cursor
+        if not cursor:
+            return result, ids
 
 
 def locate_store(data_dir: Path) -> ObjectStore:

@@ -71,6 +71,7 @@ class HintPlan:
     max_new_tokens: int = 0
     margin: int = 0
     floor_side: int = FLOOR_SIDE
+    as_video: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,13 @@ def _floor_long(sizes: list[_Size], floor_side: int) -> int:
     return min(floor_side, sizes[0].long_side)
 
 
+def _cost(profile: ModelProfile, size: _Size, frames: int, as_video: bool, calibration: float) -> int:
+    """Calibrated tokens of ``frames`` hint frames of ``size``: separate images, or one video."""
+    if not as_video:
+        return frames * size.tokens
+    return _calibrated(profile.video_tokens(size.width, size.height, frames), calibration)
+
+
 def plan_hints(
     profile: ModelProfile,
     *,
@@ -147,8 +155,15 @@ def plan_hints(
     margin: int = 64,
     calibration: float = 1.0,
     floor_side: int = FLOOR_SIDE,
+    as_video: bool = False,
 ) -> HintPlan:
-    """As many frames as fit (up to ``wanted_frames`` and the model's limit), each as large as fits."""
+    """As many frames as fit (up to ``wanted_frames`` and the model's limit), each as large as fits.
+
+    With ``as_video`` the frames go as one short video (models that take video: frames are grouped
+    in time, so two frames may cost what one does); otherwise as separate images.
+    """
+    if as_video and not profile.takes_video:
+        raise ValueError(f"{profile.name} takes no video input; send hint frames as images")
     if wanted_frames < 1:
         raise ValueError(f"wanted frames must be at least 1, got {wanted_frames}")
     if calibration <= 0:
@@ -168,7 +183,7 @@ def plan_hints(
             height=size.height,
             tokens_per_frame=size.tokens,
             text_tokens=text,
-            total_estimated=text + frames * size.tokens,
+            total_estimated=text + _cost(profile, size, frames, as_video, calibration),
             budget=budget,
             source_width=source_width,
             source_height=source_height,
@@ -176,15 +191,16 @@ def plan_hints(
             max_new_tokens=new_tokens,
             margin=margin,
             floor_side=floor_side,
+            as_video=as_video,
         )
 
     above_floor = [s for s in sizes if s.long_side >= floor_long]
     for frames in range(min(wanted_frames, profile.max_images), 0, -1):
         for size in above_floor:
-            if frames * size.tokens <= budget:
+            if _cost(profile, size, frames, as_video, calibration) <= budget:
                 return make(frames, size)
     for size in sizes[len(above_floor) :]:
-        if size.tokens <= budget:
+        if _cost(profile, size, 1, as_video, calibration) <= budget:
             return make(1, size)
     cheapest = min(sizes, key=lambda s: (s.tokens, s.area))  # Qwen's min_pixels can make tiny frames dearer
     raise BudgetError(
@@ -223,11 +239,15 @@ def shrink(plan: HintPlan, profile: ModelProfile, factor: float = 0.75) -> HintP
             width=chosen.width,
             height=chosen.height,
             tokens_per_frame=chosen.tokens,
-            total_estimated=plan.text_tokens + plan.frames * chosen.tokens,
+            total_estimated=plan.text_tokens + _cost(profile, chosen, plan.frames, plan.as_video, plan.calibration),
         )
     if plan.frames > 1:
         frames = plan.frames - 1
-        return replace(plan, frames=frames, total_estimated=plan.text_tokens + frames * plan.tokens_per_frame)
+        if plan.as_video:  # frames grouped in time: drop down to the next group, or the cost would not fall
+            frames = max(1, (math.ceil(plan.frames / profile.temporal_patch) - 1) * profile.temporal_patch)
+        current = _Size(plan.width, plan.height, plan.tokens_per_frame)
+        cost = _cost(profile, current, frames, plan.as_video, plan.calibration)
+        return replace(plan, frames=frames, total_estimated=plan.text_tokens + cost)
     raise BudgetError(
         width=plan.width,
         height=plan.height,
@@ -255,3 +275,40 @@ def calibrate(previous: float, estimated: int, observed: int, weight: float = 0.
         target = previous * observed / estimated
         previous = (1 - weight) * previous + weight * target
     return min(high, max(low, previous))
+
+
+class PromptTooLongError(ValueError):
+    """The prompt text alone, with the reply and the margin, does not fit the context."""
+
+
+def plan_text(
+    profile: ModelProfile,
+    prompt: str,
+    *,
+    max_new_tokens: int | None = None,
+    margin: int = 64,
+    calibration: float = 1.0,
+) -> HintPlan:
+    """The plan of a request without hint frames; :class:`PromptTooLongError` when even the text overflows."""
+    if calibration <= 0:
+        raise ValueError(f"calibration must be positive, got {calibration}")
+    new_tokens = profile.default_max_tokens if max_new_tokens is None else max_new_tokens
+    text = _calibrated(text_tokens(profile, prompt, profile.system_prompt), calibration)
+    budget = profile.context_tokens - text - new_tokens - margin
+    if budget < 0:
+        raise PromptTooLongError(
+            f"the prompt needs about {text} tokens; with {new_tokens} new tokens and a margin of {margin} "
+            f"that exceeds the {profile.context_tokens}-token context by {-budget}"
+        )
+    return HintPlan(
+        frames=0,
+        width=0,
+        height=0,
+        tokens_per_frame=0,
+        text_tokens=text,
+        total_estimated=text,
+        budget=budget,
+        calibration=calibration,
+        max_new_tokens=new_tokens,
+        margin=margin,
+    )

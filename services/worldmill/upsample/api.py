@@ -1,0 +1,85 @@
+"""HTTP routes of the upsample service. They translate and delegate; the work is in ``service``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from worldmill.contracts.base import Identifier
+from worldmill.contracts.upsample import (
+    UpsampleAccepted,
+    UpsamplerInfo,
+    UpsampleStatus,
+    UpsampleStatusPage,
+    UpsampleSubmission,
+)
+from worldmill.runtime.errors import InvalidInputError
+from worldmill.upsample.service import UnknownSpecsError, UpsampleService, UpsampleUnavailableError
+
+router = APIRouter(tags=["upsample"])
+
+
+def get_service(request: Request) -> UpsampleService:
+    """The service object the app's lifespan created."""
+    service: UpsampleService = request.app.state.ctx.state["upsample"]
+    return service
+
+
+def get_info(request: Request) -> UpsamplerInfo:
+    """How this service sizes and sends requests (made once at start-up)."""
+    info: UpsamplerInfo = request.app.state.ctx.state["upsample_info"]
+    return info
+
+
+Service = Annotated[UpsampleService, Depends(get_service)]
+
+
+@router.post(
+    "/upsample",
+    status_code=202,
+    response_model=UpsampleAccepted,
+    responses={
+        422: {"description": "Unknown prompt ids, or a hint that is not an image/video in the store"},
+        503: {"description": "No upsampling server is configured"},
+    },
+)
+async def upsample(body: UpsampleSubmission, service: Service) -> JSONResponse:
+    """Queue a rewrite of each spec's latest version; follow it with ``GET /upsample?request_id=…``."""
+    try:
+        accepted = await service.submit(body)
+    except UpsampleUnavailableError as exc:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+    except UnknownSpecsError as exc:
+        detail = [
+            {"loc": ["body", "prompt_ids"], "msg": f"unknown prompt id {p!r}", "type": "unknown prompt"}
+            for p in exc.missing
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
+    except InvalidInputError as exc:
+        detail = [{"loc": ["body", *exc.field.split(".")], "msg": exc.rule, "type": "invalid"}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+    return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"))
+
+
+@router.get("/upsample", response_model=UpsampleStatusPage)
+async def request_status(service: Service, request_id: Annotated[Identifier, Query()]) -> UpsampleStatusPage:
+    """Every spec of one request, with counts per state."""
+    return await service.request_status(request_id)
+
+
+@router.get("/upsample/server", response_model=UpsamplerInfo)
+async def server_info(info: Annotated[UpsamplerInfo, Depends(get_info)], service: Service) -> UpsamplerInfo:
+    """Whether an upsampler is configured and how requests are sized (with the current calibration)."""
+    calibration = service.upsampler.calibration if service.upsampler else info.calibration
+    return info.model_copy(update={"calibration": round(calibration, 4)})
+
+
+@router.get("/upsample/{prompt_id}", response_model=UpsampleStatus)
+async def prompt_status(prompt_id: str, service: Service) -> UpsampleStatus:
+    """Where a spec's latest upsample stands, with the rewrite and how it was made once done."""
+    found = await service.status(prompt_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no upsample of {prompt_id!r} was requested")
+    return found

@@ -1,0 +1,176 @@
+"""``worldmill upsample PROMPT_ID…|--manifest FILE``: rewrite prompts with the upsampling server, with progress."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worldmill.contracts.upsample import (
+    UPSAMPLE_FINAL_STATES,
+    HintLocation,
+    UpsampleAccepted,
+    UpsamplerInfo,
+    UpsampleStatus,
+    UpsampleStatusPage,
+)
+from worldmill.runtime.client import (
+    RequestFailedError,
+    ServiceClient,
+    ServiceUnavailableError,
+    error_detail,
+    submit_manifest,
+)
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+console = Console()
+err = Console(stderr=True)
+
+
+def _client(name: str, data_dir: Path) -> ServiceClient:
+    try:
+        return ServiceClient.locate(name, data_dir)
+    except ServiceUnavailableError as exc:
+        err.print(f"[bold red]failed:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILED) from exc
+
+
+def _fail(resp: Any) -> NoReturn:
+    code = EXIT_USAGE if resp.status_code in (404, 409, 422) else EXIT_FAILED
+    err.print(f"[bold red]error:[/] {escape(error_detail(resp))}")
+    raise typer.Exit(code)
+
+
+def parse_hint(text: str) -> HintLocation:
+    """``s3://bucket/key`` as an object reference; typer.BadParameter (exit 2) otherwise."""
+    if not text.startswith("s3://") or "/" not in text[5:] or text.endswith("/"):
+        raise typer.BadParameter("must look like s3://BUCKET/KEY", param_hint="--hint")
+    bucket, key = text[5:].split("/", 1)
+    try:
+        return HintLocation(bucket=bucket, key=key)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--hint") from exc
+
+
+def server_info(client: ServiceClient) -> UpsamplerInfo:
+    """``GET /upsample/server``."""
+    resp = client.request("GET", "/upsample/server")
+    if resp.status_code >= 400:
+        _fail(resp)
+    return UpsamplerInfo.model_validate(resp.json())
+
+
+def request_upsample(
+    client: ServiceClient, body: dict[str, Any], *, wait_for_specs_s: float = 10.0
+) -> UpsampleAccepted:
+    """POST /upsample; specs just created may take a moment to reach the upsample service."""
+    deadline = time.monotonic() + wait_for_specs_s
+    while True:
+        resp = client.request("POST", "/upsample", json=body)
+        unknown = resp.status_code == 422 and all(d.get("type") == "unknown prompt" for d in resp.json()["detail"])
+        if not unknown or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    if resp.status_code >= 400:
+        _fail(resp)
+    return UpsampleAccepted.model_validate(resp.json())
+
+
+def wait_for_upsamples(client: ServiceClient, request_id: str, total: int, *, timeout_s: float) -> list[UpsampleStatus]:
+    """Poll the request until every spec is done, failed or unavailable (or the timeout), with a progress bar."""
+    deadline = time.monotonic() + timeout_s
+    items: list[UpsampleStatus] = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("prompts upsampled", total=total)
+        while time.monotonic() < deadline:
+            resp = client.request("GET", "/upsample", params={"request_id": request_id})
+            if resp.status_code >= 400:
+                _fail(resp)
+            items = list(UpsampleStatusPage.model_validate(resp.json()).items)
+            finished = sum(i.state in UPSAMPLE_FINAL_STATES for i in items)
+            bar.update(task, completed=finished)
+            if finished >= total:
+                break
+            time.sleep(0.3)
+    return items
+
+
+def print_statuses(items: list[UpsampleStatus]) -> None:
+    """One line per spec: state, frames sent, tokens, cache, and the rewrite's start or the reason."""
+    table = Table(title="upsampled prompts")
+    for column in ("prompt", "state", "frames", "tokens est/used", "cached", "result"):
+        table.add_column(column)
+    for item in sorted(items, key=lambda i: i.prompt_id):
+        info = item.info
+        frames = "-"
+        if info is not None and info.frame_resolution is not None:
+            frames = f"{info.frames_sent}×{info.frame_resolution}"
+        elif info is not None:
+            frames = str(info.frames_sent)
+        tokens = f"{info.tokens_estimated}/{info.tokens_used if info.tokens_used is not None else '?'}" if info else "-"
+        result = (item.prompt or "")[:70] if item.state == "done" else (item.reason or "")[:120]
+        table.add_row(item.prompt_id, item.state, frames, tokens, "yes" if info and info.cached else "", escape(result))
+    console.print(table)
+
+
+def upsample(
+    prompt_ids: Annotated[list[str] | None, typer.Argument(help="Prompt ids to upsample.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Submit this manifest and upsample all its specs.")] = None,
+    hint: Annotated[str | None, typer.Option(help="s3://BUCKET/KEY image or video to take hint frames from.")] = None,
+    force: Annotated[bool, typer.Option(help="Ask the model again even when a cached answer exists.")] = False,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="WM_DATA_DIR", help="The local stack's folder.")
+    ] = Path(".worldmill"),
+    wait: Annotated[bool, typer.Option(help="Wait until every prompt is finished.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 1800.0,
+) -> None:
+    """Rewrite prompt specs with the vision-language upsampler; each rewrite becomes a new spec version."""
+    if not prompt_ids and manifest is None:
+        err.print("[bold red]error:[/] give PROMPT_IDS or --manifest FILE")
+        raise typer.Exit(EXIT_USAGE)
+    hint_ref = parse_hint(hint) if hint else None
+    ids = list(prompt_ids or [])
+    if manifest is not None:
+        try:
+            content = manifest.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            err.print(f"[bold red]error:[/] --manifest: cannot read {escape(str(manifest))}: {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+        with _client("prompt", data_dir) as prompts:
+            try:
+                _, listed = submit_manifest(prompts, content)
+            except RequestFailedError as exc:
+                _fail(exc.response)
+        ids += listed
+    with _client("upsample", data_dir) as client:
+        info = server_info(client)
+        if not info.available:
+            err.print(f"[bold yellow]unavailable:[/] {escape(info.reason or 'no upsampling server')}")
+            raise typer.Exit(EXIT_FAILED)
+        body: dict[str, Any] = {"prompt_ids": list(dict.fromkeys(ids)), "force": force, "requested_by": "cli"}
+        if hint_ref is not None:
+            body["hint"] = hint_ref.model_dump(mode="json")
+        accepted = request_upsample(client, body)
+        console.print(
+            f"request {accepted.request_id}: {len(accepted.queued)} prompt(s) queued for {info.model} "
+            f"({info.profile}, {info.context_tokens}-token context, up to {info.concurrency} at a time)"
+        )
+        if not wait:
+            return
+        items = wait_for_upsamples(client, accepted.request_id, len(accepted.queued), timeout_s=timeout)
+    print_statuses(items)
+    if len(items) < len(accepted.queued) or any(i.state != "done" for i in items):
+        raise typer.Exit(EXIT_FAILED)
