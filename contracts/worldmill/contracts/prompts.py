@@ -159,6 +159,7 @@ class InputSpecRequest(Contract):
     tier: str = Field(default="720", description="Resolution tier to map the input onto (720 or 480).")
     controls: tuple[ControlSpec, ...] = ()
     new_version: bool = Field(default=False, description="Add a new version even where a spec exists.")
+    upsample: bool = Field(default=False, description="Have each prompt rewritten from the video's own frames.")
 
 
 class InputSpecOutcome(Contract):

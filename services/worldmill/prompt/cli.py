@@ -253,6 +253,7 @@ def from_videos(
     controls: Annotated[str | None, typer.Option(help="e.g. edge=0.6,vis=0.4 (default edge=1.0).")] = None,
     tier: Annotated[str, typer.Option(help="Resolution tier to map inputs onto: 720 or 480.")] = "720",
     new_version: Annotated[bool, typer.Option(help="Add a new version where a spec already exists.")] = False,
+    upsample: Annotated[bool, typer.Option(help="Have each prompt rewritten from the video's own frames.")] = False,
 ) -> None:
     """Make a Transfer spec for every video in a folder or bucket prefix (existing specs are kept)."""
     control_specs = parse_controls(controls)
@@ -276,6 +277,7 @@ def from_videos(
         "tier": tier,
         "controls": control_specs,
         "new_version": new_version,
+        "upsample": upsample,
     }
     with _client(data_dir) as client:
         resp = client.request("POST", "/input-specs", json=body)

@@ -139,6 +139,7 @@ def input_spec(
     tier: str,
     controls: tuple[ControlSpec, ...],
     now: datetime,
+    upsample: bool = False,
 ) -> PromptSpec:
     """The Transfer spec for one input video (version 1; the service numbers versions)."""
     aspect_key, size = nearest_resolution(video.width, video.height, tier_named(card, tier))
@@ -160,6 +161,7 @@ def input_spec(
             guidance=card.default_guidance, steps=card.default_steps, negative_prompt=template.negative_prompt
         ),
         input=ref,
+        upsample=upsample,
         controls=default_controls(controls),
         tags=("input", template.name),
         metadata={

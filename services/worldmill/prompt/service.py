@@ -267,7 +267,15 @@ class PromptService:
             digest, _ = await asyncio.to_thread(sha256_file, path)
         ref = ObjectRef(bucket=req.bucket, key=key, size=size, sha256=digest, content_type="video/mp4")
         video = InputVideo(ref=ref, width=info.width, height=info.height, fps=float(info.fps), frames=info.frames)
-        spec = input_spec(video, card=card, template=template, tier=req.tier, controls=tuple(req.controls), now=now)
+        spec = input_spec(
+            video,
+            card=card,
+            template=template,
+            tier=req.tier,
+            controls=tuple(req.controls),
+            now=now,
+            upsample=req.upsample,
+        )
         digest = content_hash(spec)
         if latest is not None and latest.content_hash == digest:
             return InputSpecOutcome(key=key, prompt_id=pid, outcome="kept", reason="unchanged")

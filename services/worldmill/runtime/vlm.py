@@ -44,6 +44,11 @@ _SCORE_RE = re.compile(r"([1-5])(?:\.0+)?")
 _CONTEXT_HINTS = ("maximum context length", "context length", "maximum model length", "too long")
 _MAX_TOKENS_RE = re.compile(r"(?:maximum context length is|maximum model length(?: of| is)?)\s*(\d+)", re.IGNORECASE)
 _REQUESTED_RE = re.compile(r"(?:you requested|your request has|request has|prompt \(length)\s*(\d+)", re.IGNORECASE)
+#: Prompt tokens alone, in each wording vLLM has used ("(4700 in the messages", "decoder prompt (length
+#: 5123)", "your request has 3900 input tokens").
+_PROMPT_TOKENS_RE = re.compile(
+    r"(?:(\d+) in the messages|prompt \(length (\d+)\)|request has (\d+) input tokens)", re.IGNORECASE
+)
 
 ANOMALY_SYSTEM_PROMPT = (
     "You review short generated videos for quality control. Watch the whole clip and look for "
@@ -113,21 +118,33 @@ class VlmUnavailable(TransientError):  # noqa: N818 - the name reads as a state,
 class ContextTooLong(VlmError):  # noqa: N818
     """The prompt plus ``max_tokens`` exceed the model's context; carries the server's numbers."""
 
-    def __init__(self, message: str, *, max_context_tokens: int | None, requested_tokens: int | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_context_tokens: int | None,
+        requested_tokens: int | None,
+        prompt_tokens: int | None = None,
+    ) -> None:
         super().__init__(f"context too long: {message}")
         self.server_message = message
         self.max_context_tokens = max_context_tokens
         self.requested_tokens = requested_tokens
+        #: The prompt's own tokens when the message states them apart from the completion.
+        self.prompt_tokens = prompt_tokens
 
     @classmethod
     def from_message(cls, message: str) -> ContextTooLong:
         """Parse vLLM's message, e.g. "maximum context length is 4096 tokens. However, you requested 5000"."""
         max_match = _MAX_TOKENS_RE.search(message)
         req_match = _REQUESTED_RE.search(message)
+        prompt_match = _PROMPT_TOKENS_RE.search(message)
+        prompt_tokens = next((int(g) for g in prompt_match.groups() if g), None) if prompt_match else None
         return cls(
             message,
             max_context_tokens=int(max_match.group(1)) if max_match else None,
             requested_tokens=int(req_match.group(1)) if req_match else None,
+            prompt_tokens=prompt_tokens,
         )
 
 

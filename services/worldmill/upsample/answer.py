@@ -21,17 +21,18 @@ REPEAT_SIMILARITY = 0.9
 _THINK_RE = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _PREAMBLE_RE = re.compile(
-    r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is)|below is|the (?:rewritten|upsampled|enhanced|improved) prompt)"
+    r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s|’s| is)|below is|the (?:rewritten|upsampled|enhanced|improved) prompt)"
     r"[^\n]*?:\s*\n",
     re.IGNORECASE,
 )
 _LABEL_RE = re.compile(
     r"^\s*(?:\*\*)?(?:rewritten |upsampled |enhanced |improved )?prompt(?:\*\*)?\s*:\s*", re.IGNORECASE
 )
-_EMPHASIS_RE = re.compile(r"(\*\*|__|`)")
+_EMPHASIS_RE = re.compile(r"(\*+|__|`)")
 _SPACE_RE = re.compile(r"\s+")
-_SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
-_QUOTES = "\"'“”‘’"
+_SENTENCE_END_RE = re.compile(r"[.!?][\"')\]”’]?(?=\s|$)")
+#: Opening quote → the closing quotes that pair with it.
+_QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 
 
 class AnswerRejectedError(ValueError):
@@ -53,15 +54,32 @@ def _normalise(text: str) -> str:
 def clean(text: str) -> str:
     """The answer without reasoning, preamble, labels, wrapping quotes, emphasis and extra whitespace."""
     answer = _ANSWER_RE.findall(text)
-    body = str(answer[-1]) if answer else _THINK_RE.sub(" ", text)
-    if "<think>" in body.lower():  # an unclosed reasoning block: everything after it is thinking
-        body = body[: body.lower().index("<think>")]
+    if answer:
+        body = str(answer[-1])
+    elif "<answer>" in text.lower():  # an answer block cut off before its end tag
+        body = text[text.lower().rindex("<answer>") + len("<answer>") :]
+    else:
+        body = _THINK_RE.sub(" ", text)
+        lowered = body.lower()
+        if "</think>" in lowered:  # the template opened the reasoning block: it ends at the last end tag
+            body = body[lowered.rindex("</think>") + len("</think>") :]
+        if "<think>" in body.lower():  # an unclosed reasoning block: everything after it is thinking
+            body = body[: body.lower().index("<think>")]
     body = _PREAMBLE_RE.sub("", body, count=1)
     body = _LABEL_RE.sub("", body, count=1)
     body = _EMPHASIS_RE.sub("", body)
     body = _SPACE_RE.sub(" ", body).strip()
-    while len(body) >= 2 and body[0] in _QUOTES and body[-1] in _QUOTES:
-        body = body[1:-1].strip()
+    return _unwrap_quotes(body)
+
+
+def _unwrap_quotes(body: str) -> str:
+    """Remove quotes around the whole text, but not quotes that open and close inside it."""
+    while len(body) >= 2 and body[0] in _QUOTE_PAIRS:
+        opening, closing = body[0], _QUOTE_PAIRS[body[0]]
+        inner = body[1:-1] if body[-1] == closing else body[1:]
+        if opening in inner or closing in inner:
+            break  # the first quote closes inside the text: it does not wrap all of it
+        body = inner.strip()
     return body
 
 

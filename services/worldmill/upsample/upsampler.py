@@ -207,8 +207,10 @@ class Upsampler:
 
     @staticmethod
     def _observed_prompt_tokens(exc: ContextTooLong, sampling: Sampling) -> int | None:
-        """Prompt tokens the server counted: its "requested" total minus the new tokens asked for."""
-        if exc.requested_tokens is None:
+        """Prompt tokens the server counted: stated apart, or its "requested" total minus the new tokens."""
+        if exc.prompt_tokens is not None:
+            return exc.prompt_tokens
+        if exc.requested_tokens is None or "requested" not in exc.server_message.lower():
             return None
         prompt_tokens = exc.requested_tokens - sampling.max_tokens
         return prompt_tokens if prompt_tokens > 0 else None
