@@ -23,6 +23,7 @@ from worldmill.cli.serve_command import ServiceName
 from worldmill.contracts.keys import ALL_BUCKETS, INPUTS_BUCKET
 from worldmill.contracts.subjects import ALL_STREAMS, MINIO_NOTIFICATIONS
 from worldmill.runtime.settings import SHARED_PREFIX, RuntimeSettings, service_prefix
+from worldmill.upsample.settings import UpsampleSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -37,7 +38,9 @@ SETUP_SERVICE = "minio-setup"
 REQUIRED_SETTINGS = ("nats_url", "s3_endpoint", "s3_access_key", "s3_secret_key")
 #: Extra settings per service: the catalog keeps its index in PostgreSQL in production.
 EXTRA_REQUIRED = {"catalog": ("database_url",)}
-DOCUMENTED_EXTRAS: dict[str, frozenset[str]] = {}
+DOCUMENTED_EXTRAS: dict[str, frozenset[str]] = {
+    "upsample": frozenset(UpsampleSettings.model_fields) - frozenset(RuntimeSettings.model_fields),
+}
 SECRET_KEY = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY")
 REQUIRED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")
 URL_PASSWORD = re.compile(r"://[^/@:\s]+:(?P<password>(?:\$\{[^}]*\}|[^@\s$])+)@")

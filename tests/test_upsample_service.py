@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ from tests.helpers.video import write_video
 from tests.test_upsampler import PIXTRAL, completion, context_error, prompt_tokens_of, sent_images
 from worldmill.contracts.prompts import PromptCreated, PromptSpec
 from worldmill.contracts.subjects import EVENTS, UPSAMPLE_JOBS, event_subject
-from worldmill.contracts.upsample import PromptUpsampled, UpsampleSkipped
+from worldmill.contracts.upsample import PromptUpsampled, UpsampleInfo, UpsampleSkipped
 from worldmill.prompt.app import create_app as create_prompt_app
+from worldmill.prompt.service import PromptService
 from worldmill.runtime.bus import Bus
+from worldmill.runtime.docstore import DocumentStore
+from worldmill.runtime.errors import PermanentError
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
 from worldmill.runtime.settings import RuntimeSettings
 from worldmill.runtime.store import ObjectStore
@@ -389,3 +393,40 @@ async def test_auto_generation_waits_for_the_upsampled_version_or_goes_on_with_t
     assert len(runs) == 1
     assert runs[0]["prompt_version"] == (2 if server else 1)
     assert runs[0]["requested_by"] == "auto"
+
+
+async def test_the_prompt_service_drops_stale_and_repeated_rewrites(tmp_path: Path) -> None:
+    """A rewrite of a replaced version is dropped; the same rewrite twice is stored once; unknown specs fail."""
+    docs = DocumentStore(f"sqlite:///{tmp_path / 'prompt.sqlite3'}")
+    await docs.open()
+    service = PromptService(docs=docs, bus=None)
+    name = f"ups-{uuid.uuid4().hex[:8]}"
+    [pid] = (await service.submit(manifest(name, upsample=True))).created
+    v1 = (await service.get_prompt(pid)).latest  # type: ignore[union-attr]
+    info = UpsampleInfo(
+        upsampler_model="m",
+        profile="pixtral-12b",
+        source_version=1,
+        original_prompt=v1.prompt,
+        tokens_estimated=100,
+        context_tokens=4096,
+        frames_sent=0,
+        temperature=0.6,
+        top_p=0.95,
+        max_tokens=300,
+        cache_key="c" * 64,
+        created_at=datetime.now(UTC),
+    )
+    rewrite = PromptUpsampled(prompt_id=pid, source_version=1, prompt="A much longer rewrite. " * 4, info=info)
+    stored = await service.store_upsampled(rewrite)
+    again = await service.store_upsampled(rewrite)
+    assert stored is not None and stored.version == 2 and stored.upsampled == info
+    assert again is None
+    changed = manifest(name, upsample=True).replace("blue front door", "red front door")
+    await service.submit(changed)
+    stale = await service.store_upsampled(rewrite)
+    detail = await service.get_prompt(pid)
+    assert stale is None and detail is not None and detail.latest.version == 3 and detail.latest.upsampled is None
+    with pytest.raises(PermanentError, match="unknown prompt spec"):
+        await service.store_upsampled(rewrite.model_copy(update={"prompt_id": "no-such-spec"}))
+    await docs.close()

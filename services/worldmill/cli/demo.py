@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, fail_usage
+from worldmill.cli.demo_upsample import print_upsampling, wait_for_upsampling
 from worldmill.cli.demo_videos import generate_videos, print_videos, wait_for_verdicts
 from worldmill.cli.stack_commands import DataDir, start_local_stack
 from worldmill.contracts.envelope import wrap
@@ -191,6 +192,7 @@ def submit_manifest(state: StackState, text: str) -> dict[str, Any]:
                 "seed": s.seed,
                 "resolution": str(s.resolution),
                 "model": s.model,
+                "upsample": s.upsample,
             }
             for s in specs
         ],
@@ -217,6 +219,8 @@ def demo(
         run_id = f"{int(time.time())}-{os.getpid()}"
         summary = asyncio.run(roundtrip(state, run_id))
         summary["manifest"] = submit_manifest(state, manifest_text)
+        marked = [s["prompt_id"] for s in summary["manifest"].get("specs", []) if s.get("upsample")]
+        summary["upsample"] = wait_for_upsampling(state, marked) if marked else {"ok": True, "specs": 0}
         summary["generation"] = (
             generate_videos(state, summary["manifest"]["specs"])
             if summary["manifest"]["ok"]
@@ -225,7 +229,8 @@ def demo(
         if summary["generation"]["ok"]:
             wait_for_verdicts(state, summary["generation"])
         qa_ok = summary["generation"].get("qa", {}).get("ok", False)
-        summary["ok"] = summary["ok"] and summary["manifest"]["ok"] and summary["generation"]["ok"] and qa_ok
+        steps_ok = summary["manifest"]["ok"] and summary["upsample"]["ok"] and summary["generation"]["ok"]
+        summary["ok"] = summary["ok"] and steps_ok and qa_ok
     finally:
         if started is not None:
             started.stop()
@@ -236,6 +241,8 @@ def demo(
         table.add_row(s["step"], "[green]ok[/]" if s["ok"] else "[red]FAIL[/]", s["detail"], str(s["ms"]))
     console.print(table)
     _print_manifest(summary["manifest"])
+    if summary["upsample"].get("specs"):
+        print_upsampling(summary["upsample"], console)
     print_videos(summary["generation"], console)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

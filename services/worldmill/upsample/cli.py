@@ -138,6 +138,23 @@ def upsample(
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 1800.0,
 ) -> None:
     """Rewrite prompt specs with the vision-language upsampler; each rewrite becomes a new spec version."""
+    try:
+        _upsample(prompt_ids, manifest, hint, force=force, data_dir=data_dir, wait=wait, timeout=timeout)
+    except ServiceUnavailableError as exc:
+        err.print(f"[bold red]failed:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILED) from exc
+
+
+def _upsample(
+    prompt_ids: list[str] | None,
+    manifest: Path | None,
+    hint: str | None,
+    *,
+    force: bool,
+    data_dir: Path,
+    wait: bool,
+    timeout: float,
+) -> None:
     if not prompt_ids and manifest is None:
         err.print("[bold red]error:[/] give PROMPT_IDS or --manifest FILE")
         raise typer.Exit(EXIT_USAGE)

@@ -24,8 +24,8 @@ class UpsampleSettings(RuntimeSettings):
     api_key: SecretStr | None = None
     profile: str = Field(default="pixtral-12b", description="Token-counting profile: pixtral-12b, cosmos-reason1-7b.")
     model: str | None = Field(default=None, description="Served model name; default: the profile's usual one.")
-    context_tokens: int | None = Field(
-        default=None, gt=0, description="The server's max_model_len, if not the profile's."
+    max_model_len: int | None = Field(
+        default=None, gt=0, description="The server's context length (vLLM --max-model-len), if not the profile's."
     )
     max_images: int | None = Field(default=None, ge=1, description="The server's image limit per prompt.")
     hint_frames: int = Field(default=2, ge=1, le=32, description="Hint frames wanted from an input video.")
@@ -48,8 +48,8 @@ class UpsampleSettings(RuntimeSettings):
         if base is None:
             raise ValueError(f"WM_UPSAMPLE_PROFILE={self.profile!r} is not a profile ({', '.join(profiles)})")
         changes: dict[str, object] = {}
-        if self.context_tokens is not None:
-            changes["context_tokens"] = self.context_tokens
+        if self.max_model_len is not None:
+            changes["context_tokens"] = self.max_model_len
         if self.max_images is not None:
             changes["max_images"] = self.max_images
         if self.max_tokens is not None:
