@@ -6,6 +6,7 @@ the model → ``prompt.upsampled`` → spec v2 with its metadata → ``prompt.cr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -430,3 +431,29 @@ async def test_the_prompt_service_drops_stale_and_repeated_rewrites(tmp_path: Pa
     with pytest.raises(PermanentError, match="unknown prompt spec"):
         await service.store_upsampled(rewrite.model_copy(update={"prompt_id": "no-such-spec"}))
     await docs.close()
+
+
+async def test_a_batch_runs_concurrently_up_to_the_limit_and_no_further(
+    nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path, vllm: respx.MockRouter
+) -> None:
+    """Seven specs with WM_UPSAMPLE_CONCURRENCY=3: the server sees three requests at once, never four."""
+    in_flight = peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.4)
+        in_flight -= 1
+        return answers(request)
+
+    route = vllm.post("/chat/completions").mock(side_effect=slow)
+    with prompt_client(nats, s3, tmp_path) as prompts, upsample_client(nats, s3, tmp_path, concurrency=3) as ups:
+        ids = submit(prompts, manifest(f"ups-{uuid.uuid4().hex[:8]}", upsample=False, scenarios=7))
+        rid = queue(ups, {"prompt_ids": ids}).json()["request_id"]
+        page = wait_for(
+            lambda: ups.get("/upsample", params={"request_id": rid}, headers=AUTH).json(),
+            lambda p: p["counts"].get("done") == 7,
+        )
+    assert route.call_count == 7 and len(page["items"]) == 7
+    assert peak == 3

@@ -143,7 +143,7 @@ async def test_a_1080p_input_makes_a_request_within_a_4096_token_context(hd_vide
     assert info.attempts == 1 and info.context_retries == 0 and not info.cached
     assert info.upsampler_model == "mistralai/Pixtral-12B-2409" and info.profile == "pixtral-12b"
     assert info.original_prompt == PROMPT and info.source_version == 1
-    assert info.cache_key == up.key(PROMPT, hd_video)
+    assert info.cache_key == up.key(PROMPT, hd_video.sha256)
 
 
 async def test_the_request_body_carries_model_sampling_system_prompt_and_text_after_the_images(hd_video: Hint) -> None:

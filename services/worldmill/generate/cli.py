@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,36 +24,26 @@ from worldmill.contracts.generation import (
     RunRecord,
 )
 from worldmill.contracts.subjects import EVENTS, event_subject
+from worldmill.runtime import cli_support
 from worldmill.runtime.bus import Bus
+from worldmill.runtime.cli_support import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    fail_response,
+    post_once_specs_are_known,
+    service_client,
+)
 from worldmill.runtime.client import (
     RequestFailedError,
     ServiceClient,
-    ServiceUnavailableError,
-    error_detail,
     submit_manifest,
 )
 from worldmill.runtime.stack import running_state
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
-console = Console()
-err = Console(stderr=True)
+console, err = cli_support.console, cli_support.err_console
 
 runs_app = typer.Typer(help="List, show and cancel generation runs.", no_args_is_help=True)
 DataDir = Annotated[Path, typer.Option("--data-dir", envvar="WM_DATA_DIR", help="The local stack's folder.")]
-
-
-def _client(name: str, data_dir: Path) -> ServiceClient:
-    try:
-        return ServiceClient.locate(name, data_dir)
-    except ServiceUnavailableError as exc:
-        err.print(f"[bold red]failed:[/] {escape(str(exc))}")
-        raise typer.Exit(EXIT_FAILED) from exc
-
-
-def _fail(resp: Any) -> NoReturn:
-    code = EXIT_USAGE if resp.status_code in (404, 409, 422) else EXIT_FAILED
-    err.print(f"[bold red]error:[/] {escape(error_detail(resp))}")
-    raise typer.Exit(code)
 
 
 def request_generation(
@@ -69,15 +58,9 @@ def request_generation(
     body: dict[str, Any] = {"prompt_ids": prompt_ids, "max_attempts": max_attempts, "requested_by": "cli"}
     if request_id:
         body["request_id"] = request_id
-    deadline = time.monotonic() + wait_for_specs_s
-    while True:
-        resp = client.request("POST", "/generations", json=body)
-        unknown = resp.status_code == 422 and all(d.get("type") == "unknown prompt" for d in resp.json()["detail"])
-        if not unknown or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
+    resp = post_once_specs_are_known(client, "/generations", body, wait_s=wait_for_specs_s)
     if resp.status_code >= 400:
-        _fail(resp)
+        fail_response(resp)
     return GenerationAccepted.model_validate(resp.json())
 
 
@@ -133,13 +116,13 @@ def generate(
         except (OSError, UnicodeDecodeError) as exc:
             err.print(f"[bold red]error:[/] --manifest: cannot read {escape(str(manifest))}: {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
-        with _client("prompt", data_dir) as prompts:
+        with service_client("prompt", data_dir) as prompts:
             try:
                 _, listed = submit_manifest(prompts, content)
             except RequestFailedError as exc:
-                _fail(exc.response)
+                fail_response(exc.response)
         ids += listed
-    with _client("generate", data_dir) as client:
+    with service_client("generate", data_dir) as client:
         accepted = request_generation(client, ids, max_attempts=max_attempts)
         console.print(f"request {accepted.request_id}: {len(accepted.runs)} run(s) queued")
         if not wait:
@@ -182,30 +165,30 @@ def ls(
         for k, v in {"state": state, "prompt_id": prompt_id, "request_id": request_id, "limit": limit}.items()
         if v is not None
     }
-    with _client("generate", data_dir) as client:
+    with service_client("generate", data_dir) as client:
         resp = client.request("GET", "/runs", params=params)
     if resp.status_code >= 400:
-        _fail(resp)
+        fail_response(resp)
     print_runs(list(RunPage.model_validate(resp.json()).items))
 
 
 @runs_app.command("show")
 def show(run_id: str, data_dir: DataDir = Path(".worldmill")) -> None:
     """Show a run: its plan, attempts, video and provenance references."""
-    with _client("generate", data_dir) as client:
+    with service_client("generate", data_dir) as client:
         resp = client.request("GET", f"/runs/{run_id}")
     if resp.status_code >= 400:
-        _fail(resp)
+        fail_response(resp)
     console.print_json(RunRecord.model_validate(resp.json()).model_dump_json())
 
 
 @runs_app.command("cancel")
 def cancel(run_id: str, data_dir: DataDir = Path(".worldmill")) -> None:
     """Cancel a queued or running run (a finished one is left as it is, exit 2)."""
-    with _client("generate", data_dir) as client:
+    with service_client("generate", data_dir) as client:
         resp = client.request("POST", f"/runs/{run_id}/cancel")
     if resp.status_code >= 400:
-        _fail(resp)
+        fail_response(resp)
     run = RunRecord.model_validate(resp.json())
     console.print(f"run {run.run_id}: {run.state}" + (" (stops between two steps)" if run.state != "canceled" else ""))
 

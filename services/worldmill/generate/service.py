@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 
 from worldmill.contracts.base import Message
 from worldmill.contracts.cards import builtin_cards
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import (
     FINAL_STATES,
     GenerationAccepted,
@@ -84,12 +83,11 @@ class GenerateService:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _event(self, message: Message, event_id: str) -> OutboxItem:
-        return OutboxItem.from_envelope(wrap(message, source=self.source, event_id=event_id))
+        return OutboxItem.of(message, source=self.source, event_id=event_id)
 
     async def publish_pending(self) -> None:
         """Send stored jobs and events now (the relay would, a moment later)."""
-        if self.bus is not None and self.bus.connected:
-            await OutboxRelay(self.docs, self.bus).flush()
+        await OutboxRelay.flush_now(self.docs, self.bus)
 
     # -- specs ----------------------------------------------------------------------------------
 

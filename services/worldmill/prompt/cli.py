@@ -27,6 +27,7 @@ from worldmill.contracts.prompts import (
 from worldmill.prompt.expand import Summary, check_text
 from worldmill.prompt.identity import duration_token, slug
 from worldmill.prompt.input_specs import CATEGORIES, VIDEO_SUFFIXES
+from worldmill.runtime.cli_support import service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -98,11 +99,7 @@ def check(path: ManifestFile) -> None:
 
 
 def _client(data_dir: Path) -> ServiceClient:
-    try:
-        return ServiceClient.locate("prompt", data_dir)
-    except ServiceUnavailableError as exc:
-        err.print(f"[bold red]failed:[/] {exc}")
-        raise typer.Exit(EXIT_FAILED) from exc
+    return service_client("prompt", data_dir)
 
 
 @manifest_app.command("submit")

@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 
 from worldmill.contracts.base import Message, ObjectRef
 from worldmill.contracts.cards import GenerationMode, ModelCard, builtin_cards
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import VideoReady
 from worldmill.contracts.prompts import (
     CoverageItem,
@@ -99,12 +98,11 @@ class PromptService:
     source: str = "/worldmill/prompt"
 
     def _event(self, message: Message, event_id: str) -> OutboxItem:
-        return OutboxItem.from_envelope(wrap(message, source=self.source, event_id=event_id))
+        return OutboxItem.of(message, source=self.source, event_id=event_id)
 
     async def publish_pending(self) -> None:
         """Send stored events now (the background relay would, a moment later)."""
-        if self.bus is not None and self.bus.connected:
-            await OutboxRelay(self.docs, self.bus).flush()
+        await OutboxRelay.flush_now(self.docs, self.bus)
 
     async def submit(self, text: str, *, dry_run: bool = False, now: datetime | None = None) -> ManifestResult:
         """Check a manifest; unless it is a dry run, store new spec versions and announce them."""

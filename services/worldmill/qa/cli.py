@@ -37,6 +37,7 @@ from worldmill.contracts.qa import Finding, Severity
 from worldmill.qa.audit import VIDEO_SUFFIXES, Audit, Auditor, Expectations, find_videos, is_video
 from worldmill.qa.audit_report import write_html, write_json
 from worldmill.qa.findings import passed
+from worldmill.runtime.cli_support import service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
 from worldmill.runtime.errors import WorldmillError
 from worldmill.runtime.store import ObjectStore
@@ -256,11 +257,7 @@ def audit(
 
 
 def _client(data_dir: Path) -> ServiceClient:
-    try:
-        return ServiceClient.locate("qa", data_dir)
-    except ServiceUnavailableError as exc:
-        err.print(f"[bold red]failed:[/] {escape(str(exc))}")
-        raise typer.Exit(EXIT_FAILED) from exc
+    return service_client("qa", data_dir)
 
 
 def _cell(value: Any) -> str:

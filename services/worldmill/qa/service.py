@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from worldmill.contracts.base import Message, ObjectRef
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import GenerationRequested, VideoReady
 from worldmill.contracts.keys import contact_sheet_key, screenshot_key
 from worldmill.contracts.qa import Finding, QaFailed, QaPassed, Severity
@@ -48,7 +47,7 @@ class QaService:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _event(self, message: Message, event_id: str) -> OutboxItem:
-        return OutboxItem.from_envelope(wrap(message, source=self.source, event_id=event_id))
+        return OutboxItem.of(message, source=self.source, event_id=event_id)
 
     async def verdict(self, asset_id: str) -> dict[str, Any] | None:
         """The stored verdict of an asset (its event's data), if checked."""

@@ -34,7 +34,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, Row
 
-from worldmill.contracts.envelope import MAX_ENVELOPE_BYTES, AnyEnvelope
+from worldmill.contracts.base import Message
+from worldmill.contracts.envelope import MAX_ENVELOPE_BYTES, AnyEnvelope, wrap
 from worldmill.runtime.bus import Bus, _subject_of, encode, headers_for
 from worldmill.runtime.errors import InvalidInputError, PermanentError, TransientError
 from worldmill.runtime.logs import get_logger
@@ -143,6 +144,11 @@ class OutboxItem:
     def from_envelope(cls, envelope: AnyEnvelope, subject: str | None = None) -> OutboxItem:
         """Encode like ``Bus.publish``: same bytes, same dedup and type headers, same subject."""
         return cls(subject or _subject_of(envelope), encode(envelope), headers_for(envelope))
+
+    @classmethod
+    def of(cls, message: Message, *, source: str, event_id: str) -> OutboxItem:
+        """A message wrapped in its envelope (``event_id`` = its dedup id), ready for the outbox."""
+        return cls.from_envelope(wrap(message, source=source, event_id=event_id))
 
 
 @dataclass(frozen=True)
@@ -381,6 +387,12 @@ class OutboxRelay:
         finally:
             await self.store.mark_sent(sent)
         return len(sent)
+
+    @classmethod
+    async def flush_now(cls, store: DocumentStore, bus: Bus | None) -> None:
+        """Publish what is pending now, when the bus is connected (the background relay would, a moment later)."""
+        if bus is not None and bus.connected:
+            await cls(store, bus).flush()
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0, limit: int = 500) -> None:
         """Flush until ``stop`` is set; a full batch flushes again at once. Never raises."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -20,31 +19,17 @@ from worldmill.contracts.upsample import (
     UpsampleStatus,
     UpsampleStatusPage,
 )
-from worldmill.runtime.client import (
-    RequestFailedError,
-    ServiceClient,
-    ServiceUnavailableError,
-    error_detail,
-    submit_manifest,
+from worldmill.runtime import cli_support
+from worldmill.runtime.cli_support import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    fail_response,
+    post_once_specs_are_known,
+    service_client,
 )
+from worldmill.runtime.client import RequestFailedError, ServiceClient, ServiceUnavailableError, submit_manifest
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
-console = Console()
-err = Console(stderr=True)
-
-
-def _client(name: str, data_dir: Path) -> ServiceClient:
-    try:
-        return ServiceClient.locate(name, data_dir)
-    except ServiceUnavailableError as exc:
-        err.print(f"[bold red]failed:[/] {escape(str(exc))}")
-        raise typer.Exit(EXIT_FAILED) from exc
-
-
-def _fail(resp: Any) -> NoReturn:
-    code = EXIT_USAGE if resp.status_code in (404, 409, 422) else EXIT_FAILED
-    err.print(f"[bold red]error:[/] {escape(error_detail(resp))}")
-    raise typer.Exit(code)
+console, err = cli_support.console, cli_support.err_console
 
 
 def parse_hint(text: str) -> HintLocation:
@@ -62,7 +47,7 @@ def server_info(client: ServiceClient) -> UpsamplerInfo:
     """``GET /upsample/server``."""
     resp = client.request("GET", "/upsample/server")
     if resp.status_code >= 400:
-        _fail(resp)
+        fail_response(resp)
     return UpsamplerInfo.model_validate(resp.json())
 
 
@@ -70,15 +55,9 @@ def request_upsample(
     client: ServiceClient, body: dict[str, Any], *, wait_for_specs_s: float = 10.0
 ) -> UpsampleAccepted:
     """POST /upsample; specs just created may take a moment to reach the upsample service."""
-    deadline = time.monotonic() + wait_for_specs_s
-    while True:
-        resp = client.request("POST", "/upsample", json=body)
-        unknown = resp.status_code == 422 and all(d.get("type") == "unknown prompt" for d in resp.json()["detail"])
-        if not unknown or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
+    resp = post_once_specs_are_known(client, "/upsample", body, wait_s=wait_for_specs_s)
     if resp.status_code >= 400:
-        _fail(resp)
+        fail_response(resp)
     return UpsampleAccepted.model_validate(resp.json())
 
 
@@ -98,7 +77,7 @@ def wait_for_upsamples(client: ServiceClient, request_id: str, total: int, *, ti
         while time.monotonic() < deadline:
             resp = client.request("GET", "/upsample", params={"request_id": request_id})
             if resp.status_code >= 400:
-                _fail(resp)
+                fail_response(resp)
             items = list(UpsampleStatusPage.model_validate(resp.json()).items)
             finished = sum(i.state in UPSAMPLE_FINAL_STATES for i in items)
             bar.update(task, completed=finished)
@@ -166,13 +145,13 @@ def _upsample(
         except (OSError, UnicodeDecodeError) as exc:
             err.print(f"[bold red]error:[/] --manifest: cannot read {escape(str(manifest))}: {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
-        with _client("prompt", data_dir) as prompts:
+        with service_client("prompt", data_dir) as prompts:
             try:
                 _, listed = submit_manifest(prompts, content)
             except RequestFailedError as exc:
-                _fail(exc.response)
+                fail_response(exc.response)
         ids += listed
-    with _client("upsample", data_dir) as client:
+    with service_client("upsample", data_dir) as client:
         info = server_info(client)
         if not info.available:
             err.print(f"[bold yellow]unavailable:[/] {escape(info.reason or 'no upsampling server')}")

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from worldmill.contracts.base import Message, ObjectRef
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.contracts.upsample import (
     UPSAMPLE_FINAL_STATES,
@@ -87,12 +86,11 @@ class UpsampleService:
         return self.upsampler is not None
 
     def _event(self, message: Message, event_id: str) -> OutboxItem:
-        return OutboxItem.from_envelope(wrap(message, source=self.source, event_id=event_id))
+        return OutboxItem.of(message, source=self.source, event_id=event_id)
 
     async def publish_pending(self) -> None:
         """Send stored events and jobs now (the background relay would, a moment later)."""
-        if self.bus is not None and self.bus.connected:
-            await OutboxRelay(self.docs, self.bus).flush()
+        await OutboxRelay.flush_now(self.docs, self.bus)
 
     # -- queueing -------------------------------------------------------------------------------
 
@@ -258,18 +256,8 @@ class UpsampleService:
         if self.upsampler is None:
             await self._skip(job, spec.version, "unavailable", self.unavailable_reason)
             return "unavailable"
-        upsampler = self.upsampler
-        hint_at, known_sha256 = (job.hint, None) if job.hint else _hint_of(spec)
         try:
-            with tempfile.TemporaryDirectory(prefix="wm-upsample-") as tmp:
-                hint = await self._fetch_hint(hint_at, known_sha256, Path(tmp)) if hint_at else None
-                key = upsampler.key(original, hint)
-                cached = None if job.force else await self._cached(key, source_version)
-                if cached is not None:
-                    result = cached
-                else:
-                    await self._set(job, spec.version, "running")
-                    result = await upsampler.upsample(original, source_version=source_version, hint=hint)
+            result, cache_hit = await self._rewrite(self.upsampler, job, spec, original, source_version)
         except UpsampleFailedError as exc:
             await self._skip(job, spec.version, "failed", str(exc))
             return "failed"
@@ -282,8 +270,29 @@ class UpsampleService:
                 return "failed"
             await self._set(job, spec.version, "queued", reason=f"retrying later: {exc}")
             raise
-        await self._done(job, spec.version, result, cache_hit=cached is not None)
+        await self._done(job, spec.version, result, cache_hit=cache_hit)
         return "done"
+
+    async def _rewrite(
+        self, upsampler: Upsampler, job: UpsampleRequested, spec: PromptSpec, original: str, source_version: int
+    ) -> tuple[Upsampled, bool]:
+        """The cached rewrite when there is one (looked up before any download when the hint's digest is
+        known), else a new one from the server; and whether it came from the cache."""
+        hint_at, known_sha256 = (job.hint, None) if job.hint else _hint_of(spec)
+        if hint_at is not None and known_sha256 is None:
+            known_sha256 = await self._recorded_sha256(hint_at)
+        if not job.force and (hint_at is None or known_sha256 is not None):
+            cached = await self._cached(upsampler.key(original, known_sha256), source_version)
+            if cached is not None:
+                return cached, True
+        with tempfile.TemporaryDirectory(prefix="wm-upsample-") as tmp:
+            hint = await self._fetch_hint(hint_at, known_sha256, Path(tmp)) if hint_at else None
+            if hint is not None and known_sha256 is None and not job.force:
+                cached = await self._cached(upsampler.key(original, hint.sha256), source_version)
+                if cached is not None:
+                    return cached, True
+            await self._set(job, spec.version, "running")
+            return await upsampler.upsample(original, source_version=source_version, hint=hint), False
 
     async def _done(self, job: UpsampleRequested, version: int, result: Upsampled, *, cache_hit: bool) -> None:
         info = result.info
@@ -333,6 +342,15 @@ class UpsampleService:
         info = UpsampleInfo.model_validate(doc.body["info"])
         info = info.model_copy(update={"cached": True, "source_version": source_version})
         return Upsampled(prompt=str(doc.body["prompt"]), info=info)
+
+    async def _recorded_sha256(self, at: HintLocation) -> str | None:
+        """The sha256 the store recorded for the hint (objects worldmill uploaded have one), if any."""
+        if self.store is None:
+            return None
+        try:
+            return (await self.store.stat(at.bucket, at.key)).sha256
+        except ObjectNotFoundError as exc:
+            raise InvalidInputError("hint", f"{at.uri()} does not exist") from exc
 
     async def _fetch_hint(self, at: HintLocation, known_sha256: str | None, tmp: Path) -> Hint:
         if self.store is None:

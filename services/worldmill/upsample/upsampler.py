@@ -102,13 +102,13 @@ class Upsampler:
         #: Observed ÷ estimated prompt tokens, learned from the server's usage (starts at 1).
         self.calibration = calibration
 
-    def key(self, prompt: str, hint: Hint | None) -> str:
-        """The cache key of upsampling ``prompt`` with ``hint`` under this upsampler's settings."""
+    def key(self, prompt: str, hint_sha256: str | None) -> str:
+        """The cache key of upsampling ``prompt`` with the hint of that sha256 under this upsampler's settings."""
         return cache_key(
             model=self.model,
             profile=self.profile,
             text=user_text(prompt),
-            hint_sha256=hint.sha256 if hint else None,
+            hint_sha256=hint_sha256,
             hint_frames=self.hint_frames,
             as_video=self.hint_as_video,
             sampling=self.sampling,
@@ -288,7 +288,7 @@ class Upsampler:
             context_retries=attempt.context_retries,
             truncated=clean.truncated,
             calibration=round(plan.calibration, 4),
-            cache_key=self.key(prompt, hint),
+            cache_key=self.key(prompt, hint.sha256 if hint else None),
             created_at=datetime.now(UTC),
         )
         return Upsampled(prompt=clean.text, info=info)

@@ -1,0 +1,67 @@
+"""What every command-line module shares: consoles, exit codes, finding a service, reporting its errors.
+
+Exit codes: 0 success, 1 the work ran and something failed (or a service cannot be reached), 2 bad
+usage or bad input (the message names the field and the rule).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail_usage(message: str) -> NoReturn:
+    """Print a usage/input error (naming the field and the rule) and exit 2."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(EXIT_USAGE)
+
+
+def fail(message: str) -> NoReturn:
+    """Print a failure and exit 1."""
+    err_console.print(f"[bold red]failed:[/] {message}")
+    raise typer.Exit(EXIT_FAILED)
+
+
+def service_client(name: str, data_dir: Path) -> ServiceClient:
+    """The named service's client, or exit 1 saying how to start it."""
+    try:
+        return ServiceClient.locate(name, data_dir)
+    except ServiceUnavailableError as exc:
+        fail(escape(str(exc)))
+
+
+def fail_response(resp: httpx.Response) -> NoReturn:
+    """Print a service's error answer; exit 2 for what the caller got wrong (404, 409, 422), else 1."""
+    code = EXIT_USAGE if resp.status_code in (404, 409, 422) else EXIT_FAILED
+    err_console.print(f"[bold red]error:[/] {escape(error_detail(resp))}")
+    raise typer.Exit(code)
+
+
+def post_once_specs_are_known(
+    client: ServiceClient, path: str, body: dict[str, Any], *, wait_s: float = 10.0
+) -> httpx.Response:
+    """POST, repeating while the only problem is prompt ids the service has not heard of yet.
+
+    Specs just created reach other services through events a moment later; a caller that has just
+    submitted a manifest should not fail on that. Any other answer (or the deadline) is returned.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        resp = client.request("POST", path, json=body)
+        unknown = resp.status_code == 422 and all(d.get("type") == "unknown prompt" for d in resp.json()["detail"])
+        if not unknown or time.monotonic() > deadline:
+            return resp
+        time.sleep(0.25)
