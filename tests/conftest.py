@@ -73,8 +73,14 @@ async def bus(nats: NatsEndpoint) -> AsyncIterator[Bus]:
 async def test_stream(bus: Bus) -> AsyncIterator[PrivateStream]:
     """A private limits stream, deleted after the test."""
     tag = uuid.uuid4().hex[:10]
-    spec = StreamSpec(name=f"T_{tag.upper()}", subjects=(f"t{tag}.>",), retention="limits",
-                      max_age_s=3600, duplicate_window_s=120, description="test stream")
+    spec = StreamSpec(
+        name=f"T_{tag.upper()}",
+        subjects=(f"t{tag}.>",),
+        retention="limits",
+        max_age_s=3600,
+        duplicate_window_s=120,
+        description="test stream",
+    )
     await bus.ensure_stream(spec)
     try:
         yield PrivateStream(spec=spec, prefix=f"t{tag}")

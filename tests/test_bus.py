@@ -16,8 +16,7 @@ from worldmill.runtime.servers import NatsEndpoint, free_port
 
 
 def _event(key: str = "a.mp4") -> ObjectCreated:
-    return ObjectCreated(bucket="wm-inputs", key=key, size=1, etag="e", origin="api",
-                         event_time=datetime.now(UTC))
+    return ObjectCreated(bucket="wm-inputs", key=key, size=1, etag="e", origin="api", event_time=datetime.now(UTC))
 
 
 async def test_ensure_streams_is_idempotent(bus: Bus) -> None:

@@ -258,7 +258,7 @@ def _field_of(env_name: str, service: str) -> str | None:
     """The settings field an env var sets for a service, or None if it is not a WM_ variable."""
     for prefix in (service_prefix(service), SHARED_PREFIX):
         if env_name.startswith(prefix):
-            return env_name[len(prefix):].lower()
+            return env_name[len(prefix) :].lower()
     return None
 
 
@@ -358,8 +358,11 @@ def check_minio_notifications(compose: Compose) -> list[str]:
         problems.append(f"minio: no stream in ALL_STREAMS covers subject {subject!r}")
 
     arn = f"arn:minio:sqs::{tid.lower()}:nats"
-    bindings = [line.split() for line in script_lines(services(compose).get(SETUP_SERVICE, {}))
-                if line.startswith("mc event add")]
+    bindings = [
+        line.split()
+        for line in script_lines(services(compose).get(SETUP_SERVICE, {}))
+        if line.startswith("mc event add")
+    ]
     ok = any(
         any(t.endswith(f"/{INPUTS_BUCKET}") for t in tokens)
         and arn in tokens
@@ -482,59 +485,120 @@ def _setup_script(old: str, new: str) -> Callable[[Compose], None]:
 Mutation = Callable[[Compose], None]
 
 BROKEN = [
-    pytest.param(_delete("services.postgres.image"), check_images_and_builds, "neither image nor build",
-                 id="no image or build"),
-    pytest.param(_set("services.nats.image", "nats:latest"), check_images_and_builds, "not pinned",
-                 id="latest tag"),
-    pytest.param(_set("services.qa.build", {"context": ".", "dockerfile": "docker/nope.Dockerfile"}),
-                 check_images_and_builds, "does not exist", id="missing Dockerfile"),
-    pytest.param(_set("services.qa.command", ["worldmill", "serve", "qq", "--port", "8000"]),
-                 check_worldmill_commands, "not a ServiceName", id="unknown service name"),
-    pytest.param(_set("services.qa.command", ["worldmill", "serve", "qa", "--listen", "8000"]),
-                 check_worldmill_commands, "no option --listen", id="unknown serve option"),
-    pytest.param(_delete("services.augment"), check_worldmill_commands, "missing from compose",
-                 id="service missing"),
-    pytest.param(_delete("services.prompt.healthcheck"), check_healthchecks, "no healthcheck",
-                 id="no healthcheck"),
-    pytest.param(_set("services.nats.healthcheck.test", ["CMD", "true"]), check_healthchecks,
-                 "js-enabled-only", id="nats healthcheck ignores JetStream"),
-    pytest.param(_set("services.prompt.depends_on", {"nats": {"condition": "service_started"},
-                                                      "minio": {"condition": HEALTHY}}),
-                 check_depends_on, "want 'service_healthy'", id="waits for start, not health"),
-    pytest.param(_set("services.qa.depends_on", {"vllm": {"condition": HEALTHY}}), check_depends_on,
-                 "GPU-profile service", id="CPU service needs a GPU one"),
-    pytest.param(_set("services.qa.environment", {"WM_NATS_URL": "nats://nats:4222"}), check_environment,
-                 "needs WM_S3_ENDPOINT", id="missing setting"),
-    pytest.param(_add_env("qa", "WM_QA_S3_BUCKET", "x"), check_environment,
-                 "qa: WM_QA_S3_BUCKET is not a settings field", id="unknown setting"),
-    pytest.param(_delete("services.catalog.environment.WM_CATALOG_DATABASE_URL"), check_environment,
-                 "catalog: needs WM_DATABASE_URL", id="catalog without database URL"),
-    pytest.param(_set("services.minio.environment.MINIO_ROOT_PASSWORD", "minio123"), check_secrets,
-                 "MINIO_ROOT_PASSWORD", id="literal secret"),
-    pytest.param(_set("services.catalog.environment.WM_CATALOG_DATABASE_URL",
-                      "postgresql+psycopg://worldmill:hunter2@postgres/worldmill"),
-                 check_secrets, "literal password", id="literal password in a URL"),
-    pytest.param(_set("services.nats.command", ["nats-server", "--auth", "s3cret"]), check_secrets, "--auth",
-                 id="literal NATS token flag"),
-    pytest.param(_delete("services.vllm.profiles"), check_gpu_profile, "want ['gpu']",
-                 id="GPU service without profile"),
-    pytest.param(_delete("services.gpu-runner.deploy"), check_gpu_profile, "NVIDIA",
-                 id="GPU service without device"),
-    pytest.param(_set("services.minio.environment.MINIO_NOTIFY_NATS_JETSTREAM_PRIMARY", True),
-                 check_minio_notifications, "want 'on'", id="unquoted on is a boolean"),
-    pytest.param(_set("services.minio.environment.MINIO_NOTIFY_NATS_SUBJECT_PRIMARY", "minio.events"),
-                 check_minio_notifications, "no stream in ALL_STREAMS covers", id="subject outside streams"),
-    pytest.param(_setup_script("wm/wm-inputs arn:", "wm/wm-exports arn:"), check_minio_notifications,
-                 "mc event add", id="event bound to the wrong bucket"),
-    pytest.param(_setup_script("mc mb --ignore-existing wm/wm-exports", "true"), check_buckets,
-                 "creates buckets", id="bucket missing"),
+    pytest.param(
+        _delete("services.postgres.image"), check_images_and_builds, "neither image nor build", id="no image or build"
+    ),
+    pytest.param(_set("services.nats.image", "nats:latest"), check_images_and_builds, "not pinned", id="latest tag"),
+    pytest.param(
+        _set("services.qa.build", {"context": ".", "dockerfile": "docker/nope.Dockerfile"}),
+        check_images_and_builds,
+        "does not exist",
+        id="missing Dockerfile",
+    ),
+    pytest.param(
+        _set("services.qa.command", ["worldmill", "serve", "qq", "--port", "8000"]),
+        check_worldmill_commands,
+        "not a ServiceName",
+        id="unknown service name",
+    ),
+    pytest.param(
+        _set("services.qa.command", ["worldmill", "serve", "qa", "--listen", "8000"]),
+        check_worldmill_commands,
+        "no option --listen",
+        id="unknown serve option",
+    ),
+    pytest.param(_delete("services.augment"), check_worldmill_commands, "missing from compose", id="service missing"),
+    pytest.param(_delete("services.prompt.healthcheck"), check_healthchecks, "no healthcheck", id="no healthcheck"),
+    pytest.param(
+        _set("services.nats.healthcheck.test", ["CMD", "true"]),
+        check_healthchecks,
+        "js-enabled-only",
+        id="nats healthcheck ignores JetStream",
+    ),
+    pytest.param(
+        _set("services.prompt.depends_on", {"nats": {"condition": "service_started"}, "minio": {"condition": HEALTHY}}),
+        check_depends_on,
+        "want 'service_healthy'",
+        id="waits for start, not health",
+    ),
+    pytest.param(
+        _set("services.qa.depends_on", {"vllm": {"condition": HEALTHY}}),
+        check_depends_on,
+        "GPU-profile service",
+        id="CPU service needs a GPU one",
+    ),
+    pytest.param(
+        _set("services.qa.environment", {"WM_NATS_URL": "nats://nats:4222"}),
+        check_environment,
+        "needs WM_S3_ENDPOINT",
+        id="missing setting",
+    ),
+    pytest.param(
+        _add_env("qa", "WM_QA_S3_BUCKET", "x"),
+        check_environment,
+        "qa: WM_QA_S3_BUCKET is not a settings field",
+        id="unknown setting",
+    ),
+    pytest.param(
+        _delete("services.catalog.environment.WM_CATALOG_DATABASE_URL"),
+        check_environment,
+        "catalog: needs WM_DATABASE_URL",
+        id="catalog without database URL",
+    ),
+    pytest.param(
+        _set("services.minio.environment.MINIO_ROOT_PASSWORD", "minio123"),
+        check_secrets,
+        "MINIO_ROOT_PASSWORD",
+        id="literal secret",
+    ),
+    pytest.param(
+        _set(
+            "services.catalog.environment.WM_CATALOG_DATABASE_URL",
+            "postgresql+psycopg://worldmill:hunter2@postgres/worldmill",
+        ),
+        check_secrets,
+        "literal password",
+        id="literal password in a URL",
+    ),
+    pytest.param(
+        _set("services.nats.command", ["nats-server", "--auth", "s3cret"]),
+        check_secrets,
+        "--auth",
+        id="literal NATS token flag",
+    ),
+    pytest.param(
+        _delete("services.vllm.profiles"), check_gpu_profile, "want ['gpu']", id="GPU service without profile"
+    ),
+    pytest.param(_delete("services.gpu-runner.deploy"), check_gpu_profile, "NVIDIA", id="GPU service without device"),
+    pytest.param(
+        _set("services.minio.environment.MINIO_NOTIFY_NATS_JETSTREAM_PRIMARY", True),
+        check_minio_notifications,
+        "want 'on'",
+        id="unquoted on is a boolean",
+    ),
+    pytest.param(
+        _set("services.minio.environment.MINIO_NOTIFY_NATS_SUBJECT_PRIMARY", "minio.events"),
+        check_minio_notifications,
+        "no stream in ALL_STREAMS covers",
+        id="subject outside streams",
+    ),
+    pytest.param(
+        _setup_script("wm/wm-inputs arn:", "wm/wm-exports arn:"),
+        check_minio_notifications,
+        "mc event add",
+        id="event bound to the wrong bucket",
+    ),
+    pytest.param(
+        _setup_script("mc mb --ignore-existing wm/wm-exports", "true"),
+        check_buckets,
+        "creates buckets",
+        id="bucket missing",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("mutate", "check", "expected"), BROKEN)
-def test_checks_report_broken_compose(
-    compose: Compose, mutate: Mutation, check: Checker, expected: str
-) -> None:
+def test_checks_report_broken_compose(compose: Compose, mutate: Mutation, check: Checker, expected: str) -> None:
     """A deliberately broken copy of compose.yaml makes the check report the problem."""
     broken = copy.deepcopy(compose)
     mutate(broken)

@@ -25,13 +25,21 @@ from worldmill.runtime.servers import NatsEndpoint
 
 
 def _event(n: int = 0) -> ObjectCreated:
-    return ObjectCreated(bucket="wm-inputs", key=f"v/{n}.mp4", size=n, etag=f"e{n}", origin="api",
-                         event_time=datetime.now(UTC))
+    return ObjectCreated(
+        bucket="wm-inputs", key=f"v/{n}.mp4", size=n, etag=f"e{n}", origin="api", event_time=datetime.now(UTC)
+    )
 
 
 def _spec(stream: PrivateStream, durable: str, **kw: object) -> ConsumerSpec:
-    base: dict[str, object] = dict(durable=durable, stream=stream.spec.name, filter_subject=f"{stream.prefix}.>",
-                                   ack_wait_s=5.0, max_deliver=3, backoff_base_s=0.2, backoff_max_s=2.0)
+    base: dict[str, object] = dict(
+        durable=durable,
+        stream=stream.spec.name,
+        filter_subject=f"{stream.prefix}.>",
+        ack_wait_s=5.0,
+        max_deliver=3,
+        backoff_base_s=0.2,
+        backoff_max_s=2.0,
+    )
     base.update(kw)
     return ConsumerSpec(**base)  # type: ignore[arg-type]
 
@@ -174,8 +182,18 @@ async def test_a_worker_killed_mid_message_gets_it_redelivered(
     spec = _spec(test_stream, "shared", ack_wait_s=1.5)
     await bus.ensure_consumer(spec)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.stuck_worker", nats.url, spec.stream, spec.durable,
-         spec.filter_subject, str(spec.ack_wait_s), str(marker)], cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "tests.helpers.stuck_worker",
+            nats.url,
+            spec.stream,
+            spec.durable,
+            spec.filter_subject,
+            str(spec.ack_wait_s),
+            str(marker),
+        ],
+        cwd=REPO,
     )
     try:
         deadline = time.monotonic() + 20

@@ -81,9 +81,19 @@ def test_every_message_type_has_a_unique_type_and_subject() -> None:
 
 def _spec(**kw: object) -> PromptSpec:
     base: dict[str, object] = dict(
-        prompt_id="p1", version=1, scenario="C01", variant=0, duration_s=5, fps=24, target_frames=120,
-        seed=12345, resolution=Resolution(width=320, height=192), model="synthetic", prompt="a robot",
-        sampling=SamplingParams(guidance=7, steps=35), created_at=NOW,
+        prompt_id="p1",
+        version=1,
+        scenario="C01",
+        variant=0,
+        duration_s=5,
+        fps=24,
+        target_frames=120,
+        seed=12345,
+        resolution=Resolution(width=320, height=192),
+        model="synthetic",
+        prompt="a robot",
+        sampling=SamplingParams(guidance=7, steps=35),
+        created_at=NOW,
     )
     base.update(kw)
     return PromptSpec(**base)  # type: ignore[arg-type]

@@ -129,8 +129,11 @@ async def test_every_spec_becomes_exactly_its_video(
         assert prov["backend"] == "synthetic" and prov["code_version"] and prov["runner"]
         assert set(prov["timings"]) == {"load_s", "fetch_s", "infer_s", "encode_s", "upload_s"}
     assert len(hashes) == 3
-    ready = [m async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
-             if isinstance(m, VideoReady) and m.prompt_id.startswith(name)]
+    ready = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
+        if isinstance(m, VideoReady) and m.prompt_id.startswith(name)
+    ]
     assert sorted(m.prompt_id for m in ready) == sorted(s.prompt_id for s in items)
     assert all(m.provenance.plan.expected.frames == m.plan.expected.frames for m in ready)
 
@@ -141,8 +144,16 @@ async def test_bad_requests_are_refused_before_any_gpu_time(
     """Unknown prompt ids and specs the model cannot meet are 422s naming them; nothing is queued."""
     name = f"g-{uuid.uuid4().hex[:8]}"
     good = specs(name, durations=(5,))
-    bad = [s.model_copy(update={"prompt_id": f"{name}-bad", "model": "cosmos-predict2.5-2b",
-                                "resolution": {"width": 1920, "height": 1080}}) for s in good]
+    bad = [
+        s.model_copy(
+            update={
+                "prompt_id": f"{name}-bad",
+                "model": "cosmos-predict2.5-2b",
+                "resolution": {"width": 1920, "height": 1080},
+            }
+        )
+        for s in good
+    ]
     await announce(bus, good + bad)
     with generate_client(nats, s3, tmp_path) as gen:
         time.sleep(0.5)
@@ -154,8 +165,9 @@ async def test_bad_requests_are_refused_before_any_gpu_time(
         assert gen.get("/runs", params={"prompt_id": good[0].prompt_id}, headers=AUTH).json()["items"] == []
 
 
-async def test_a_repeated_request_id_finds_its_runs(nats: NatsEndpoint, s3: S3Endpoint, bus: Bus,
-                                                    tmp_path: Path) -> None:
+async def test_a_repeated_request_id_finds_its_runs(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path
+) -> None:
     """Submitting the same request id twice returns the same runs and queues nothing new."""
     name = f"g-{uuid.uuid4().hex[:8]}"
     items = specs(name, durations=(5,))
@@ -168,8 +180,9 @@ async def test_a_repeated_request_id_finds_its_runs(nats: NatsEndpoint, s3: S3En
     assert info.state.messages >= 1
 
 
-async def test_cancel_queued_running_and_finished(nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore,
-                                                  tmp_path: Path) -> None:
+async def test_cancel_queued_running_and_finished(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore, tmp_path: Path
+) -> None:
     """A queued run cancels at once; a running one stops between steps; a finished one is refused (409)."""
     name = f"g-{uuid.uuid4().hex[:8]}"
     items = specs(name, durations=(5, 10))
@@ -246,8 +259,9 @@ async def test_a_missing_checkpoint_fails_for_good_with_the_path(
     await announce(bus, [spec])
     empty = tmp_path / "checkpoints"
     empty.mkdir()
-    with generate_client(nats, s3, tmp_path) as gen, runner_client(
-        nats, s3, tmp_path, backend="auto", checkpoint_root=empty, safety_checker=False
+    with (
+        generate_client(nats, s3, tmp_path) as gen,
+        runner_client(nats, s3, tmp_path, backend="auto", checkpoint_root=empty, safety_checker=False),
     ):
         accepted = _submit(gen, [spec.prompt_id], max_attempts=3)
         [run] = wait_runs(gen, accepted["request_id"], 1, timeout_s=120)
@@ -266,8 +280,14 @@ async def test_a_dead_lettered_job_shows_its_run_as_lost(
     with generate_client(nats, s3, tmp_path) as gen:
         [queued] = _submit(gen, [spec.prompt_id])["runs"]
         job_msg = await _take_job(bus, queued["run_id"])
-        await dead_letter(bus, job_msg, consumer="gpu-runner", source="/test", reason="max_deliveries",
-                          error="delivered 5 times without an answer")
+        await dead_letter(
+            bus,
+            job_msg,
+            consumer="gpu-runner",
+            source="/test",
+            reason="max_deliveries",
+            error="delivered 5 times without an answer",
+        )
         [run] = wait_runs(gen, queued["request_id"], 1, timeout_s=30)
     assert run["state"] == "lost" and "max_deliveries" in run["error"]
 
@@ -279,14 +299,26 @@ async def test_a_runner_killed_mid_job_leaves_one_video(
     name = f"g-{uuid.uuid4().hex[:8]}"
     [spec] = specs(name, durations=(4,))
     await announce(bus, [spec])
-    env = {**os.environ, "WM_GPU_RUNNER_NATS_URL": nats.url, "WM_GPU_RUNNER_S3_ENDPOINT": s3.url,
-           "WM_GPU_RUNNER_S3_ACCESS_KEY": s3.access_key, "WM_GPU_RUNNER_S3_SECRET_KEY": s3.secret_key,
-           "WM_GPU_RUNNER_BACKEND": "synthetic", "WM_GPU_RUNNER_SYNTHETIC_S_PER_FRAME": "0.1",
-           "WM_GPU_RUNNER_HTTP_PORT": str(free_port()), "WM_GPU_RUNNER_API_TOKENS": "t"}
+    env = {
+        **os.environ,
+        "WM_GPU_RUNNER_NATS_URL": nats.url,
+        "WM_GPU_RUNNER_S3_ENDPOINT": s3.url,
+        "WM_GPU_RUNNER_S3_ACCESS_KEY": s3.access_key,
+        "WM_GPU_RUNNER_S3_SECRET_KEY": s3.secret_key,
+        "WM_GPU_RUNNER_BACKEND": "synthetic",
+        "WM_GPU_RUNNER_SYNTHETIC_S_PER_FRAME": "0.1",
+        "WM_GPU_RUNNER_HTTP_PORT": str(free_port()),
+        "WM_GPU_RUNNER_API_TOKENS": "t",
+    }
     with generate_client(nats, s3, tmp_path) as gen:
         [queued] = _submit(gen, [spec.prompt_id])["runs"]
-        proc = subprocess.Popen([sys.executable, "-m", "worldmill.cli", "serve", "gpu-runner"], env=env, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worldmill.cli", "serve", "gpu-runner"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while gen.get(f"/runs/{queued['run_id']}", headers=AUTH).json()["state"] == "queued":
@@ -320,8 +352,9 @@ async def test_an_input_that_is_not_a_video_fails_the_run_for_good(
     assert "notes.mp4" in run["error"] and "not a readable" in run["error"]
 
 
-async def test_a_spec_for_an_unknown_model_is_refused(nats: NatsEndpoint, s3: S3Endpoint, bus: Bus,
-                                                      tmp_path: Path) -> None:
+async def test_a_spec_for_an_unknown_model_is_refused(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path
+) -> None:
     """A spec naming a model no card describes is refused with the model's name; nothing is queued."""
     name = f"g-{uuid.uuid4().hex[:8]}"
     [spec] = specs(name, durations=(1,))

@@ -54,8 +54,12 @@ def test_probe_reads_size_rate_and_exact_frames(tmp_path: Path) -> None:
 def client(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> Iterator[TestClient]:
     """The prompt service app on the real servers, with its own SQLite file."""
     settings = RuntimeSettings(
-        service="prompt", nats_url=nats.url, s3_endpoint=s3.url, s3_access_key=SecretStr(s3.access_key),
-        s3_secret_key=SecretStr(s3.secret_key), api_tokens=(SecretStr("tok"),),
+        service="prompt",
+        nats_url=nats.url,
+        s3_endpoint=s3.url,
+        s3_access_key=SecretStr(s3.access_key),
+        s3_secret_key=SecretStr(s3.secret_key),
+        api_tokens=(SecretStr("tok"),),
         database_url=f"sqlite:///{tmp_path / 'p.sqlite3'}",
     )
     with TestClient(create_app(settings)) as c:
@@ -74,8 +78,9 @@ async def test_a_spec_per_input_video_keeping_length_and_rate(
     await store.put_bytes(bucket, "cams/front/broken.mp4", b"this is not a video at all")
     await store.put_bytes(bucket, "cams/front/empty.mp4", b"")
     await store.put_bytes(bucket, "cams/front/notes.txt", b"ignored")
-    resp = client.post("/input-specs", json={"bucket": bucket, "prefix": "cams/", "template": "security-camera"},
-                       headers=AUTH)
+    resp = client.post(
+        "/input-specs", json={"bucket": bucket, "prefix": "cams/", "template": "security-camera"}, headers=AUTH
+    )
     assert resp.status_code == 200, resp.text
     outcomes = {o["key"]: o for o in resp.json()["outcomes"]}
     assert set(outcomes) == {f"cams/front/{n}.mp4" for n in ("wide", "tall", "broken", "empty")}
@@ -98,15 +103,24 @@ async def test_existing_specs_are_kept_unless_a_new_version_is_asked(
 ) -> None:
     """A second run keeps the spec; new_version with other controls adds version 2 linked to 1."""
     bucket = store.test_bucket  # type: ignore[attr-defined]
-    await store.put_file(bucket, "in/clip.mp4", write_video(tmp_path / "c.mp4", width=320, height=240, fps=24,
-                                                            frames=12))
+    await store.put_file(
+        bucket, "in/clip.mp4", write_video(tmp_path / "c.mp4", width=320, height=240, fps=24, frames=12)
+    )
     first = client.post("/input-specs", json={"bucket": bucket, "prefix": "in/"}, headers=AUTH).json()
     again = client.post("/input-specs", json={"bucket": bucket, "prefix": "in/"}, headers=AUTH).json()
     assert first["outcomes"][0]["outcome"] == "created"
     assert again["outcomes"][0]["outcome"] == "kept"
-    newer = client.post("/input-specs", headers=AUTH, json={
-        "bucket": bucket, "prefix": "in/", "new_version": True, "template": "robot-arm",
-        "controls": [{"type": "edge", "weight": 0.6}, {"type": "vis", "weight": 0.4, "preset": "medium"}]}).json()
+    newer = client.post(
+        "/input-specs",
+        headers=AUTH,
+        json={
+            "bucket": bucket,
+            "prefix": "in/",
+            "new_version": True,
+            "template": "robot-arm",
+            "controls": [{"type": "edge", "weight": 0.6}, {"type": "vis", "weight": 0.4, "preset": "medium"}],
+        },
+    ).json()
     assert newer["outcomes"][0]["outcome"] == "created"
     detail = client.get(f"/prompts/{newer['outcomes'][0]['prompt_id']}", headers=AUTH).json()
     assert [s["version"] for s in detail["history"]] == [1, 2]

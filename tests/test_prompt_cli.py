@@ -39,7 +39,10 @@ def test_check_exits_2_and_prints_each_problem_with_line_and_rule(tmp_path: Path
     assert result.exit_code == 2
     out = result.output
     assert "3 problem(s)" in out
-    assert f"{bad}:2:16: durations[1]: 2.3 s × 24 fps = 55.2 frames: must be a whole number of frames [whole frames]" in out
+    assert (
+        f"{bad}:2:16: durations[1]: 2.3 s × 24 fps = 55.2 frames: must be a whole number of frames [whole frames]"
+        in out
+    )
     assert "[guidance out of range]" in out
     assert f"{bad}:8:19: series[R].scenarios[R14].template" in out and "[unknown template]" in out
 

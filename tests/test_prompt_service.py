@@ -30,13 +30,24 @@ def _manifest(name: str, *, prompt: str = "A delivery driver leaves a parcel at 
         "durations": [5, 10, 30],
         "templates": {"door": "A {camera} view of {subject} at the front door."},
         "series": [
-            {"id": "C", "risk_level": "medium", "tags": ["core"], "scenarios": [
-                {"id": "C01", "prompt": prompt, "tags": ["delivery"]},
-                {"id": "C02", "template": "door", "vars": {"camera": "doorbell", "subject": "a cat"}},
-            ]},
-            {"id": "R", "risk_level": "high", "tags": ["threat"], "variants": {5: 2, 10: 1, 30: 1}, "scenarios": [
-                {"id": "R14", "prompt": "A person takes a parcel from the porch and runs."},
-            ]},
+            {
+                "id": "C",
+                "risk_level": "medium",
+                "tags": ["core"],
+                "scenarios": [
+                    {"id": "C01", "prompt": prompt, "tags": ["delivery"]},
+                    {"id": "C02", "template": "door", "vars": {"camera": "doorbell", "subject": "a cat"}},
+                ],
+            },
+            {
+                "id": "R",
+                "risk_level": "high",
+                "tags": ["threat"],
+                "variants": {5: 2, 10: 1, 30: 1},
+                "scenarios": [
+                    {"id": "R14", "prompt": "A person takes a parcel from the porch and runs."},
+                ],
+            },
         ],
     }
 
@@ -49,8 +60,12 @@ def _text(doc: dict[str, object]) -> str:
 def client(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> Iterator[TestClient]:
     """The prompt service app with its lifespan running."""
     settings = RuntimeSettings(
-        service="prompt", nats_url=nats.url, s3_endpoint=s3.url, s3_access_key=SecretStr(s3.access_key),
-        s3_secret_key=SecretStr(s3.secret_key), api_tokens=(SecretStr("tok"),),
+        service="prompt",
+        nats_url=nats.url,
+        s3_endpoint=s3.url,
+        s3_access_key=SecretStr(s3.access_key),
+        s3_secret_key=SecretStr(s3.secret_key),
+        api_tokens=(SecretStr("tok"),),
         database_url=f"sqlite:///{tmp_path / 'prompt.sqlite3'}",
     )
     with TestClient(create_app(settings)) as c:
@@ -64,8 +79,6 @@ async def _events(bus: Bus, fact: str, manifest: str) -> list[object]:
         if getattr(msg, "manifest", None) == manifest or (spec is not None and spec.manifest == manifest):
             out.append(msg)
     return out
-
-
 
 
 async def test_events_and_idempotent_resubmission(client: TestClient, bus: Bus) -> None:
@@ -88,8 +101,9 @@ async def test_an_edit_creates_new_versions_linked_to_the_old(client: TestClient
     """Changing one scenario's prompt adds version 2 of its three specs; the rest stay at version 1."""
     name = f"m-{uuid.uuid4().hex[:8]}"
     client.post("/manifests", json={"content": _text(_manifest(name))}, headers=AUTH)
-    edited = client.post("/manifests", json={"content": _text(_manifest(name, prompt="A courier waits at the gate."))},
-                         headers=AUTH)
+    edited = client.post(
+        "/manifests", json={"content": _text(_manifest(name, prompt="A courier waits at the gate."))}, headers=AUTH
+    )
     assert edited.status_code == 201
     assert sorted(edited.json()["created"]) == sorted(f"{name}-C01-{d}s-v0" for d in (5, 10, 30))
     assert edited.json()["unchanged"] == 7
@@ -147,10 +161,12 @@ def test_listing_filters_and_pages(client: TestClient) -> None:
     assert len(ids(duration="30s")) == 3
     assert ids(model="cosmos-predict2.5-2b") == []
     first = client.get("/prompts", params={"manifest": name, "limit": 4}, headers=AUTH).json()
-    second = client.get("/prompts", params={"manifest": name, "limit": 4, "cursor": first["next_cursor"]},
-                        headers=AUTH).json()
-    third = client.get("/prompts", params={"manifest": name, "limit": 4, "cursor": second["next_cursor"]},
-                       headers=AUTH).json()
+    second = client.get(
+        "/prompts", params={"manifest": name, "limit": 4, "cursor": first["next_cursor"]}, headers=AUTH
+    ).json()
+    third = client.get(
+        "/prompts", params={"manifest": name, "limit": 4, "cursor": second["next_cursor"]}, headers=AUTH
+    ).json()
     pages = [s["prompt_id"] for p in (first, second, third) for s in p["items"]]
     assert len(pages) == 10 and len(set(pages)) == 10 and third["next_cursor"] is None
     bad = client.get("/prompts", params={"limit": 0}, headers=AUTH)

@@ -349,7 +349,6 @@ def test_large_file_is_streamed_not_read_whole(tmp_path: Path) -> None:
     assert analysis.sha256 == digest.hexdigest()
 
 
-
 def test_a_video_stream_without_frames_is_refused(tmp_path: Path) -> None:
     """A file whose index is intact but whose frames were cut off (index first) fails 'decodes', no exception."""
     whole = tmp_path / "whole.mp4"

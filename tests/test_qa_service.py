@@ -62,8 +62,11 @@ async def test_every_generated_video_gets_a_verdict_with_screenshots(
         checks = {f["check"] for f in verdict["findings"]}
         assert {"frames", "fps", "duration", "identical", "near_duplicate"} <= checks
         assert verdict["prompt_id"] == run["prompt_id"]
-        assert sorted(s["key"].rsplit("/", 1)[1] for s in verdict["screenshots"]) == ["end.jpg", "middle.jpg",
-                                                                                       "start.jpg"]
+        assert sorted(s["key"].rsplit("/", 1)[1] for s in verdict["screenshots"]) == [
+            "end.jpg",
+            "middle.jpg",
+            "start.jpg",
+        ]
         assert await store.exists("wm-artifacts", verdict["contact_sheet"]["key"])
     assert qa.get("/qa/nope", headers=AUTH).status_code == 404
 
@@ -84,17 +87,24 @@ async def test_a_copied_video_fails_as_identical_and_asks_for_a_regeneration(
         [run] = wait_runs(gen, resp.json()["request_id"], 1)
     first = _verdict(qa, run["asset_id"])
     assert all(f["passed"] or f["severity"] != "error" for f in first["findings"])
-    [original] = [m async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
-                  if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]]
-    copy = original.model_copy(update={"asset_id": f"asset-copy-{name}", "prompt_id": items[1].prompt_id,
-                                       "run_id": f"run-copy-{name}"})
+    [original] = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
+        if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]
+    ]
+    copy = original.model_copy(
+        update={"asset_id": f"asset-copy-{name}", "prompt_id": items[1].prompt_id, "run_id": f"run-copy-{name}"}
+    )
     await bus.publish(wrap(copy, source="/test"))
     verdict = _verdict(qa, copy.asset_id)
     failed = {f["check"]: f for f in verdict["findings"] if not f["passed"]}
     assert "identical" in failed and run["asset_id"] in failed["identical"]["message"]
     assert "near_duplicate" in failed  # a sibling (same scenario) that looks the same
-    regen = [m async for _, m in bus.replay(EVENTS.name, event_subject("generation.requested"))
-             if isinstance(m, GenerationRequested) and m.requested_by == f"qa:{copy.asset_id}"]
+    regen = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("generation.requested"))
+        if isinstance(m, GenerationRequested) and m.requested_by == f"qa:{copy.asset_id}"
+    ]
     assert len(regen) == 1 and regen[0].prompt_ids == (items[1].prompt_id,)
 
 

@@ -45,18 +45,33 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _job(run_id: str, dtype: str, seed: int) -> GpuJob:
     res = Resolution(width=32, height=32)
     plan = GenerationPlan(
-        plan_id=f"plan-{run_id}", prompt_id=f"p-{run_id}", prompt_version=1, model=PREDICT,
-        mode=GenerationMode.TEXT2WORLD, resolution=res, native_fps=16, native_frames=9,
-        chunks=(ChunkPlan(index=0, seed=seed, frames=9, condition="none", condition_frames=0, keep_from=0,
-                          keep_frames=9),),
+        plan_id=f"plan-{run_id}",
+        prompt_id=f"p-{run_id}",
+        prompt_version=1,
+        model=PREDICT,
+        mode=GenerationMode.TEXT2WORLD,
+        resolution=res,
+        native_fps=16,
+        native_frames=9,
+        chunks=(
+            ChunkPlan(index=0, seed=seed, frames=9, condition="none", condition_frames=0, keep_from=0, keep_frames=9),
+        ),
         fps_conversion=FpsConversion(source_fps=16, target_fps=16, method="none", source_frames=9, target_frames=9),
         expected=ExpectedOutput(frames=9, fps=16, duration_s=9 / 16, resolution=res),
-        sampling=SamplingParams(guidance=3, steps=2, negative_prompt="blurry"), estimated_gpu_seconds=0.1,
+        sampling=SamplingParams(guidance=3, steps=2, negative_prompt="blurry"),
+        estimated_gpu_seconds=0.1,
     )
     signature = ExecutionSignature(model=PREDICT, checkpoint="tiny-predict", dtype=dtype)  # type: ignore[arg-type]
-    return GpuJob(job_id=f"{run_id}-a1", run_id=run_id, attempt=1, signature=signature, plan=plan,
-                  prompt="a robot arm stacks two red cubes", output_bucket=ARTIFACTS_BUCKET,
-                  output_key=video_key(run_id, 1))
+    return GpuJob(
+        job_id=f"{run_id}-a1",
+        run_id=run_id,
+        attempt=1,
+        signature=signature,
+        plan=plan,
+        prompt="a robot arm stacks two red cubes",
+        output_bucket=ARTIFACTS_BUCKET,
+        output_key=video_key(run_id, 1),
+    )
 
 
 async def test_the_tiny_pipeline_runs_through_the_runner_loaded_once_per_signature(
@@ -64,8 +79,10 @@ async def test_the_tiny_pipeline_runs_through_the_runner_loaded_once_per_signatu
 ) -> None:
     """Jobs A, A, B, A (B = another dtype): two loads, every video exact, provenance names the checkpoint."""
     tag = uuid.uuid4().hex[:8]
-    jobs = [_job(f"run-{tag}-{i}", dtype, seed=10 + i) for i, dtype in
-            enumerate(["float32", "float32", "bfloat16", "float32"])]
+    jobs = [
+        _job(f"run-{tag}-{i}", dtype, seed=10 + i)
+        for i, dtype in enumerate(["float32", "float32", "bfloat16", "float32"])
+    ]
     config = BackendConfig(checkpoint_root=checkpoints, safety_checker=False)
     cache = ModelCache(lambda sig: create_backend(sig, config), budget_bytes=10**10)
     runner = Runner(bus, store, cache, name=f"tiny-{tag}", window=1)

@@ -33,8 +33,12 @@ from worldmill.runtime.settings import RuntimeSettings
 
 def _settings(nats: NatsEndpoint, s3: S3Endpoint, **kw: object) -> RuntimeSettings:
     base: dict[str, object] = dict(
-        service="probe", nats_url=nats.url, s3_endpoint=s3.url, s3_access_key=SecretStr(s3.access_key),
-        s3_secret_key=SecretStr(s3.secret_key), api_tokens=(SecretStr("tok-1"), SecretStr("tok-2")),
+        service="probe",
+        nats_url=nats.url,
+        s3_endpoint=s3.url,
+        s3_access_key=SecretStr(s3.access_key),
+        s3_secret_key=SecretStr(s3.secret_key),
+        api_tokens=(SecretStr("tok-1"), SecretStr("tok-2")),
     )
     base.update(kw)
     return RuntimeSettings(**base)  # type: ignore[arg-type]
@@ -95,8 +99,9 @@ def test_invalid_input_is_a_422_naming_the_field_and_rule(client: TestClient) ->
     """InvalidInputError raised by a route becomes HTTP 422 with the field path and the rule."""
     resp = client.post("/bad", headers={"Authorization": "Bearer tok-1"})
     assert resp.status_code == 422
-    assert resp.json() == {"detail": [{"loc": ["manifest", "fps"],
-                                       "msg": "must be a frame rate some model supports (16, 24)"}]}
+    assert resp.json() == {
+        "detail": [{"loc": ["manifest", "fps"], "msg": "must be a frame rate some model supports (16, 24)"}]
+    }
 
 
 def test_no_configured_token_refuses_everything_and_says_how_to_fix_it(nats: NatsEndpoint, s3: S3Endpoint) -> None:
@@ -123,22 +128,39 @@ async def test_sigterm_drains_the_message_in_hand_before_exit(
     uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM.
     """
     tag = uuid.uuid4().hex[:8]
-    stream = StreamSpec(name=f"PROBE_{tag.upper()}", subjects=(f"probe{tag}.>",), retention="workqueue",
-                        max_age_s=3600, duplicate_window_s=60, description="probe jobs")
+    stream = StreamSpec(
+        name=f"PROBE_{tag.upper()}",
+        subjects=(f"probe{tag}.>",),
+        retention="workqueue",
+        max_age_s=3600,
+        duplicate_window_s=60,
+        description="probe jobs",
+    )
     await bus.ensure_stream(stream)
     port = free_port()
     env = {
-        **os.environ, "WM_PROBE_NATS_URL": nats.url, "WM_PROBE_S3_ENDPOINT": s3.url,
-        "WM_PROBE_S3_ACCESS_KEY": s3.access_key, "WM_PROBE_S3_SECRET_KEY": s3.secret_key,
-        "WM_PROBE_API_TOKENS": "t", "WM_PROBE_HTTP_PORT": str(port), "PROBE_STREAM": stream.name,
-        "PROBE_SUBJECT": f"probe{tag}.>", "PROBE_DIR": str(tmp_path), "PROBE_WORK_S": "2",
+        **os.environ,
+        "WM_PROBE_NATS_URL": nats.url,
+        "WM_PROBE_S3_ENDPOINT": s3.url,
+        "WM_PROBE_S3_ACCESS_KEY": s3.access_key,
+        "WM_PROBE_S3_SECRET_KEY": s3.secret_key,
+        "WM_PROBE_API_TOKENS": "t",
+        "WM_PROBE_HTTP_PORT": str(port),
+        "PROBE_STREAM": stream.name,
+        "PROBE_SUBJECT": f"probe{tag}.>",
+        "PROBE_DIR": str(tmp_path),
+        "PROBE_WORK_S": "2",
     }
     proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.probe_service"], cwd=REPO, env=env)
     try:
         wait_for_port(port, 30, proc)
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
-        env_msg = wrap(ObjectCreated(bucket="wm-inputs", key="x.mp4", size=1, etag="e", origin="api",
-                                     event_time=datetime.now(UTC)), source="/t")
+        env_msg = wrap(
+            ObjectCreated(
+                bucket="wm-inputs", key="x.mp4", size=1, etag="e", origin="api", event_time=datetime.now(UTC)
+            ),
+            source="/t",
+        )
         await bus.publish(env_msg, subject=f"probe{tag}.job")
         started = tmp_path / f"started-{env_msg.id}"
         deadline = time.monotonic() + 20

@@ -56,7 +56,8 @@ def test_a_changed_contract_is_detected(tmp_path: Path) -> None:
     (tmp_path / "video.ready.v1.json").unlink()
     (tmp_path / "gone.v1.json").write_text("{}")
     assert differences(tmp_path) == [
-        "missing video.ready.v1.json", "stale gone.v1.json (no such contract any more)",
+        "missing video.ready.v1.json",
+        "stale gone.v1.json (no such contract any more)",
         "changed prompt.created.v1.json",
     ]
     result = CliRunner().invoke(app, ["schemas", "check", "--dir", str(tmp_path)])

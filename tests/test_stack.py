@@ -86,8 +86,13 @@ def test_doctor_without_a_stack_says_what_to_do(tmp_path: Path) -> None:
 def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None:
     """`worldmill up` in the foreground: doctor passes while it runs; SIGINT stops every process."""
     data = tmp_path / "wm"
-    proc = subprocess.Popen([*CLI, "up", "--data-dir", str(data)], env=_cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "up", "--data-dir", str(data)],
+        env=_cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while load_state(data) is None:
@@ -95,44 +100,95 @@ def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None
             assert time.monotonic() < deadline, "stack did not come up"
             time.sleep(0.2)
         time.sleep(1.0)  # streams and buckets are created right after the state file
-        doctor = subprocess.run([*CLI, "doctor", "--data-dir", str(data)], env=_cli_env(),
-                                capture_output=True, text=True, timeout=60)
+        doctor = subprocess.run(
+            [*CLI, "doctor", "--data-dir", str(data)], env=_cli_env(), capture_output=True, text=True, timeout=60
+        )
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "The stack is healthy" in doctor.stdout
         assert "service prompt" in doctor.stdout
         manifest = REPO / "examples" / "security-cameras-demo.yaml"
-        submit = subprocess.run([*CLI, "manifest", "submit", str(manifest), "--data-dir", str(data)],
-                                env=_cli_env(), capture_output=True, text=True, timeout=60)
+        submit = subprocess.run(
+            [*CLI, "manifest", "submit", str(manifest), "--data-dir", str(data)],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert submit.returncode == 0, submit.stdout + submit.stderr
         assert "18 new spec version(s), 0 unchanged" in submit.stdout
-        ls = subprocess.run([*CLI, "prompts", "ls", "--series", "R", "--data-dir", str(data), "--json"],
-                            env=_cli_env(), capture_output=True, text=True, timeout=60)
+        ls = subprocess.run(
+            [*CLI, "prompts", "ls", "--series", "R", "--data-dir", str(data), "--json"],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert ls.returncode == 0, ls.stderr
         ids = [item["prompt_id"] for item in json.loads(ls.stdout)["items"]]
         assert ids == sorted(f"security-cameras-demo-R14-{d}s-v0" for d in (5, 10, 30))
-        show = subprocess.run([*CLI, "prompts", "show", ids[0], "--data-dir", str(data)], env=_cli_env(),
-                              capture_output=True, text=True, timeout=60)
+        show = subprocess.run(
+            [*CLI, "prompts", "show", ids[0], "--data-dir", str(data)],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert show.returncode == 0 and '"risk_level": "high"' in show.stdout
-        missing = subprocess.run([*CLI, "prompts", "show", "nope", "--data-dir", str(data)], env=_cli_env(),
-                                 capture_output=True, text=True, timeout=60)
+        missing = subprocess.run(
+            [*CLI, "prompts", "show", "nope", "--data-dir", str(data)],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert missing.returncode == 2 and "nope" in missing.stderr
-        cov = subprocess.run([*CLI, "manifest", "coverage", "security-cameras-demo", "--data-dir", str(data)],
-                             env=_cli_env(), capture_output=True, text=True, timeout=60)
+        cov = subprocess.run(
+            [*CLI, "manifest", "coverage", "security-cameras-demo", "--data-dir", str(data)],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert cov.returncode == 0, cov.stderr
         assert "missing: 18 (of 18)" in cov.stdout
         clips = tmp_path / "clips"
         write_video(clips / "door.mp4", width=320, height=180, fps=24, frames=24)
         write_video(clips / "sub" / "yard.mp4", width=240, height=320, fps=25, frames=25, seed=3)
-        made = subprocess.run([*CLI, "prompts", "from-videos", str(clips), "--controls", "edge=0.6,vis=0.4",
-                               "--template", "security-camera", "--data-dir", str(data)],
-                              env=_cli_env(), capture_output=True, text=True, timeout=120)
+        made = subprocess.run(
+            [
+                *CLI,
+                "prompts",
+                "from-videos",
+                str(clips),
+                "--controls",
+                "edge=0.6,vis=0.4",
+                "--template",
+                "security-camera",
+                "--data-dir",
+                str(data),
+            ],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert made.returncode == 0, made.stdout + made.stderr
         assert "uploaded 2 video(s)" in made.stdout and made.stdout.count("created") == 2
-        again = subprocess.run([*CLI, "prompts", "from-videos", str(clips), "--data-dir", str(data)],
-                               env=_cli_env(), capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            [*CLI, "prompts", "from-videos", str(clips), "--data-dir", str(data)],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 0 and again.stdout.count("kept") == 2, again.stdout
-        bad = subprocess.run([*CLI, "prompts", "from-videos", str(clips), "--controls", "edge=2",
-                              "--data-dir", str(data)], env=_cli_env(), capture_output=True, text=True, timeout=60)
+        bad = subprocess.run(
+            [*CLI, "prompts", "from-videos", str(clips), "--controls", "edge=2", "--data-dir", str(data)],
+            env=_cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert bad.returncode == 2 and "--controls" in bad.stderr
         state = load_state(data)
         assert state is not None
@@ -150,15 +206,17 @@ def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None
 def test_detached_up_is_stopped_by_down(tmp_path: Path) -> None:
     """`up --detach` returns with the stack running; `down` stops it by PID."""
     data = tmp_path / "wm"
-    up = subprocess.run([*CLI, "up", "--detach", "--data-dir", str(data)], env=_cli_env(),
-                        capture_output=True, text=True, timeout=120)
+    up = subprocess.run(
+        [*CLI, "up", "--detach", "--data-dir", str(data)], env=_cli_env(), capture_output=True, text=True, timeout=120
+    )
     state = load_state(data)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         assert state is not None and all(state.alive().values())
     finally:
-        down = subprocess.run([*CLI, "down", "--data-dir", str(data)], env=_cli_env(),
-                              capture_output=True, text=True, timeout=120)
+        down = subprocess.run(
+            [*CLI, "down", "--data-dir", str(data)], env=_cli_env(), capture_output=True, text=True, timeout=120
+        )
     assert down.returncode == 0, down.stdout
     assert state is not None and not any(pid_alive(p) for p in state.pids.values())
 
@@ -167,13 +225,25 @@ def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
     """`worldmill demo --json` starts its own stack, passes every step, writes JSON, stops what it started."""
     out = tmp_path / "summary.json"
     manifest = REPO / "examples" / "security-cameras-demo.yaml"
-    result = subprocess.run([*CLI, "demo", "--json", str(out), "--manifest", str(manifest)], cwd=tmp_path,
-                            env=_cli_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*CLI, "demo", "--json", str(out), "--manifest", str(manifest)],
+        cwd=tmp_path,
+        env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(out.read_text())
     assert summary["ok"] is True
     assert [s["step"] for s in summary["steps"]] == [
-        "store object", "publish event", "consume event", "verify object", "dedup", "presigned URL"]
+        "store object",
+        "publish event",
+        "consume event",
+        "verify object",
+        "dedup",
+        "presigned URL",
+    ]
     assert all(s["ok"] for s in summary["steps"])
     assert len(summary["object"]["sha256"]) == 64
     m = summary["manifest"]
@@ -185,8 +255,11 @@ def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
     assert len({s["seed"] for s in m["specs"]}) == 18
     g = summary["generation"]
     assert g["ok"] and len(g["videos"]) == 18 and g["distinct_files"] == 18
-    assert {(v["duration_s"], v["frames"], v["fps"]) for v in g["videos"]} == {(5.0, 120, 24.0), (10.0, 240, 24.0),
-                                                                              (30.0, 720, 24.0)}
+    assert {(v["duration_s"], v["frames"], v["fps"]) for v in g["videos"]} == {
+        (5.0, 120, 24.0),
+        (10.0, 240, 24.0),
+        (30.0, 720, 24.0),
+    }
     assert all(v["exact"] and "X-Amz-Signature" in v["presigned_url"] for v in g["videos"])
     assert g["qa"] == {"ok": True, "checked": 18, "passed": 18, "missing": 0}
     assert all(len(v["qa"]["screenshots"]) == 3 and v["qa"]["contact_sheet"] for v in g["videos"])

@@ -58,8 +58,9 @@ async def test_put_bytes_records_sha256_and_stat_reports_it(store: ObjectStore) 
     """put_bytes records sha256 in metadata and ObjectRef; stat gives size, etag, type, sha256, metadata."""
     bucket = _bucket(store)
     data = b"hello worldmill\n" * 100
-    ref = await store.put_bytes(bucket, "a/b/hello.txt", data, content_type="text/plain",
-                                metadata={"run-id": "r-123", "attempt": "2"})
+    ref = await store.put_bytes(
+        bucket, "a/b/hello.txt", data, content_type="text/plain", metadata={"run-id": "r-123", "attempt": "2"}
+    )
     assert ref.sha256 == _sha(data)
     assert ref.size == len(data)
     assert ref.bucket == bucket and ref.key == "a/b/hello.txt"
@@ -137,8 +138,14 @@ async def test_download_detects_corruption_and_leaves_no_file(store: ObjectStore
     original = b"the real content" * 1000
     await store.put_bytes(bucket, "c/obj.bin", original)
     corrupt = b"THE REAL CONTENT" * 1000
-    await asyncio.to_thread(store._client.put_object, bucket, "c/obj.bin", io.BytesIO(corrupt), len(corrupt),
-                            metadata={"sha256": _sha(original)})
+    await asyncio.to_thread(
+        store._client.put_object,
+        bucket,
+        "c/obj.bin",
+        io.BytesIO(corrupt),
+        len(corrupt),
+        metadata={"sha256": _sha(original)},
+    )
     assert (await store.stat(bucket, "c/obj.bin")).sha256 == _sha(original)
 
     dest = tmp_path / "dl" / "obj.bin"
@@ -154,8 +161,14 @@ async def test_get_bytes_detects_corruption(store: ObjectStore) -> None:
     original = b"abc" * 333
     await store.put_bytes(bucket, "c/small.bin", original)
     corrupt = b"abd" * 333
-    await asyncio.to_thread(store._client.put_object, bucket, "c/small.bin", io.BytesIO(corrupt),
-                            len(corrupt), metadata={"sha256": _sha(original)})
+    await asyncio.to_thread(
+        store._client.put_object,
+        bucket,
+        "c/small.bin",
+        io.BytesIO(corrupt),
+        len(corrupt),
+        metadata={"sha256": _sha(original)},
+    )
     with pytest.raises(IntegrityError) as err:
         await store.get_bytes(bucket, "c/small.bin")
     assert isinstance(err.value, PermanentError)
@@ -166,8 +179,9 @@ async def test_download_keeps_previous_dest_on_corruption(store: ObjectStore, tm
     """A failed integrity check leaves an existing dest file untouched."""
     bucket = _bucket(store)
     await store.put_bytes(bucket, "c/keep.bin", b"good")
-    await asyncio.to_thread(store._client.put_object, bucket, "c/keep.bin", io.BytesIO(b"evil"), 4,
-                            metadata={"sha256": _sha(b"good")})
+    await asyncio.to_thread(
+        store._client.put_object, bucket, "c/keep.bin", io.BytesIO(b"evil"), 4, metadata={"sha256": _sha(b"good")}
+    )
     dest = tmp_path / "keep.bin"
     dest.write_bytes(b"previous")
     with pytest.raises(IntegrityError):
@@ -230,8 +244,7 @@ async def test_presigned_url_for_public_endpoint_signs_that_host(s3: S3Endpoint,
 
 # -- 5. bad keys -----------------------------------------------------------------------------
 
-BAD_KEYS = ["../escape.bin", "a/../b.bin", "/abs/key.bin", "line\nbreak.bin", "nul\x00byte.bin",
-            "a//b.bin", ""]
+BAD_KEYS = ["../escape.bin", "a/../b.bin", "/abs/key.bin", "line\nbreak.bin", "nul\x00byte.bin", "a//b.bin", ""]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)
@@ -273,7 +286,8 @@ async def test_bad_keys_refused_even_with_unreachable_endpoint() -> None:
 
 
 async def test_wrong_secret_raises_store_auth_error_naming_endpoint_code_and_key(
-    s3: S3Endpoint, store: ObjectStore,
+    s3: S3Endpoint,
+    store: ObjectStore,
 ) -> None:
     """A wrong secret gives StoreAuthError naming the endpoint, SignatureDoesNotMatch and the access key."""
     bucket = _bucket(store)

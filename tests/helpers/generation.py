@@ -24,14 +24,28 @@ from worldmill.runtime.settings import RuntimeSettings
 AUTH = {"Authorization": "Bearer tok"}
 
 
-def specs(name: str, *, durations: tuple[float, ...] = (5, 10, 30), resolution: str = "64x48",
-          model: str = "synthetic", fps: int = 24, scenarios: int = 1) -> list[PromptSpec]:
+def specs(
+    name: str,
+    *,
+    durations: tuple[float, ...] = (5, 10, 30),
+    resolution: str = "64x48",
+    model: str = "synthetic",
+    fps: int = 24,
+    scenarios: int = 1,
+) -> list[PromptSpec]:
     """Specs of a small manifest (expanded by the prompt service's own pure code)."""
     doc = {
-        "name": name, "defaults": {"model": model, "fps": fps, "resolution": resolution, "steps": 4},
+        "name": name,
+        "defaults": {"model": model, "fps": fps, "resolution": resolution, "steps": 4},
         "durations": list(durations),
-        "series": [{"id": "C", "scenarios": [{"id": f"C{i:02d}", "prompt": f"scene {i}: a parcel at a door"}
-                                             for i in range(1, scenarios + 1)]}],
+        "series": [
+            {
+                "id": "C",
+                "scenarios": [
+                    {"id": f"C{i:02d}", "prompt": f"scene {i}: a parcel at a door"} for i in range(1, scenarios + 1)
+                ],
+            }
+        ],
     }
     expansion = check_text(yaml.safe_dump(doc), now=datetime.now(UTC))
     assert expansion.ok, expansion.problems
@@ -41,15 +55,22 @@ def specs(name: str, *, durations: tuple[float, ...] = (5, 10, 30), resolution: 
 async def announce(bus: Bus, items: list[PromptSpec]) -> None:
     """Publish prompt.created for each spec, as the prompt service would."""
     for spec in items:
-        await bus.publish(wrap(PromptCreated(spec=spec), source="/test",
-                               event_id=f"prompt.created-{spec.prompt_id}-v{spec.version}"))
+        await bus.publish(
+            wrap(PromptCreated(spec=spec), source="/test", event_id=f"prompt.created-{spec.prompt_id}-v{spec.version}")
+        )
 
 
 def settings(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, service: str) -> dict[str, Any]:
     """Settings fields pointing a service at the test servers."""
-    return dict(service=service, nats_url=nats.url, s3_endpoint=s3.url, s3_access_key=SecretStr(s3.access_key),
-                s3_secret_key=SecretStr(s3.secret_key), api_tokens=(SecretStr("tok"),),
-                database_url=f"sqlite:///{tmp / f'{service}.sqlite3'}")
+    return dict(
+        service=service,
+        nats_url=nats.url,
+        s3_endpoint=s3.url,
+        s3_access_key=SecretStr(s3.access_key),
+        s3_secret_key=SecretStr(s3.secret_key),
+        api_tokens=(SecretStr("tok"),),
+        database_url=f"sqlite:///{tmp / f'{service}.sqlite3'}",
+    )
 
 
 def generate_client(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path) -> TestClient:
@@ -63,8 +84,13 @@ def runner_client(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, **extra: Any) -
     return TestClient(create_runner_app(RunnerSettings(**fields)))
 
 
-def wait_runs(client: TestClient, request_id: str, count: int, timeout_s: float = 120.0,
-              final: tuple[str, ...] = ("ready", "failed", "canceled", "lost")) -> list[dict[str, Any]]:
+def wait_runs(
+    client: TestClient,
+    request_id: str,
+    count: int,
+    timeout_s: float = 120.0,
+    final: tuple[str, ...] = ("ready", "failed", "canceled", "lost"),
+) -> list[dict[str, Any]]:
     """Poll GET /runs until ``count`` runs of the request are in a final state."""
     deadline = time.monotonic() + timeout_s
     runs: list[dict[str, Any]] = []

@@ -32,8 +32,12 @@ def build(settings: RuntimeSettings) -> object:
             await asyncio.sleep(float(os.environ.get("PROBE_WORK_S", "2")))
             (marker_dir / f"done-{d.envelope.id}").write_text(str(d.num_delivered))
 
-        spec = ConsumerSpec(durable="probe", stream=os.environ["PROBE_STREAM"],
-                            filter_subject=os.environ["PROBE_SUBJECT"], ack_wait_s=1.0)
+        spec = ConsumerSpec(
+            durable="probe",
+            stream=os.environ["PROBE_STREAM"],
+            filter_subject=os.environ["PROBE_SUBJECT"],
+            ack_wait_s=1.0,
+        )
         return [Consumer(ctx.bus, spec, handle, source=ctx.source)]
 
     return create_service_app(settings, title="probe", routers=[router], consumers=consumers)

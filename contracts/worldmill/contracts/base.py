@@ -74,6 +74,17 @@ class Resolution(Contract):
         return f"{self.width}x{self.height}"
 
 
+class ObjectLocation(Contract):
+    """Where an object is (bucket and key), before its size and digest are known."""
+
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]+[a-z0-9]$")
+    key: str = Field(min_length=1, max_length=1024)
+
+    def uri(self) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
 class ObjectRef(Contract):
     """Where bytes live in object storage. Events carry these, never the bytes."""
 

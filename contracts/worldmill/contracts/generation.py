@@ -255,6 +255,8 @@ class VideoReady(Message):
     video: ObjectRef
     plan: GenerationPlan
     provenance: Provenance
+    request_id: Identifier | None = Field(default=None, description="The generation request of the run.")
+    requested_by: str | None = Field(default=None, description="Who asked for the run (auto, cli, qa:…, augment:…).")
 
     def entity_id(self) -> str | None:
         return self.asset_id

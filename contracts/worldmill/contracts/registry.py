@@ -7,7 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from worldmill.contracts.augment import AugmentRequested
+from worldmill.contracts.augment import (
+    AugmentAccepted,
+    Augmentation,
+    AugmentationPage,
+    AugmentCompleted,
+    AugmentRejected,
+    AugmentRequested,
+    AugmentSubmission,
+    InputSpecRequested,
+)
 from worldmill.contracts.base import Message
 from worldmill.contracts.cards import ModelCard
 from worldmill.contracts.deadletter import DeadLetter
@@ -74,6 +83,9 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     QaFailed,
     ObjectCreated,
     AugmentRequested,
+    InputSpecRequested,
+    AugmentRejected,
+    AugmentCompleted,
     DeadLetter,
 )
 
@@ -102,6 +114,10 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     UpsampleStatus,
     UpsampleStatusPage,
     UpsamplerInfo,
+    Augmentation,
+    AugmentSubmission,
+    AugmentAccepted,
+    AugmentationPage,
 )
 
 

@@ -132,6 +132,14 @@ UPSAMPLE_JOBS = ConsumerSpec(
     description="Prompt rewrites by a vision-language model; the server's own retries come first.",
 )
 
+#: Transfer specs the augment service asks the prompt service for (one per probed input video).
+INPUT_SPEC_JOBS = ConsumerSpec(
+    durable="prompt-input-specs",
+    stream=JOBS.name,
+    filter_subject=job_subject("input_spec"),
+    description="Input-video specs for augmentations; the prompt service stores them and asks for generation.",
+)
+
 #: NATS key-value bucket of canceled runs (key = run id); runners watch it between denoising steps.
 CANCEL_BUCKET = "wm_cancel"
 #: How long a cancel flag is kept (runs finish or are dropped well before).

@@ -13,23 +13,12 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Resolution, Sha256
+from worldmill.contracts.base import Contract, Identifier, Message, ObjectLocation, ObjectRef, Resolution, Sha256
 
 UpsampleState = Literal["queued", "running", "done", "unavailable", "failed"]
 SkipStatus = Literal["unavailable", "failed"]
 #: States after which nothing more happens to an upsample request.
 UPSAMPLE_FINAL_STATES: frozenset[str] = frozenset({"done", "unavailable", "failed"})
-
-
-class HintLocation(Contract):
-    """An image or video in object storage to take hint frames from (its digest is computed on use)."""
-
-    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]+[a-z0-9]$")
-    key: str = Field(min_length=1, max_length=1024)
-
-    def uri(self) -> str:
-        """``s3://bucket/key``."""
-        return f"s3://{self.bucket}/{self.key}"
 
 
 class UpsampleInfo(Contract):
@@ -69,7 +58,7 @@ class UpsampleRequested(Message):
 
     prompt_id: Identifier
     version: int | None = Field(default=None, ge=1, description="Spec version to rewrite; None = the latest.")
-    hint: HintLocation | None = Field(default=None, description="Image or video to take hint frames from.")
+    hint: ObjectLocation | None = Field(default=None, description="Image or video to take hint frames from.")
     force: bool = Field(default=False, description="Ask the model again even when a cached answer exists.")
     request_id: Identifier | None = None
     requested_by: str = Field(default="api", max_length=200)
@@ -116,7 +105,7 @@ class UpsampleSubmission(Contract):
 
     prompt_ids: tuple[Identifier, ...] = Field(min_length=1, max_length=1000)
     force: bool = False
-    hint: HintLocation | None = Field(default=None, description="Hint image/video for every listed spec.")
+    hint: ObjectLocation | None = Field(default=None, description="Hint image/video for every listed spec.")
     request_id: Identifier | None = None
     requested_by: str = Field(default="api", max_length=200)
 

@@ -2,16 +2,23 @@
 
 Plain functions run in worker threads by ``worker``: the GPU step (``generate_chunks``) and the
 CPU step (``finish_video``) of different jobs overlap, so the model never waits for encoding.
+
+Cosmos-Transfer jobs carry whole videos (the input and one control video per control type), all
+on the plan's native timeline: :func:`chunk_windows` says which frames of them each chunk covers,
+and :func:`generate_chunks` hands every chunk its window of each (padded past the end by
+repeating the last frame, as Transfer pads an input shorter than a chunk).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from worldmill.contracts.generation import GpuJob
+import numpy as np
+
+from worldmill.contracts.generation import GenerationPlan, GpuJob
 from worldmill.gpu_runner.backends.base import Backend, ChunkRequest, Frames
 from worldmill.gpu_runner.video import EncodeResult, assemble, convert_fps, encode_mp4
 
@@ -27,13 +34,66 @@ class Generated:
     seconds: float
 
 
-def generate_chunks(job: GpuJob, backend: Backend, condition: Frames | None, progress: ChunkProgress) -> Generated:
-    """Run every chunk of the plan in order, each conditioned as the plan says."""
+@dataclass(frozen=True)
+class JobInputs:
+    """What a job's chunks are made from, besides the prompt: decoded at the plan's resolution.
+
+    ``condition``: chunk 0's conditioning frames (image2world/video2world). ``input_video``: every
+    frame of a Transfer job's input. ``controls``: every frame of each control video, by control
+    type. The videos hold the plan's ``native_frames`` frames.
+    """
+
+    condition: Frames | None = None
+    input_video: Frames | None = None
+    controls: Mapping[str, Frames] = field(default_factory=dict)
+
+
+def chunk_windows(plan: GenerationPlan) -> list[tuple[int, int]]:
+    """``(start, frames)`` of every chunk on the plan's native timeline (frame 0 = the first output frame).
+
+    A chunk's kept frames (from ``keep_from``) continue where the previous chunks' kept frames end,
+    so its first frame sits ``keep_from`` frames earlier: on the overlap, i.e. the frames it is
+    conditioned on. Chunk 0 starts at 0. A window may reach past the last native frame (the last
+    chunk generates a whole chunk but keeps only what is still needed): see :func:`window`.
+    """
+    windows: list[tuple[int, int]] = []
+    kept = 0
+    for chunk in plan.chunks:
+        windows.append((kept - chunk.keep_from, chunk.frames))
+        kept += chunk.keep_frames
+    return windows
+
+
+def window(video: Frames, start: int, frames: int) -> Frames:
+    """``video[start : start + frames]``, with frames past either end repeating the first/last frame."""
+    if len(video) == 0:
+        raise ValueError("a window of a video without frames")
+    indices = np.clip(np.arange(start, start + frames), 0, len(video) - 1)
+    taken: Frames = video[indices]
+    return taken
+
+
+def generate_chunks(
+    job: GpuJob,
+    backend: Backend,
+    condition: Frames | None,
+    progress: ChunkProgress,
+    *,
+    input_video: Frames | None = None,
+    controls: Mapping[str, Frames] | None = None,
+) -> Generated:
+    """Run every chunk of the plan in order, each conditioned as the plan says.
+
+    ``input_video`` and ``controls`` (Transfer) cover the whole native timeline; each chunk gets
+    its :func:`chunk_windows` window of them, and the job's control weights as given.
+    """
     plan = job.plan
     chunks: list[Frames] = []
     started = time.perf_counter()
     total = len(plan.chunks)
-    for chunk in plan.chunks:
+    given = dict(controls or {})
+    weights = {c.type.value: c.weight for c in job.controls if c.type.value in given}
+    for (start, length), chunk in zip(chunk_windows(plan), plan.chunks, strict=True):
         cond: Frames | None = None
         if chunk.condition == "previous_chunk":
             cond = chunks[-1][-chunk.condition_frames :]
@@ -50,6 +110,9 @@ def generate_chunks(job: GpuJob, backend: Backend, condition: Frames | None, pro
             steps=plan.sampling.steps,
             fps=plan.native_fps,
             condition=cond,
+            controls={kind: window(video, start, length) for kind, video in given.items()},
+            control_weights=weights,
+            input_video=None if input_video is None else window(input_video, start, length),
         )
         index = chunk.index
 
@@ -72,13 +135,36 @@ def finish_video(job: GpuJob, generated: Generated, path: Path) -> EncodeResult:
     return result
 
 
+def read_video(path: Path, width: int, height: int) -> Frames:
+    """Every frame of a video (an image: its one frame), decoded as RGB at ``width`` × ``height``.
+
+    :class:`InvalidInputError` named after the file when it has no video stream or frames, or is
+    not a readable image or video. Memory: frames × height × width × 3 bytes.
+    """
+    import av  # noqa: PLC0415 - the video extra, loaded on use
+
+    from worldmill.runtime.errors import InvalidInputError  # noqa: PLC0415
+
+    decoded: list[Frames] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InvalidInputError(path.name, "has no video stream or image")
+            for frame in container.decode(video=0):
+                decoded.append(np.asarray(frame.to_ndarray(format="rgb24", width=width, height=height), dtype=np.uint8))
+    except av.error.FFmpegError as exc:
+        raise InvalidInputError(path.name, f"is not a readable image or video ({exc})") from exc
+    if not decoded:
+        raise InvalidInputError(path.name, "has no frames")
+    return np.stack(decoded)
+
+
 def read_condition(path: Path, frames: int, width: int, height: int) -> Frames:
     """The last ``frames`` frames of an input video (or the image, repeated), at the plan's size.
 
     Decodes the whole file once, keeping only a ring of the last frames, so memory stays bounded.
     """
     import av  # noqa: PLC0415 - the video extra, loaded on use
-    import numpy as np  # noqa: PLC0415
 
     from worldmill.runtime.errors import InvalidInputError  # noqa: PLC0415
 

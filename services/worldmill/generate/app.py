@@ -18,7 +18,7 @@ from worldmill.contracts.prompts import PromptCreated, PromptSpec
 from worldmill.contracts.subjects import DLQ, EVENTS, GPU_JOBS, ConsumerSpec, dlq_subject, event_subject
 from worldmill.contracts.upsample import UpsampleSkipped
 from worldmill.generate.api import router
-from worldmill.generate.service import GenerateService
+from worldmill.generate.service import GenerateService, UnknownPromptsError
 from worldmill.runtime.cancel import CancelFlags
 from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.decode import parse
@@ -36,7 +36,10 @@ REQUESTS = ConsumerSpec(
     durable="generate-requests",
     stream=EVENTS.name,
     filter_subject=event_subject("generation.requested"),
-    description="Generation requests published by other systems.",
+    description="Generation requests published by other systems (and the prompt service for augmentations).",
+    backoff_base_s=0.5,
+    backoff_max_s=10.0,
+    max_deliver=8,
 )
 JOB_EVENTS = ConsumerSpec(
     durable="generate-jobs",
@@ -93,14 +96,18 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
     async def on_request(d: Delivery) -> None:
         if isinstance(d.message, GenerationRequested):
             m = d.message
-            await service.submit(
-                GenerationSubmission(
-                    prompt_ids=m.prompt_ids,
-                    request_id=m.request_id,
-                    max_attempts=m.max_attempts,
-                    requested_by=m.requested_by,
-                )
+            submission = GenerationSubmission(
+                prompt_ids=m.prompt_ids,
+                request_id=m.request_id,
+                max_attempts=m.max_attempts,
+                requested_by=m.requested_by,
             )
+            try:
+                await service.submit(submission)
+            except UnknownPromptsError as exc:
+                # The spec's prompt.created may simply not have reached this service yet (another consumer):
+                # retry with backoff; after the delivery limit the request is dead-lettered with this reason.
+                raise TransientError(f"not known here (yet): {', '.join(exc.missing[:20])}") from exc
 
     async def on_job(d: Delivery) -> None:
         await service.on_job_event(d.message)

@@ -239,6 +239,8 @@ class GenerateService:
                         video=message.video,
                         plan=run.plan,
                         provenance=message.provenance,
+                        request_id=run.request_id,
+                        requested_by=run.requested_by,
                     )
                     await self._update(run.run_id, ready, events=[self._event(video, f"video.ready-{message.job_id}")])
             elif isinstance(message, JobFailed):

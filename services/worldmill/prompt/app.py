@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
+from worldmill.contracts.augment import InputSpecRequested
+from worldmill.contracts.subjects import EVENTS, INPUT_SPEC_JOBS, ConsumerSpec, event_subject
 from worldmill.contracts.upsample import PromptUpsampled
 from worldmill.prompt.api import router
 from worldmill.prompt.service import PromptService
@@ -21,14 +22,21 @@ UPSAMPLED = ConsumerSpec(
 
 
 def consumers(ctx: ServiceContext) -> list[Consumer]:
-    """The prompt service's durable consumer: upsampled prompts become new spec versions."""
+    """Upsampled prompts become new spec versions; augmentations' input videos become Transfer specs."""
     service: PromptService = ctx.state["prompts"]
 
     async def on_upsampled(d: Delivery) -> None:
         if isinstance(d.message, PromptUpsampled):
             await service.store_upsampled(d.message)
 
-    return [Consumer(ctx.bus, UPSAMPLED, on_upsampled, accept=(PromptUpsampled,), source=ctx.source)]
+    async def on_input_spec(d: Delivery) -> None:
+        if isinstance(d.message, InputSpecRequested):
+            await service.spec_for_augmentation(d.message)
+
+    return [
+        Consumer(ctx.bus, UPSAMPLED, on_upsampled, accept=(PromptUpsampled,), source=ctx.source),
+        Consumer(ctx.bus, INPUT_SPEC_JOBS, on_input_spec, accept=(InputSpecRequested,), source=ctx.source),
+    ]
 
 
 def create_app(settings: RuntimeSettings) -> FastAPI:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from worldmill.contracts.augment import InputSpecRequested
 from worldmill.contracts.base import Message, ObjectRef
 from worldmill.contracts.cards import GenerationMode, ModelCard, builtin_cards
-from worldmill.contracts.generation import VideoReady
+from worldmill.contracts.generation import GenerationRequested, VideoReady
 from worldmill.contracts.prompts import (
     CoverageItem,
     CoverageReport,
@@ -56,6 +57,11 @@ from worldmill.runtime.store import ObjectStore, sha256_file
 
 log = get_logger(__name__)
 
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 MAX_PAGE = 500
 FILTERS = (
     "manifest",
@@ -70,6 +76,28 @@ FILTERS = (
     "upsampled",
     "input",
 )
+
+
+def transfer_setup(
+    model: str, template_name: str, tier: str, *, field_prefix: str = ""
+) -> tuple[ModelCard, CategoryTemplate]:
+    """The Transfer card and category template asked for, or InvalidInputError naming the field."""
+    card = builtin_cards().get(model)
+    if card is None or GenerationMode.TRANSFER not in card.modes:
+        transfer = sorted(c.id for c in builtin_cards().values() if GenerationMode.TRANSFER in c.modes)
+        raise InvalidInputError(
+            f"{field_prefix}model", f"{model!r} is not a Transfer model (known: {', '.join(transfer)})"
+        )
+    template = CATEGORIES.get(template_name)
+    if template is None:
+        raise InvalidInputError(
+            f"{field_prefix}template", f"{template_name!r} is not a category template ({', '.join(CATEGORIES)})"
+        )
+    try:
+        tier_named(card, tier)
+    except ValueError as exc:
+        raise InvalidInputError(f"{field_prefix}tier", str(exc)) from exc
+    return card, template
 
 
 class UnknownPromptError(PermanentError):
@@ -208,19 +236,7 @@ class PromptService:
 
     async def specs_for_videos(self, req: InputSpecRequest, *, now: datetime | None = None) -> InputSpecResult:
         """A Transfer spec for every video under ``req.prefix``; existing specs are kept unless asked."""
-        card = builtin_cards().get(req.model)
-        if card is None or GenerationMode.TRANSFER not in card.modes:
-            transfer = sorted(c.id for c in builtin_cards().values() if GenerationMode.TRANSFER in c.modes)
-            raise InvalidInputError("model", f"{req.model!r} is not a Transfer model (known: {', '.join(transfer)})")
-        template = CATEGORIES.get(req.template)
-        if template is None:
-            raise InvalidInputError(
-                "template", f"{req.template!r} is not a category template ({', '.join(CATEGORIES)})"
-            )
-        try:
-            tier_named(card, req.tier)
-        except ValueError as exc:
-            raise InvalidInputError("tier", str(exc)) from exc
+        card, template = transfer_setup(req.model, req.template, req.tier)
         store = self.store
         if store is None:
             raise InvalidInputError("bucket", "this prompt service has no object store configured")
@@ -340,6 +356,60 @@ class PromptService:
             await self.publish_pending()
             return versioned
         return None
+
+    async def spec_for_augmentation(self, job: InputSpecRequested, *, now: datetime | None = None) -> PromptSpec:
+        """The Transfer spec of an augmentation's input (a new version only when it changed), then its generation.
+
+        The spec comes from the input video's category template (or the explicit prompt), keeps the
+        input's frames and fps, and carries the augmentation's control videos. ``generation.requested``
+        is published with the augmentation's request id whether or not the spec changed, so asking
+        again for an unchanged input still produces a video.
+        """
+        params = job.params
+        card, template = transfer_setup(params.model, params.template or "generic", params.tier, field_prefix="params.")
+        video = InputVideo(ref=job.input, width=job.width, height=job.height, fps=job.fps, frames=job.frames)
+        spec = input_spec(
+            video, card=card, template=template, tier=params.tier, controls=job.controls, now=now or _now()
+        )
+        if params.prompt:
+            spec = spec.model_copy(update={"prompt": params.prompt})
+        if params.negative_prompt:
+            sampling = spec.sampling.model_copy(update={"negative_prompt": params.negative_prompt})
+            spec = spec.model_copy(update={"sampling": sampling})
+        request = GenerationRequested(
+            prompt_ids=(spec.prompt_id,), request_id=job.generation_request_id, requested_by=job.requested_by
+        )
+        for attempt in range(3):
+            latest = await self.docs.get(KIND, spec.prompt_id)
+            digest = content_hash(spec)
+            docs: list[NewDocument] = []
+            events: list[OutboxItem] = []
+            stored = PromptSpec.model_validate(latest.body) if latest else None
+            if latest is None or latest.content_hash != digest:
+                stored = as_new_version(spec, latest.version if latest else None)
+                docs.append(
+                    NewDocument(
+                        kind=KIND,
+                        doc_id=stored.prompt_id,
+                        version=stored.version,
+                        body=spec_body(stored),
+                        content_hash=digest,
+                        index=index_of(stored),
+                    )
+                )
+                events.append(
+                    self._event(PromptCreated(spec=stored), f"prompt.created-{stored.prompt_id}-v{stored.version}")
+                )
+            events.append(self._event(request, f"generation.requested-{job.generation_request_id}"))
+            try:
+                await self.docs.commit(docs, events)
+            except VersionConflictError:
+                if attempt == 2:
+                    raise
+                continue
+            await self.publish_pending()
+            return stored or spec
+        raise VersionConflictError(f"spec {spec.prompt_id} kept changing")
 
     async def list_prompts(
         self, filters: Mapping[str, str | Sequence[str]], *, limit: int = 100, cursor: str | None = None

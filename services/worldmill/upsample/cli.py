@@ -11,9 +11,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worldmill.contracts.base import ObjectLocation
 from worldmill.contracts.upsample import (
     UPSAMPLE_FINAL_STATES,
-    HintLocation,
     UpsampleAccepted,
     UpsamplerInfo,
     UpsampleStatus,
@@ -32,13 +32,13 @@ from worldmill.runtime.client import RequestFailedError, ServiceClient, ServiceU
 console, err = cli_support.console, cli_support.err_console
 
 
-def parse_hint(text: str) -> HintLocation:
+def parse_hint(text: str) -> ObjectLocation:
     """``s3://bucket/key`` as an object reference; typer.BadParameter (exit 2) otherwise."""
     if not text.startswith("s3://") or "/" not in text[5:] or text.endswith("/"):
         raise typer.BadParameter("must look like s3://BUCKET/KEY", param_hint="--hint")
     bucket, key = text[5:].split("/", 1)
     try:
-        return HintLocation(bucket=bucket, key=key)
+        return ObjectLocation(bucket=bucket, key=key)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--hint") from exc
 

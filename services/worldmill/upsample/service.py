@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from worldmill.contracts.base import Message, ObjectRef
+from worldmill.contracts.base import Message, ObjectLocation, ObjectRef
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.contracts.upsample import (
     UPSAMPLE_FINAL_STATES,
-    HintLocation,
     PromptUpsampled,
     UpsampleAccepted,
     UpsampleInfo,
@@ -161,7 +160,7 @@ class UpsampleService:
         )
         return await self._status_doc(status), self._event(job, job_id[:200])
 
-    async def _check_hint(self, hint: HintLocation) -> None:
+    async def _check_hint(self, hint: ObjectLocation) -> None:
         if PurePosixPath(hint.key).suffix.lower() not in HINT_SUFFIXES:
             raise InvalidInputError("hint.key", f"must be an image or a video ({', '.join(sorted(HINT_SUFFIXES))})")
         if self.store is None:
@@ -343,7 +342,7 @@ class UpsampleService:
         info = info.model_copy(update={"cached": True, "source_version": source_version})
         return Upsampled(prompt=str(doc.body["prompt"]), info=info)
 
-    async def _recorded_sha256(self, at: HintLocation) -> str | None:
+    async def _recorded_sha256(self, at: ObjectLocation) -> str | None:
         """The sha256 the store recorded for the hint (objects worldmill uploaded have one), if any."""
         if self.store is None:
             return None
@@ -352,7 +351,7 @@ class UpsampleService:
         except ObjectNotFoundError as exc:
             raise InvalidInputError("hint", f"{at.uri()} does not exist") from exc
 
-    async def _fetch_hint(self, at: HintLocation, known_sha256: str | None, tmp: Path) -> Hint:
+    async def _fetch_hint(self, at: ObjectLocation, known_sha256: str | None, tmp: Path) -> Hint:
         if self.store is None:
             raise InvalidInputError("hint", "this upsample service has no object store configured")
         path = tmp / (PurePosixPath(at.key).name or "hint")
@@ -369,8 +368,8 @@ class UpsampleService:
         return Hint(path=path, sha256=digest, ref=ref)
 
 
-def _hint_of(spec: PromptSpec) -> tuple[HintLocation | None, str | None]:
+def _hint_of(spec: PromptSpec) -> tuple[ObjectLocation | None, str | None]:
     """The spec's conditioning input (and its digest), when it is something hint frames can come from."""
     if spec.input is None or PurePosixPath(spec.input.key).suffix.lower() not in HINT_SUFFIXES:
         return None, None
-    return HintLocation(bucket=spec.input.bucket, key=spec.input.key), spec.input.sha256
+    return ObjectLocation(bucket=spec.input.bucket, key=spec.input.key), spec.input.sha256

@@ -63,7 +63,9 @@ class ChunkRequest:
     continue them (the plan's ``keep_from`` skips the repeated ones). Conditioning and control
     frames may have another size than the chunk: backends resize them. ``controls`` maps a control
     type (``"edge"``, …) to its control video for Cosmos-Transfer, with ``control_weights`` as the
-    per-control conditioning scale (default 1.0).
+    per-control conditioning scale (default 1.0). ``input_video`` (Transfer only) holds the frames of
+    the input video this chunk covers, one per generated frame, for a backend that derives from the
+    input itself; the runner gives each chunk the same window of the input as of its controls.
     """
 
     prompt: str
@@ -78,6 +80,7 @@ class ChunkRequest:
     condition: Frames | None = None
     controls: Mapping[str, Frames] = field(default_factory=dict)
     control_weights: Mapping[str, float] = field(default_factory=dict)
+    input_video: Frames | None = None
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -92,6 +95,8 @@ class ChunkRequest:
             raise InvalidInputError("seed", f"must be in [0, 2**32), got {self.seed}")
         if self.condition is not None:
             _check_frames("condition", self.condition)
+        if self.input_video is not None:
+            _check_frames("input_video", self.input_video)
         for kind, video in self.controls.items():
             _check_frames(f"controls.{kind}", video)
         unknown = set(self.control_weights) - set(self.controls)
