@@ -18,6 +18,7 @@ import pytest
 import typer.main
 import yaml
 
+from worldmill.augment.settings import AugmentSettings
 from worldmill.cli.main import app
 from worldmill.cli.serve_command import ServiceName
 from worldmill.contracts.keys import ALL_BUCKETS, INPUTS_BUCKET
@@ -40,6 +41,7 @@ REQUIRED_SETTINGS = ("nats_url", "s3_endpoint", "s3_access_key", "s3_secret_key"
 EXTRA_REQUIRED = {"catalog": ("database_url",)}
 DOCUMENTED_EXTRAS: dict[str, frozenset[str]] = {
     "upsample": frozenset(UpsampleSettings.model_fields) - frozenset(RuntimeSettings.model_fields),
+    "augment": frozenset(AugmentSettings.model_fields) - frozenset(RuntimeSettings.model_fields),
 }
 SECRET_KEY = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY")
 REQUIRED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")

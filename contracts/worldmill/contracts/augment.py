@@ -53,6 +53,7 @@ class AugmentRequested(Message):
     TYPE: ClassVar[str] = "augment.requested"
 
     request_id: Identifier
+    augmentation_id: Identifier | None = Field(default=None, description="Set by the augment service itself.")
     input_bucket: str
     input_key: str = Field(min_length=1, max_length=1024)
     input_etag: str | None = Field(default=None, description="The upload's etag; looked up when not given.")
@@ -161,12 +162,19 @@ class AugmentCompleted(Message):
 # -- HTTP API bodies -------------------------------------------------------------------------
 
 
+class BucketPrefix(Contract):
+    """Everything under a key prefix of a bucket ("" = the whole bucket)."""
+
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]+[a-z0-9]$")
+    prefix: str = Field(default="", max_length=1024)
+
+
 class AugmentSubmission(Contract):
     """``POST /augmentations``: augment these objects (or everything under a prefix) with these parameters."""
 
     inputs: tuple[ObjectLocation, ...] = Field(default=(), max_length=1000)
-    prefix: ObjectLocation | None = Field(
-        default=None, description="Every video under bucket/key-prefix not yet augmented with a passing verdict."
+    prefix: BucketPrefix | None = Field(
+        default=None, description="Every video under the prefix not yet augmented with a passing verdict."
     )
     params: AugmentParams = Field(default_factory=AugmentParams)
     force: bool = False

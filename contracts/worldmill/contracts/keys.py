@@ -86,6 +86,12 @@ def augment_output_key(input_key: str) -> str:
     return posixpath.join("augmented", folder, f"{stem}_aug.mp4")
 
 
+def augment_provenance_key(input_key: str) -> str:
+    """``augmented/<input folder>/<name>_aug.json``: how the augmentation output was made."""
+    folder, stem = _split(input_key)
+    return posixpath.join("augmented", folder, f"{stem}_aug.json")
+
+
 def control_video_key(input_key: str, control: str) -> str:
     """A computed control video next to the augmentation output."""
     folder, stem = _split(input_key)

@@ -33,3 +33,15 @@ class ObjectCreated(Message):
 
     def entity_id(self) -> str | None:
         return f"{self.bucket}/{self.key}"
+
+
+class S3Notification(Message):
+    """A storage notification as received (e.g. one MinIO event on ``wm.s3.minio``), already normalised.
+
+    Never published: the consume loop builds it from the raw payload, and the handler publishes each
+    of its ``events`` as an ``object.created`` with a dedup id derived from the upload.
+    """
+
+    TYPE: ClassVar[str] = "s3.notification"
+
+    events: tuple[ObjectCreated, ...] = ()

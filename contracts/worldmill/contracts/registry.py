@@ -37,7 +37,7 @@ from worldmill.contracts.generation import (
     RunRecord,
     VideoReady,
 )
-from worldmill.contracts.objects import ObjectCreated
+from worldmill.contracts.objects import ObjectCreated, S3Notification
 from worldmill.contracts.prompts import (
     CoverageReport,
     InputSpecRequest,
@@ -82,6 +82,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     QaPassed,
     QaFailed,
     ObjectCreated,
+    S3Notification,
     AugmentRequested,
     InputSpecRequested,
     AugmentRejected,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from worldmill.augment.cli import augment
 from worldmill.cli.console import console
 from worldmill.cli.demo import demo
 from worldmill.cli.schema_commands import schemas_app
@@ -36,6 +37,7 @@ app.add_typer(manifest_app, name="manifest")
 app.add_typer(prompts_app, name="prompts")
 app.command()(upsample)
 app.command()(generate)
+app.command()(augment)
 app.add_typer(runs_app, name="runs")
 app.command()(follow)
 app.command()(audit)

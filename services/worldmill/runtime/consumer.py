@@ -34,7 +34,7 @@ from worldmill.contracts.envelope import EnvelopeAttributes, wrap
 from worldmill.contracts.subjects import ConsumerSpec, dlq_subject
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.decode import Undeliverable, parse
-from worldmill.runtime.errors import PermanentError
+from worldmill.runtime.errors import InvalidInputError, PermanentError
 from worldmill.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -52,6 +52,9 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+#: For streams of foreign messages (e.g. MinIO's raw notifications): bytes → a message, or
+#: ``InvalidInputError`` (the message is then dead-lettered as invalid).
+RawDecoder = Callable[[bytes], Message]
 
 #: How long a busy consumer's fetch may wait to fill a batch (bounds the latency it adds).
 BUSY_LINGER_S = 0.05
@@ -106,8 +109,10 @@ class Consumer:
         prefetch: int | None = None,
         fetch_timeout_s: float = 1.0,
         source: str = "worldmill",
+        decode: RawDecoder | None = None,
     ) -> None:
         self.bus = bus
+        self.decode = decode
         self.spec = spec
         self.handler = handler
         self.accept = frozenset(c.ce_type() for c in accept) if accept is not None else None
@@ -211,7 +216,9 @@ class Consumer:
             self._in_hand.pop(id(msg), None)
 
     async def _handle(self, msg: Msg) -> None:
-        admitted = await admit(self.bus, msg, spec=self.spec, accept=self.accept, source=self.source)
+        admitted = await admit(
+            self.bus, msg, spec=self.spec, accept=self.accept, source=self.source, decode=self.decode
+        )
         if not isinstance(admitted, Admitted):
             self._count_dead_letter(admitted)
             return
@@ -273,10 +280,17 @@ class Admitted(NamedTuple):
 
 
 async def admit(
-    bus: Bus, msg: Msg, *, spec: ConsumerSpec, accept: frozenset[str] | None, source: str
+    bus: Bus,
+    msg: Msg,
+    *,
+    spec: ConsumerSpec,
+    accept: frozenset[str] | None,
+    source: str,
+    decode: RawDecoder | None = None,
 ) -> Admitted | DeadLetterReason:
     """The way in for every consumer: a crash-looping or undecodable message is dead-lettered (and its
-    reason returned) before any handler sees it."""
+    reason returned) before any handler sees it. With ``decode``, the payload is a foreign message
+    (not an envelope) and gets an envelope named after its stream position."""
     delivered, seq = delivery_counts(msg)
     try:
         if delivered > spec.max_deliver:
@@ -284,6 +298,13 @@ async def admit(
                 "max_deliveries",
                 f"delivered {delivered} times without an answer (its worker probably crashed each time)",
             )
+        if decode is not None:
+            try:
+                message = decode(msg.data)
+            except InvalidInputError as exc:
+                raise Undeliverable("invalid_data", str(exc)) from exc
+            envelope: EnvelopeAttributes = wrap(message, source=source, event_id=f"{spec.stream}-{seq}")
+            return Admitted(envelope, message, delivered, seq)
         envelope, message = parse(msg.data, accept, (msg.headers or {}).get("ce-type"))
     except Undeliverable as exc:
         await dead_letter(

@@ -175,6 +175,7 @@ def _record(record: object, where: str) -> ObjectCreated | None:
     meta = {str(k).lower(): v for k, v in user_meta.items()} if isinstance(user_meta, Mapping) else {}
     content_type = obj.get("contentType") or meta.get("content-type")
     sha256 = meta.get(_SHA256_META)
+    event_time = _time(record.get("eventTime"), f"{where}.eventTime")
     try:
         return object_created(
             bucket_name,
@@ -186,7 +187,7 @@ def _record(record: object, where: str) -> ObjectCreated | None:
             sha256=sha256 if isinstance(sha256, str) else None,
             sequencer=sequencer if isinstance(sequencer, str) else None,
             event_name=name,
-            event_time=_time(record.get("eventTime"), f"{where}.eventTime"),
+            event_time=event_time,
         )
     except InvalidInputError as exc:
         raise InvalidInputError(f"{where}.{_S3_FIELD.get(exc.field, exc.field)}", exc.rule) from exc

@@ -114,6 +114,7 @@ class BucketPoller:
         docs: DocumentStore,
         bus: Bus | None,
         bucket: str,
+        *,
         prefix: str = "",
         source: str = "/worldmill/poller",
         page_size: int = 1000,

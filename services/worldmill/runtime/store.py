@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from worldmill.contracts.base import ObjectRef
@@ -223,6 +224,18 @@ class ObjectStore:
             num_parallel_uploads=1,
         )
         return ObjectRef(bucket=bucket, key=key, size=size, sha256=sha256, content_type=content_type, etag=result.etag)
+
+    async def copy(self, source: ObjectRef, bucket: str, key: str) -> ObjectRef:
+        """Copy an object inside the store (server side; its metadata, sha256 included, goes along)."""
+        check_key(key)
+        result = await self._call(
+            f"copy {source.uri()} to s3://{bucket}/{key}",
+            self._client.copy_object,
+            bucket,
+            key,
+            CopySource(source.bucket, source.key),
+        )
+        return source.model_copy(update={"bucket": bucket, "key": key, "etag": result.etag})
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -1,0 +1,218 @@
+"""Pure rules about what an upload is and what an augmentation of it uses (no I/O).
+
+* **What a key is**: a video to augment, a control video that belongs to one, a sidecar JSON with
+  the augmentation's parameters (seeds/001's ``{name}.json``), or something else.
+* **Control files next to an input** (seeds/004): ``depth.mp4``, ``seg.mp4``/``segmentation.mp4``,
+  ``edge.mp4``, ``vis.mp4``/``blur.mp4`` in the input's folder (one input per folder), or
+  ``{name}_depth.mp4`` … next to ``{name}.mp4``.
+* **Which controls are used**: the explicit ones (a provided file wins over computing; edge and
+  vis are computed on CPU; depth and seg must be provided), else every provided file, else edge.
+  Several weights are scaled to sum to 1, as Transfer does.
+* **The id** of an augmentation: from the input (bucket, key, etag) and its parameters, so the same
+  upload notified twice is one augmentation and other parameters are another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from worldmill.contracts.augment import AugmentParams, ControlSpec
+from worldmill.contracts.cards import ControlType, Preset
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+#: Control-file names (without suffix) and the control they provide.
+CONTROL_NAMES: Mapping[str, ControlType] = {
+    "depth": ControlType.DEPTH,
+    "seg": ControlType.SEG,
+    "segmentation": ControlType.SEG,
+    "edge": ControlType.EDGE,
+    "edges": ControlType.EDGE,
+    "vis": ControlType.VIS,
+    "blur": ControlType.VIS,
+}
+#: Controls the augment service computes on CPU (plain image processing).
+COMPUTED = frozenset({ControlType.EDGE, ControlType.VIS})
+#: The prefix under which outputs and control videos are written (mirrors the input's path).
+OUTPUT_PREFIX = "augmented/"
+
+KeyKind = Literal["video", "control", "sidecar", "other"]
+
+
+class ControlsError(ValueError):
+    """The controls asked for cannot be used for this input; ``field`` names which."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+def split(key: str) -> tuple[str, str, str]:
+    """``(folder, stem, suffix)`` of a key; the suffix lower-cased."""
+    folder, name = posixpath.split(key)
+    stem, suffix = posixpath.splitext(name)
+    return folder, stem, suffix.lower()
+
+
+def _control_of_name(stem: str) -> ControlType | None:
+    return CONTROL_NAMES.get(stem.lower())
+
+
+def _control_suffix(stem: str) -> tuple[str, ControlType] | None:
+    """``("clip", DEPTH)`` for ``clip_depth``."""
+    base, sep, tail = stem.rpartition("_")
+    if sep and base and tail.lower() in CONTROL_NAMES:
+        return base, CONTROL_NAMES[tail.lower()]
+    return None
+
+
+def classify(key: str, siblings: Iterable[str] = ()) -> KeyKind:
+    """What ``key`` is, given the other keys in its folder (to tell ``clip_depth.mp4`` from a video)."""
+    folder, stem, suffix = split(key)
+    if key.startswith(OUTPUT_PREFIX):
+        return "other"
+    if suffix == ".json":
+        return "sidecar"
+    if suffix not in VIDEO_SUFFIXES:
+        return "other"
+    if _control_of_name(stem) is not None:
+        return "control"
+    paired = _control_suffix(stem)
+    if paired is not None:
+        base = paired[0]
+        for sibling in siblings:
+            s_folder, s_stem, s_suffix = split(sibling)
+            if s_folder == folder and s_stem == base and s_suffix in VIDEO_SUFFIXES:
+                return "control"
+    return "video"
+
+
+def control_files(input_key: str, siblings: Iterable[str]) -> dict[ControlType, str]:
+    """Control videos provided next to an input: ``{name}_{control}.*`` first, then folder-wide names."""
+    folder, stem, _ = split(input_key)
+    named: dict[ControlType, str] = {}
+    folder_wide: dict[ControlType, str] = {}
+    for key in sorted(siblings):
+        k_folder, k_stem, k_suffix = split(key)
+        if k_folder != folder or k_suffix not in VIDEO_SUFFIXES or key == input_key:
+            continue
+        paired = _control_suffix(k_stem)
+        if paired is not None and paired[0] == stem:
+            named.setdefault(paired[1], key)
+            continue
+        control = _control_of_name(k_stem)
+        if control is not None:
+            folder_wide.setdefault(control, key)
+    return {**folder_wide, **named}
+
+
+def sidecar_key(input_key: str) -> str:
+    """``folder/name.json`` next to ``folder/name.mp4``."""
+    folder, stem, _ = split(input_key)
+    return posixpath.join(folder, f"{stem}.json")
+
+
+def params_from_sidecar(text: str | bytes) -> AugmentParams:
+    """Parameters from a sidecar JSON: ours (``AugmentParams``) or seeds/001's Transfer spec shape.
+
+    The Transfer shape: ``{"prompt", "negative_prompt", "edge": {"control_weight": 0.6,
+    "preset_edge_threshold": "low"}, "vis": {"control_weight": 0.4, "preset_blur_strength": "high"},
+    "depth": {…}, "seg": {…}}``; other keys (name, seed, guidance) are ignored.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ControlsError("sidecar", f"is not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ControlsError("sidecar", "must be a JSON object")
+    fields: dict[str, Any] = {
+        k: data[k] for k in ("template", "prompt", "negative_prompt", "model", "tier") if k in data
+    }
+    controls: list[dict[str, Any]] = list(data.get("controls") or [])
+    for control in ControlType:
+        block = data.get(control.value)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise ControlsError(f"sidecar.{control.value}", "must be an object (control_weight, preset)")
+        entry: dict[str, Any] = {"type": control.value, "weight": block.get("control_weight", 1.0)}
+        preset = block.get("preset_edge_threshold") or block.get("preset_blur_strength") or block.get("preset")
+        if preset is not None:
+            entry["preset"] = preset
+        controls.append(entry)
+    if controls:
+        fields["controls"] = controls
+    try:
+        return AugmentParams.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "sidecar"
+        raise ControlsError(f"sidecar.{where}", first["msg"]) from exc
+
+
+def augmentation_id(bucket: str, key: str, etag: str, params: AugmentParams) -> str:
+    """``aug-<hex>``: the same input bytes and parameters give the same id."""
+    material = json.dumps(
+        {"bucket": bucket, "key": key, "etag": etag.strip('"'), "params": params.model_dump(mode="json")},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "aug-" + hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ChosenControl:
+    """A control to use: its weight (as given and normalised), preset, and where its video comes from."""
+
+    type: ControlType
+    weight: float
+    normalized_weight: float
+    preset: Preset | None
+    provided_key: str | None  # None: computed on CPU
+
+
+def normalize(weights: Mapping[ControlType, float]) -> dict[ControlType, float]:
+    """One control keeps its weight; several are scaled to sum to 1 (Transfer's multi-control rule)."""
+    if len(weights) <= 1:
+        return dict(weights)
+    total = sum(weights.values())
+    if total <= 0:
+        raise ControlsError("controls", "at least one control needs a weight above 0")
+    return {t: w / total for t, w in weights.items()}
+
+
+def choose_controls(params: AugmentParams, provided: Mapping[ControlType, str]) -> list[ChosenControl]:
+    """The controls an augmentation uses, or :class:`ControlsError` naming the one that cannot be had."""
+    asked: list[ControlSpec] = list(params.controls)
+    if not asked:
+        asked = [ControlSpec(type=t) for t in sorted(provided)] or [ControlSpec(type=ControlType.EDGE)]
+    chosen: list[tuple[ControlSpec, str | None]] = []
+    for spec in asked:
+        key = provided.get(spec.type)
+        if key is None and spec.type not in COMPUTED:
+            names = " or ".join(n for n, t in CONTROL_NAMES.items() if t is spec.type)
+            raise ControlsError(
+                f"controls.{spec.type.value}",
+                f"no {spec.type.value} video was provided next to the input ({names}.mp4 in its folder, or "
+                f"<name>_{spec.type.value}.mp4), and {spec.type.value} needs a model to compute "
+                "(only edge and vis are computed here)",
+            )
+        chosen.append((spec, key))
+    weights = normalize({spec.type: spec.weight for spec, _ in chosen})
+    return [
+        ChosenControl(
+            type=spec.type,
+            weight=spec.weight,
+            normalized_weight=round(weights[spec.type], 6),
+            preset=spec.preset if spec.type in COMPUTED else None,
+            provided_key=key,
+        )
+        for spec, key in chosen
+    ]

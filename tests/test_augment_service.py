@@ -1,0 +1,249 @@
+"""The augment service on the real servers: an upload becomes ``{name}_aug.mp4`` with controls, QA and lineage.
+
+The whole pipeline runs for the main test: the augment service (poller on), the prompt service
+(Transfer specs), generate, a GPU runner with the synthetic backend, and qa. Bad inputs need only
+the augment service: they are refused before any spec exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers.generation import AUTH, generate_client, runner_client, settings
+from tests.helpers.video import write_video
+from worldmill.augment.app import create_app as create_augment_app
+from worldmill.augment.settings import AugmentSettings
+from worldmill.contracts.augment import AugmentCompleted, AugmentRejected
+from worldmill.contracts.keys import ARTIFACTS_BUCKET, INPUTS_BUCKET
+from worldmill.contracts.objects import ObjectCreated
+from worldmill.contracts.subjects import EVENTS, MINIO_NOTIFICATIONS, event_subject
+from worldmill.prompt.app import create_app as create_prompt_app
+from worldmill.qa.app import create_app as create_qa_app
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.media import probe
+from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
+from worldmill.runtime.settings import RuntimeSettings
+from worldmill.runtime.store import ObjectStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def augment_client(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, prefix: str, **extra: Any) -> TestClient:
+    """The augment app, its poller watching only this test's prefix of wm-inputs."""
+    fields = {**settings(nats, s3, tmp, "augment"), "poll_prefix": prefix, "poll_interval_s": 0.3, **extra}
+    return TestClient(create_augment_app(AugmentSettings(**fields)))
+
+
+def wait_for(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float = 60.0) -> Any:
+    """Poll ``fetch`` until ``ok`` holds (or fail with the last value)."""
+    deadline = time.monotonic() + timeout_s
+    value = fetch()
+    while not ok(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last: {value}")
+        time.sleep(0.2)
+        value = fetch()
+    return value
+
+
+def of_input(aug: TestClient, key: str, bucket: str = INPUTS_BUCKET) -> list[dict[str, Any]]:
+    """The augmentations of one input."""
+    resp = aug.get("/augmentations", params={"input": f"{bucket}/{key}"}, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["items"])
+
+
+def settled(aug: TestClient, key: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The single augmentation of ``key`` once it is passed, failed or rejected."""
+    items = wait_for(
+        lambda: of_input(aug, key),
+        lambda i: len(i) == 1 and i[0]["state"] in ("passed", "failed", "rejected"),
+        timeout_s,
+    )
+    return dict(items[0])
+
+
+@pytest.fixture
+def pipeline(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    """Every service an augmentation passes through, and this test's inputs prefix."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    with ExitStack() as stack:
+        stack.enter_context(TestClient(create_prompt_app(RuntimeSettings(**settings(nats, s3, tmp_path, "prompt")))))
+        stack.enter_context(generate_client(nats, s3, tmp_path))
+        stack.enter_context(runner_client(nats, s3, tmp_path))
+        stack.enter_context(TestClient(create_qa_app(RuntimeSettings(**settings(nats, s3, tmp_path, "qa")))))
+        aug = stack.enter_context(augment_client(nats, s3, tmp_path, prefix))
+        yield aug, prefix
+
+
+async def test_an_upload_becomes_an_augmentation_with_its_frames_fps_controls_verdict_and_lineage(
+    pipeline: tuple[TestClient, str], store: ObjectStore, bus: Bus, tmp_path: Path
+) -> None:
+    """Upload clip.mp4 (120 frames, 24 fps) → augmented/<prefix>clip_aug.mp4 with 120 frames at 24 fps, passed."""
+    aug, prefix = pipeline
+    video = write_video(tmp_path / "clip.mp4", width=64, height=48, fps=24, frames=120, seed=7)
+    await store.put_bytes(INPUTS_BUCKET, f"{prefix}clip.json", json.dumps({"tier": "480"}).encode())
+    await store.put_file(INPUTS_BUCKET, f"{prefix}clip.mp4", video, content_type="video/mp4")
+    done = settled(aug, f"{prefix}clip.mp4", timeout_s=180)
+    assert done["state"] == "passed", done
+    assert done["requested_by"] == "upload:poller" and done["qa_passed"] is True
+    assert done["output"]["key"] == f"augmented/{prefix}clip_aug.mp4"
+    out = tmp_path / "out.mp4"
+    await store.download(ARTIFACTS_BUCKET, done["output"]["key"], out)
+    info = probe(out)
+    assert (info.frames, info.fps) == (120, 24)
+    [edge] = done["controls"]
+    assert (edge["type"], edge["source"], edge["weight"]) == ("edge", "computed", 1.0)
+    assert edge["video"]["key"] == f"augmented/{prefix}clip_control_edge.mp4"
+    control = tmp_path / "edge.mp4"
+    await store.download(ARTIFACTS_BUCKET, edge["video"]["key"], control)
+    assert probe(control).frames == 120
+    lineage = json.loads(await store.get_bytes(ARTIFACTS_BUCKET, done["provenance"]["key"]))
+    assert lineage["upload_event_id"] == done["upload_event_id"] is not None
+    assert lineage["prompt_id"] == done["prompt_id"] and lineage["run_id"] == done["run_id"]
+    assert lineage["asset_id"] == done["asset_id"] and lineage["plan"]["expected"]["frames"] == 120
+    uploads = [
+        e
+        async for e, m in bus.replay(EVENTS.name, event_subject("object.created"))
+        if isinstance(m, ObjectCreated) and m.key == f"{prefix}clip.mp4"
+    ]
+    assert [e.id for e in uploads] == [done["upload_event_id"]]
+    completed = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("augment.completed"))
+        if isinstance(m, AugmentCompleted) and m.augmentation.augmentation_id == done["augmentation_id"]
+    ]
+    assert len(completed) == 1 and completed[0].augmentation.state == "passed"
+    history = aug.get(f"/augmentations/{done['augmentation_id']}/history", headers=AUTH).json()
+    assert [h["state"] for h in history] == ["received", "queued", "generated", "passed"]
+
+
+def _bad_inputs(prefix: str, tmp: Path) -> dict[str, tuple[bytes | Path, str]]:
+    short = write_video(tmp / "short.mp4", width=64, height=48, fps=24, frames=24, seed=1)
+    long = write_video(tmp / "long.mp4", width=64, height=48, fps=24, frames=48, seed=2)
+    return {
+        f"{prefix}notes.txt": (b"not a video", "is not a video"),
+        f"{prefix}empty.mp4": (b"", "is empty (0 bytes)"),
+        f"{prefix}garbage.mp4": (bytes(range(256)) * 8, "is not a readable video"),
+        f"{prefix}pair/clip.mp4": (long, "has 24 frames, the input has 48"),
+        f"{prefix}pair/depth.mp4": (short, ""),  # the mismatched control of pair/clip.mp4
+    }
+
+
+async def test_bad_uploads_are_rejected_with_the_field_and_the_rule(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore, tmp_path: Path
+) -> None:
+    """A non-video, an empty file, garbage, and a control video whose frame count differs: each refused."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    cases = _bad_inputs(prefix, tmp_path)
+    for key, (content, _) in cases.items():
+        if key.endswith("clip.mp4"):
+            continue
+        if isinstance(content, Path):
+            await store.put_file(INPUTS_BUCKET, key, content)
+        else:
+            await store.put_bytes(INPUTS_BUCKET, key, content)
+    await store.put_file(INPUTS_BUCKET, f"{prefix}pair/clip.mp4", cases[f"{prefix}pair/clip.mp4"][0])  # type: ignore[arg-type]
+    with augment_client(nats, s3, tmp_path, prefix) as aug:
+        results = {key: settled(aug, key) for key, (_, rule) in cases.items() if rule}
+        controls = of_input(aug, f"{prefix}pair/depth.mp4")
+    for key, (_, rule) in cases.items():
+        if not rule:
+            continue
+        assert results[key]["state"] == "rejected", results[key]
+        assert rule in results[key]["reason"], (key, results[key]["reason"])
+    assert results[f"{prefix}pair/clip.mp4"]["reason"].startswith("controls.depth:")
+    assert controls == []  # a control file is not an input of its own
+    rejected = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("augment.rejected"))
+        if isinstance(m, AugmentRejected) and m.input_key.startswith(prefix)
+    ]
+    assert len(rejected) == 4 and {m.field for m in rejected} == {"input", "controls.depth"}
+
+
+async def test_requests_with_bad_parameters_are_refused_before_anything_is_stored(
+    nats: NatsEndpoint, s3: S3Endpoint, store: ObjectStore, tmp_path: Path
+) -> None:
+    """Weights outside 0–1 or all zero, unknown controls, odd keys, missing objects, missing depth files."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    video = write_video(tmp_path / "v.mp4", width=64, height=48, fps=24, frames=12)
+    await store.put_file(INPUTS_BUCKET, f"{prefix}v.mp4", video)
+    base = {"inputs": [{"bucket": INPUTS_BUCKET, "key": f"{prefix}v.mp4"}]}
+    with augment_client(nats, s3, tmp_path, prefix, poll=False) as aug:
+        bad_params = {
+            "above-1": {"controls": [{"type": "edge", "weight": 1.2}]},
+            "all-zero": {"controls": [{"type": "edge", "weight": 0}, {"type": "vis", "weight": 0}]},
+            "unknown": {"controls": [{"type": "normals", "weight": 1}]},
+        }
+        refused = {
+            name: aug.post("/augmentations", json={**base, "params": p}, headers=AUTH) for name, p in bad_params.items()
+        }
+        nothing = aug.post("/augmentations", json={"inputs": []}, headers=AUTH)
+        odd = aug.post(
+            "/augmentations", json={"inputs": [{"bucket": INPUTS_BUCKET, "key": f"{prefix}../v.mp4"}]}, headers=AUTH
+        )
+        missing = aug.post(
+            "/augmentations", json={"inputs": [{"bucket": INPUTS_BUCKET, "key": f"{prefix}no.mp4"}]}, headers=AUTH
+        )
+        depth = aug.post(
+            "/augmentations", json={**base, "params": {"controls": [{"type": "depth", "weight": 1}]}}, headers=AUTH
+        )
+        depth_id = depth.json()["outcomes"][0]["augmentation_id"]
+        depth_done = wait_for(
+            lambda: aug.get(f"/augmentations/{depth_id}", headers=AUTH).json(), lambda a: a["state"] == "rejected"
+        )
+        listed = aug.get("/augmentations", params={"input": f"{INPUTS_BUCKET}/{prefix}v.mp4"}, headers=AUTH).json()
+    for name, resp in refused.items():
+        assert resp.status_code == 422, (name, resp.text)
+        assert "controls" in resp.text, (name, resp.text)
+    assert "weight above 0" in refused["all-zero"].text and "'edge', 'depth', 'seg' or 'vis'" in refused["unknown"].text
+    assert nothing.status_code == 422 and "inputs" in nothing.text
+    assert odd.status_code == 202 and odd.json()["outcomes"][0]["outcome"] == "rejected"
+    assert "input.key" in odd.json()["outcomes"][0]["reason"]
+    assert missing.json()["outcomes"][0]["outcome"] == "rejected" and "does not exist" in missing.text
+    assert depth_done["reason"].startswith("controls.depth:") and "needs a model" in depth_done["reason"]
+    assert len(listed["items"]) == 1  # only the depth request: the refused ones stored nothing
+
+
+async def test_the_same_upload_notified_twice_is_one_augmentation_and_minio_events_are_normalised(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore, tmp_path: Path
+) -> None:
+    """A MinIO notification (the documented shape) and the poller's event for one upload: one augmentation."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    key = f"{prefix}day 1/clipé.mp4"
+    video = write_video(tmp_path / "v.mp4", width=64, height=48, fps=24, frames=12)
+    ref = await store.put_file(INPUTS_BUCKET, key, video, content_type="video/mp4")
+    stat = await store.stat(INPUTS_BUCKET, key)
+    notification = json.loads((FIXTURES / "minio_put_event.json").read_text())
+    record = copy.deepcopy(notification["Records"][0])
+    record["s3"]["object"].update({"key": quote_plus(key), "size": ref.size, "eTag": stat.etag})
+    notification.update({"Key": f"{INPUTS_BUCKET}/{key}", "Records": [record]})
+    payload = json.dumps(notification).encode()
+    with augment_client(nats, s3, tmp_path, prefix, poll=False) as aug:
+        await bus.publish_raw(MINIO_NOTIFICATIONS, payload, {})
+        await bus.publish_raw(MINIO_NOTIFICATIONS, payload, {})  # MinIO retried: the same sequencer and etag
+        first = wait_for(lambda: of_input(aug, key), lambda items: len(items) == 1)
+    with augment_client(nats, s3, tmp_path, prefix, poll=True) as aug:  # the poller finds the same upload
+        time.sleep(2.0)
+        after = of_input(aug, key)
+    assert first[0]["requested_by"] == "upload:minio"
+    assert len(after) == 1 and after[0]["augmentation_id"] == first[0]["augmentation_id"]
+    normalised = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("object.created"))
+        if isinstance(m, ObjectCreated) and m.key == key
+    ]
+    assert {m.origin for m in normalised} == {"minio", "poller"}
+    assert all((m.bucket, m.size, m.etag) == (INPUTS_BUCKET, ref.size, stat.etag) for m in normalised)
