@@ -83,6 +83,9 @@ def test_augment_a_folder_then_rerun_the_prefix_and_skip_what_passed(cli_env: di
     again = _run(["--all", prefix, "--controls", "edge=1:low"], cli_env)
     assert again.exit_code == 0, again.output
     assert "done 0, skipped 2, failed 0" in again.output
+    other = _run(["--all", prefix, "--controls", "edge=1"], cli_env)  # same inputs, another preset: new outputs
+    assert other.exit_code == 0, other.output  # renditions of one input may look alike: not near-duplicates
+    assert "done 2, skipped 0, failed 0" in other.output
     asyncio.run(store.put_bytes(INPUTS_BUCKET, f"{prefix}shoot/broken.mp4", b"\x00" * 64))
     third = _run(["--all", prefix, "--controls", "edge=1:low", "--report", str(report)], cli_env)
     assert third.exit_code == 1, third.output

@@ -92,7 +92,7 @@ def generate_chunks(
     started = time.perf_counter()
     total = len(plan.chunks)
     given = dict(controls or {})
-    weights = {c.type.value: c.weight for c in job.controls if c.type.value in given}
+    weights: dict[str, float] = {c.type.value: c.weight for c in job.controls if c.type.value in given}
     for (start, length), chunk in zip(chunk_windows(plan), plan.chunks, strict=True):
         cond: Frames | None = None
         if chunk.condition == "previous_chunk":

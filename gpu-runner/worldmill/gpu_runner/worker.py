@@ -5,8 +5,12 @@
   job can be one whose model is already loaded, without starving older jobs (``selection``).
 * Models stay loaded between jobs (``cache``), one load per execution signature while the memory
   budget allows.
-* The model thread never waits for the rest: the next job's inputs download while the current job
-  generates, and the previous job's video is encoded and uploaded meanwhile.
+* The model thread never waits for the rest: the next job's inputs (its conditioning frames, or a
+  Transfer job's input and control videos) download and decode while the current job generates,
+  and the previous job's video is encoded and uploaded meanwhile.
+* A Transfer job's control videos must be in the object store (``ControlSpec.video``) with exactly
+  the plan's native frame count: the runner computes no controls. Anything else fails the job for
+  good (``InvalidInputError`` naming ``controls.<type>``), before any GPU time is spent.
 * Progress events per step and chunk are throttled; a cancel flag is honoured between steps.
 * Outcomes are events (``job.completed`` with provenance, ``job.failed`` saying whether another
   attempt can help, ``job.canceled``); the message is acked only after its outcome is published.
@@ -27,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from worldmill.contracts.base import Message, ObjectRef
+from worldmill.contracts.cards import GenerationMode
 from worldmill.contracts.envelope import EnvelopeAttributes, wrap
 from worldmill.contracts.generation import (
     GpuJob,
@@ -42,7 +47,15 @@ from worldmill.contracts.keys import provenance_key
 from worldmill.contracts.subjects import GPU_JOBS
 from worldmill.gpu_runner.backends.base import Backend, Canceled, Frames, library_versions
 from worldmill.gpu_runner.cache import ModelCache
-from worldmill.gpu_runner.jobwork import ChunkProgress, Generated, finish_video, generate_chunks, read_condition
+from worldmill.gpu_runner.jobwork import (
+    ChunkProgress,
+    Generated,
+    JobInputs,
+    finish_video,
+    generate_chunks,
+    read_condition,
+    read_video,
+)
 from worldmill.gpu_runner.selection import Candidate, choose, passed_over
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.cancel import CancelFlags
@@ -127,7 +140,7 @@ class Runner:
         self.stats = RunnerStats()
         self._held: list[Held] = []
         self.queue = JobQueue(bus, GPU_JOBS, (GpuJob,), source=source)
-        self._fetching: dict[str, asyncio.Task[Frames]] = {}
+        self._fetching: dict[str, asyncio.Task[JobInputs]] = {}
         self._fetch_wait: dict[str, float] = {}
         self._current: GpuJob | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,6 +176,8 @@ class Runner:
             finally:
                 if finishing:
                     await asyncio.wait(finishing)
+                for job_id in list(self._fetching):
+                    self._forget_prefetch(job_id)
                 self._held.clear()
                 await self.queue.close()
                 watcher.cancel()
@@ -181,22 +196,89 @@ class Runner:
         current = self._current.signature if self._current else None
         return self._held[choose(candidates, self.cache.signatures(), max_passes=self.max_passes, current=current)]
 
+    @staticmethod
+    def _needs_fetch(job: GpuJob) -> bool:
+        """Whether the job reads anything from the store before generating."""
+        transfer_input = job.plan.mode is GenerationMode.TRANSFER and bool(job.inputs)
+        return (job.plan.chunks[0].condition == "input" and bool(job.inputs)) or transfer_input or bool(job.controls)
+
     def _prefetch(self, held: Held, tmp: Path) -> None:
         job = held.job
-        needs = job.plan.chunks[0].condition == "input" and job.inputs
-        if needs and job.job_id not in self._fetching:
-            self._fetching[job.job_id] = asyncio.create_task(self._fetch_condition(job, tmp))
+        if self._needs_fetch(job) and job.job_id not in self._fetching:
+            self._fetching[job.job_id] = asyncio.create_task(self._fetch_inputs(job, tmp))
 
-    async def _inputs(self, held: Held, tmp: Path) -> Frames | None:
-        """The job's conditioning frames: prefetched while the previous job computed, or fetched now."""
+    def _forget_prefetch(self, job_id: str) -> None:
+        """Drop a prefetch the job will not use (canceled, replayed, runner stopping)."""
+        task = self._fetching.pop(job_id, None)
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()  # retrieved: a failed prefetch of a job that never ran is not an error
+
+    async def _inputs(self, held: Held, tmp: Path) -> JobInputs:
+        """The job's inputs: prefetched while the previous job computed, or fetched now."""
         job = held.job
-        if job.plan.chunks[0].condition != "input" or not job.inputs:
-            return None
+        if not self._needs_fetch(job):
+            return JobInputs()
         task = self._fetching.pop(job.job_id, None)
         started = time.perf_counter()
-        condition = await task if task is not None else await self._fetch_condition(job, tmp)
+        inputs = await task if task is not None else await self._fetch_inputs(job, tmp)
         self._fetch_wait[job.job_id] = time.perf_counter() - started
-        return condition
+        return inputs
+
+    async def _fetch_inputs(self, job: GpuJob, tmp: Path) -> JobInputs:
+        """Download and decode what the job needs; :class:`InvalidInputError` when the job cannot be run."""
+        provided: list[tuple[str, ObjectRef]] = []
+        for control in job.controls:  # checked before any download: such a job can never run here
+            kind = control.type.value
+            if control.video is None:
+                raise InvalidInputError(
+                    f"controls.{kind}",
+                    f"the {kind} control video is missing: the GPU runner computes no controls, so every control "
+                    "needs its video in the object store (ControlSpec.video)",
+                )
+            if any(kind == seen for seen, _ in provided):
+                raise InvalidInputError(f"controls.{kind}", "is given more than once; give each control type once")
+            provided.append((kind, control.video))
+        condition: Frames | None = None
+        input_video: Frames | None = None
+        if job.plan.mode is GenerationMode.TRANSFER and job.inputs:
+            ref = job.inputs[0]
+            input_video = await self._fetch_video(job, ref, "input", "input", tmp, what="the input video ")
+            if job.plan.chunks[0].condition == "input":
+                condition = input_video[-job.plan.chunks[0].condition_frames :]
+        elif job.plan.chunks[0].condition == "input" and job.inputs:
+            condition = await self._fetch_condition(job, tmp)
+        controls: dict[str, Frames] = {}
+        for kind, ref in provided:
+            controls[kind] = await self._fetch_video(
+                job, ref, f"control-{kind}", f"controls.{kind}", tmp, what=f"the {kind} control video "
+            )
+        return JobInputs(condition=condition, input_video=input_video, controls=controls)
+
+    async def _fetch_video(
+        self, job: GpuJob, ref: ObjectRef, name: str, field: str, tmp: Path, *, what: str = ""
+    ) -> Frames:
+        """Every frame of ``ref`` at the plan's resolution; exactly the plan's native frame count."""
+        path = tmp / f"{job.job_id}-{name}{Path(ref.key).suffix}"
+        await self.store.download(ref.bucket, ref.key, path)
+        res = job.plan.resolution
+        try:
+            video = await asyncio.to_thread(read_video, path, res.width, res.height)
+        except InvalidInputError as exc:
+            raise InvalidInputError(field, f"{what}{ref.uri()} {exc.rule.split(' (')[0]}") from exc
+        finally:
+            path.unlink(missing_ok=True)
+        expected = job.plan.native_frames
+        if len(video) != expected:
+            raise InvalidInputError(
+                field,
+                f"{what}{ref.uri()} has {len(video)} frames but the plan expects {expected} "
+                f"(the planned input length at {job.plan.native_fps:g} fps)",
+            )
+        return video
 
     async def _fetch_condition(self, job: GpuJob, tmp: Path) -> Frames:
         ref = job.inputs[0]
@@ -223,6 +305,7 @@ class Runner:
     async def _run_job(self, held: Held, tmp: Path) -> asyncio.Task[None] | None:
         job = held.job
         if self.flags.is_canceled(job.run_id) or await self.flags.fetch(job.run_id):
+            self._forget_prefetch(job.job_id)
             await self._outcome(
                 held,
                 JobCanceled(
@@ -232,15 +315,24 @@ class Runner:
             )
             return None
         if await self._replay_if_done(held):
+            self._forget_prefetch(job.job_id)
             return None
         started_at = datetime.now(UTC)
         self._current = job
         busy_from = time.perf_counter()
         try:
             self._progress(job, "loading", chunk=0, chunks=len(job.plan.chunks), step=0, steps=1, force=True)
-            condition = await self._inputs(held, tmp)
+            inputs = await self._inputs(held, tmp)
             backend, load_s = await self.cache.get(job.signature)
-            generated = await asyncio.to_thread(generate_chunks, job, backend, condition, self._step_reporter(job))
+            generated = await asyncio.to_thread(
+                generate_chunks,
+                job,
+                backend,
+                inputs.condition,
+                self._step_reporter(job),
+                input_video=inputs.input_video,
+                controls=inputs.controls,
+            )
         except Canceled:
             await self._outcome(
                 held,
@@ -359,7 +451,10 @@ class Runner:
             peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             started_at=started_at,
             finished_at=datetime.now(UTC),
-            extra={k: v for k, v in described.items() if not k.startswith("version.")},
+            extra={
+                **{k: v for k, v in described.items() if not k.startswith("version.")},
+                **({"controls": [c.model_dump(mode="json") for c in job.controls]} if job.controls else {}),
+            },
         )
 
     async def _replay_if_done(self, held: Held) -> bool:

@@ -65,7 +65,9 @@ class QaService:
         findings = check(analysis, Expectation.from_plan(event.plan), self.thresholds)
         group = sibling_group(event.prompt_id, event.asset_id)
         async with self._lock:
-            findings += await self._cross_checks(event.asset_id, group, event.video.sha256, analysis)
+            findings += await self._cross_checks(
+                event.asset_id, group, event.video.sha256, analysis, prompt_id=event.prompt_id
+            )
             findings += await self._critique(event.video)
             shots, sheet = await self._images(event.asset_id, analysis)
             cls = QaPassed if passed(findings) else QaFailed
@@ -93,7 +95,9 @@ class QaService:
             await OutboxRelay(self.docs, self.bus).flush()
         return verdict
 
-    async def _cross_checks(self, asset_id: str, group: str, sha256: str, analysis: Analysis) -> list[Finding]:
+    async def _cross_checks(
+        self, asset_id: str, group: str, sha256: str, analysis: Analysis, *, prompt_id: str | None = None
+    ) -> list[Finding]:
         out: list[Finding] = []
         same = [d for d in await self.docs.find(ASSET, where={"sha256": sha256}, limit=20) if d.doc_id != asset_id]
         out.append(
@@ -110,7 +114,13 @@ class QaService:
                 ),
             )
         )
-        siblings = [d for d in await self.docs.find(ASSET, where={"group": group}, limit=200) if d.doc_id != asset_id]
+        # Other renditions of the same spec (a regeneration, a re-augmentation of the same input) are meant
+        # to look alike; the seeds/000 failure is another duration or variant looking the same.
+        siblings = [
+            d
+            for d in await self.docs.find(ASSET, where={"group": group}, limit=200)
+            if d.doc_id != asset_id and (prompt_id is None or d.body.get("prompt_id") != prompt_id)
+        ]
         near: list[str] = []
         for doc in siblings:
             theirs = [int(h) for h in doc.body.get("phash", [])]

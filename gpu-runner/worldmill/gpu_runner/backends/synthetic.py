@@ -1,7 +1,8 @@
 """Synthetic procedural video: a CPU stand-in so the whole system runs without a GPU.
 
 **This is NOT a world model.** It reads neither the prompt nor the guidance: it draws a
-deterministic procedural scene from the seed, so that pipelines, chunking, encoding, QA and
+deterministic procedural scene from the seed (or, for Cosmos-Transfer requests, a fixed image
+filter of the given input and control frames), so that pipelines, chunking, encoding, QA and
 benchmarks can be exercised end to end on any machine. Nothing it makes is training data.
 
 The scene
@@ -23,6 +24,25 @@ Continuing from conditioning frames (chunk boundaries)
     went through a lossy codec) are copied as the chunk's first ``n`` frames, and the seed's scene
     then fades in from the last of them over half a second; timecodes are written only on frames
     that are pure scene renders, so a later chunk either continues exactly or fades again.
+
+Transfer stand-in (requests with ``controls`` and/or ``input_video``)
+    Instead of the scene, each frame is a filter of the same frame of the input and the controls
+    (no learning, no prompt; it only shows visibly that the output derives from them):
+
+    * the base is the input frame (without an input: the mean of the non-edge control frames,
+      else mid-grey); a ``vis`` (blur) control is blended into it by ``0.5 × weight``, ``seg``
+      colours by ``0.4 × weight``, and a ``depth`` control shades it (far = dark) by ``0.5 × weight``;
+    * the base is colour-graded with seed-chosen per-channel gains and lift, then posterized to a
+      seed-chosen 4–6 levels per channel: clearly "another rendering" of the same picture;
+    * an ``edge`` control (white edges on black, as Cosmos' Canny control) is drawn over it in a
+      seed-chosen bright line colour, with opacity ``edge luminance × weight``.
+
+    Control weights are used as given. Input and control videos shorter than the chunk are padded
+    by repeating their last frame, longer ones cut; frames of another size are resized (nearest).
+    Conditioning frames are returned as the chunk's first frames, as for the scene. The seed that
+    chose the look travels as an invisible timecode (another magic number than the scene's) in
+    every rendered frame; a chunk conditioned on such a frame keeps that look rather than its own
+    seed's, so a multi-chunk Transfer video has no jump in colour at chunk boundaries.
 
 Simulated cost
     ``setup()`` sleeps ``load_seconds`` and ``generate()`` sleeps ``seconds_per_frame`` per
@@ -47,12 +67,15 @@ from worldmill.runtime.errors import InvalidInputError
 __all__ = ["ALGORITHM", "SyntheticBackend", "read_timecode"]
 
 #: Names the procedural algorithm in provenance; bump it when the pictures change.
-ALGORITHM = "worldmill-synthetic/1"
+ALGORITHM = "worldmill-synthetic/2"
 
-_MAGIC = 0x574D  # "WM"
+_MAGIC = 0x574D  # "WM": a frame of the procedural scene
+_TRANSFER_MAGIC = 0x5754  # "WT": a frame of the transfer stand-in; its seed is the look's seed
 _MAGIC_BITS, _SEED_BITS, _INDEX_BITS, _CHECK_BITS = 16, 32, 24, 8
 _TIMECODE_BITS = _MAGIC_BITS + _SEED_BITS + _INDEX_BITS + _CHECK_BITS
 _FADE_SECONDS = 0.5
+#: Control types the transfer stand-in draws (Cosmos-Transfer2.5's: ``vis`` is its blur control).
+_CONTROL_KINDS = ("edge", "depth", "seg", "vis")
 
 F32 = npt.NDArray[np.float32]
 _FrameFn = Callable[[int], Frames]
@@ -62,20 +85,23 @@ def _check(seed: int, index: int) -> int:
     return zlib.crc32(seed.to_bytes(4, "big") + index.to_bytes(3, "big")) & 0xFF
 
 
-def _stamp(frame: Frames, seed: int, index: int) -> None:
+def _stamp(frame: Frames, seed: int, index: int, magic: int = _MAGIC) -> None:
     """Write the timecode into ``frame`` (in place) when it has room for it."""
     flat = frame.reshape(-1)
     if flat.size < _TIMECODE_BITS or not 0 <= index < 2**_INDEX_BITS:
         return
-    payload = _MAGIC
+    payload = magic
     for value, bits in ((seed, _SEED_BITS), (index, _INDEX_BITS), (_check(seed, index), _CHECK_BITS)):
         payload = (payload << bits) | value
     bits_array = np.array([(payload >> (_TIMECODE_BITS - 1 - i)) & 1 for i in range(_TIMECODE_BITS)], dtype=np.uint8)
     flat[:_TIMECODE_BITS] = (flat[:_TIMECODE_BITS] & np.uint8(0xFE)) | bits_array
 
 
-def read_timecode(frame: Frames) -> tuple[int, int] | None:
-    """``(scene seed, frame index)`` of a frame the synthetic scene rendered, or None."""
+def read_timecode(frame: Frames, magic: int = _MAGIC) -> tuple[int, int] | None:
+    """``(scene seed, frame index)`` of a frame the synthetic scene rendered, or None.
+
+    With ``magic=_TRANSFER_MAGIC``: ``(look seed, frame index in its chunk)`` of a transfer frame.
+    """
     flat = frame.reshape(-1)
     if flat.size < _TIMECODE_BITS:
         return None
@@ -85,8 +111,7 @@ def read_timecode(frame: Frames) -> tuple[int, int] | None:
     check = payload & 0xFF
     index = (payload >> _CHECK_BITS) & (2**_INDEX_BITS - 1)
     seed = (payload >> (_CHECK_BITS + _INDEX_BITS)) & (2**_SEED_BITS - 1)
-    magic = payload >> (_CHECK_BITS + _INDEX_BITS + _SEED_BITS)
-    if magic != _MAGIC or check != _check(seed, index):
+    if payload >> (_CHECK_BITS + _INDEX_BITS + _SEED_BITS) != magic or check != _check(seed, index):
         return None
     return seed, index
 
@@ -172,6 +197,49 @@ class _Scene:
         patch += alpha * shape.colour
 
 
+#: Bright line colours for the edge control; the look's seed picks one.
+_LINE_COLOURS = ((255, 236, 0), (0, 255, 255), (255, 64, 255), (96, 255, 64), (255, 140, 0))
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What the seed decides for the transfer stand-in: a colour grade, posterize levels, a line colour."""
+
+    seed: int
+    gain: F32  # (3,)
+    lift: F32  # (3,)
+    levels: int
+    line: F32  # (3,)
+
+    @classmethod
+    def of(cls, seed: int) -> _Look:
+        rng = np.random.default_rng([seed, _TRANSFER_MAGIC])
+        gain = rng.uniform(0.55, 1.3, 3).astype(np.float32)
+        gain[int(rng.integers(0, 3))] = np.float32(rng.uniform(1.2, 1.45))  # a clear tint in one channel
+        line = _LINE_COLOURS[int(rng.integers(0, len(_LINE_COLOURS)))]
+        return cls(
+            seed=seed,
+            gain=gain,
+            lift=rng.uniform(-20.0, 30.0, 3).astype(np.float32),
+            levels=int(rng.integers(4, 7)),
+            line=np.array(line, dtype=np.float32),
+        )
+
+    def grade(self, img: F32) -> F32:
+        """Colour-grade and posterize ``img`` (float32 H×W×3 in [0, 255])."""
+        graded = np.clip(img * self.gain + self.lift, 0.0, 255.0)
+        step = np.float32(255.0 / (self.levels - 1))
+        out: F32 = np.rint(graded / step) * step
+        return out
+
+
+def _fit(frames: Frames, total: int, height: int, width: int) -> Frames:
+    """``total`` frames at ``height`` × ``width``: resized, cut, or padded by repeating the last frame."""
+    picked = frames[np.minimum(np.arange(total), len(frames) - 1)]
+    return _resize_nearest(picked, height, width)
+
+
 def _to_uint8(img: F32) -> Frames:
     return np.rint(np.clip(img, 0.0, 255.0)).astype(np.uint8)
 
@@ -244,6 +312,8 @@ class SyntheticBackend:
         return out
 
     def _renderer(self, request: ChunkRequest, n_cond: int) -> _FrameFn:
+        if request.controls or request.input_video is not None:
+            return self._transfer_renderer(request, n_cond)
         h, w, fps = request.height, request.width, request.fps
         cond = request.condition
         timecode = read_timecode(cond[-1]) if cond is not None else None
@@ -282,3 +352,54 @@ class SyntheticBackend:
             return frame
 
         return faded
+
+    @staticmethod
+    def _transfer_renderer(request: ChunkRequest, n_cond: int) -> _FrameFn:
+        """The transfer stand-in (see the module docstring): a seeded filter of the input and controls."""
+        h, w, total = request.height, request.width, request.frames
+        unknown = sorted(set(request.controls) - set(_CONTROL_KINDS))
+        if unknown:
+            raise InvalidInputError("controls", f"unknown control types {unknown}; known: {list(_CONTROL_KINDS)}")
+        controls = {kind: _fit(video, total, h, w) for kind, video in request.controls.items()}
+        weights = {kind: float(request.control_weights.get(kind, 1.0)) for kind in controls}
+        source = None if request.input_video is None else _fit(request.input_video, total, h, w)
+        cond = None if request.condition is None else _resize_nearest(request.condition, h, w)
+        previous = None if cond is None else read_timecode(cond[-1], _TRANSFER_MAGIC)
+        look = _Look.of(previous[0] if previous is not None else request.seed)
+        plain = [kind for kind in ("vis", "seg", "depth") if kind in controls]
+
+        def base(i: int) -> F32:
+            img: F32
+            if source is not None:
+                img = source[i].astype(np.float32)
+            elif plain:
+                img = np.mean([controls[k][i].astype(np.float32) for k in plain], axis=0, dtype=np.float32)
+            else:
+                img = np.full((h, w, 3), 96.0, dtype=np.float32)
+            return img
+
+        def transferred(i: int) -> Frames:
+            if cond is not None and i < n_cond:
+                kept: Frames = cond[i]
+                return kept
+            img = base(i)
+            if "vis" in controls:
+                a = np.float32(0.5 * weights["vis"])
+                img = (1 - a) * img + a * controls["vis"][i].astype(np.float32)
+            if "seg" in controls:
+                a = np.float32(0.4 * weights["seg"])
+                img = (1 - a) * img + a * controls["seg"][i].astype(np.float32)
+            if "depth" in controls:
+                near = (controls["depth"][i].astype(np.float32) @ _LUMA) / np.float32(255.0)
+                a = np.float32(0.5 * weights["depth"])
+                img = img * ((1 - a) + a * near)[:, :, None]
+            img = look.grade(img)
+            if "edge" in controls:
+                edge = (controls["edge"][i].astype(np.float32) @ _LUMA) / np.float32(255.0)
+                alpha = (edge * np.float32(weights["edge"]))[:, :, None]
+                img = img * (1 - alpha) + look.line * alpha
+            frame = _to_uint8(img)
+            _stamp(frame, look.seed, i, _TRANSFER_MAGIC)
+            return frame
+
+        return transferred
