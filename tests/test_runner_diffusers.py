@@ -34,11 +34,12 @@ PREDICT = "cosmos-predict2.5-2b"
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint root holding a tiny random Predict pipeline saved with save_pretrained."""
-    from tests.helpers.tiny_cosmos import build_tiny_predict  # noqa: PLC0415 - imports diffusers
+    """A checkpoint root holding tiny random Predict and Transfer pipelines saved with save_pretrained."""
+    from tests.helpers.tiny_cosmos import build_tiny_predict, build_tiny_transfer  # noqa: PLC0415 - imports diffusers
 
     root = tmp_path_factory.mktemp("ckpt")
     build_tiny_predict(root / "tiny-predict")
+    build_tiny_transfer(root / "tiny-transfer")
     return root
 
 
@@ -108,3 +109,53 @@ async def test_the_tiny_pipeline_runs_through_the_runner_loaded_once_per_signatu
         assert probe(path).frames == 9
         prov = await store.get_bytes(ARTIFACTS_BUCKET, job.output_key.replace("video.mp4", "provenance.json"))
         assert b'"checkpoint_sha256"' in prov and b"tiny-predict" in prov and b'"diffusers"' in prov
+
+
+async def test_a_transfer_job_with_a_cpu_edge_control_runs_on_the_tiny_transfer_pipeline(
+    bus: Bus, store: ObjectStore, checkpoints: Path, tmp_path: Path
+) -> None:
+    """The augment path's CPU edge control (Canny, medium) drives a tiny Transfer pipeline through the runner."""
+    from tests.helpers.video import write_video  # noqa: PLC0415
+    from worldmill.augment.controls import ControlRequest, compute_controls  # noqa: PLC0415
+    from worldmill.contracts.augment import ControlSpec  # noqa: PLC0415
+    from worldmill.contracts.cards import ControlType  # noqa: PLC0415
+
+    tag = uuid.uuid4().hex[:8]
+    source = write_video(tmp_path / "in.mp4", width=32, height=32, fps=16, frames=9, seed=5)
+    [edge] = compute_controls(source, [ControlRequest(type=ControlType.EDGE)], tmp_path, stem="in")
+    input_ref = await store.put_file(ARTIFACTS_BUCKET, f"tests/{tag}/in.mp4", source, content_type="video/mp4")
+    edge_ref = await store.put_file(ARTIFACTS_BUCKET, f"tests/{tag}/in_control_edge.mp4", edge.path)
+    job = _job(f"run-{tag}-t", "float32", seed=3)
+    plan = job.plan.model_copy(update={"model": "cosmos-transfer2.5-2b", "mode": GenerationMode.TRANSFER})
+    job = job.model_copy(
+        update={
+            "plan": plan,
+            "signature": ExecutionSignature(
+                model="cosmos-transfer2.5-2b", checkpoint="tiny-transfer", dtype="float32", controls=(ControlType.EDGE,)
+            ),
+            "inputs": (input_ref,),
+            "controls": (ControlSpec(type=ControlType.EDGE, weight=0.8, video=edge_ref),),
+        }
+    )
+    config = BackendConfig(checkpoint_root=checkpoints, safety_checker=False)
+    cache = ModelCache(lambda sig: create_backend(sig, config), budget_bytes=10**10)
+    runner = Runner(bus, store, cache, name=f"tiny-t-{tag}", window=1)
+    await bus.publish(wrap(job, source="/test", event_id=job.job_id))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        deadline = time.monotonic() + 180
+        while runner.stats.completed + runner.stats.failed < 1:
+            assert time.monotonic() < deadline, f"stats={runner.stats}"
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await cache.close()
+    assert runner.stats.completed == 1, runner.stats
+    path = tmp_path / "out.mp4"
+    await store.download(ARTIFACTS_BUCKET, job.output_key, path)
+    assert probe(path).frames == 9
+    prov = await store.get_bytes(ARTIFACTS_BUCKET, job.output_key.replace("video.mp4", "provenance.json"))
+    assert b"tiny-transfer" in prov and b"Cosmos2_5_TransferPipeline" in prov and b"in_control_edge.mp4" in prov
