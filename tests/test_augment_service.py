@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
+import av
 import pytest
 from fastapi.testclient import TestClient
 
@@ -129,32 +130,45 @@ async def test_an_upload_becomes_an_augmentation_with_its_frames_fps_controls_ve
     assert [h["state"] for h in history] == ["received", "queued", "generated", "passed"]
 
 
+def _no_frames(path: Path) -> Path:
+    """An MP4 with a video stream header and not one frame."""
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("libx264", rate=24)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    container.start_encoding()  # writes the header even though no frame follows
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
 def _bad_inputs(prefix: str, tmp: Path) -> dict[str, tuple[bytes | Path, str]]:
     short = write_video(tmp / "short.mp4", width=64, height=48, fps=24, frames=24, seed=1)
     long = write_video(tmp / "long.mp4", width=64, height=48, fps=24, frames=48, seed=2)
+    small = write_video(tmp / "small.mp4", width=32, height=24, fps=24, frames=24, seed=3)
     return {
         f"{prefix}notes.txt": (b"not a video", "is not a video"),
         f"{prefix}empty.mp4": (b"", "is empty (0 bytes)"),
         f"{prefix}garbage.mp4": (bytes(range(256)) * 8, "is not a readable video"),
+        f"{prefix}noframes.mp4": (_no_frames(tmp / "noframes.mp4"), "has no video stream"),
+        f"{prefix}pair/depth.mp4": (short, ""),  # the control of pair/clip.mp4, with fewer frames
         f"{prefix}pair/clip.mp4": (long, "has 24 frames, the input has 48"),
-        f"{prefix}pair/depth.mp4": (short, ""),  # the mismatched control of pair/clip.mp4
+        f"{prefix}sized/clip_seg.mp4": (small, ""),  # the control of sized/clip.mp4, smaller
+        f"{prefix}sized/clip.mp4": (short, "is 32×24, the input is 64×48"),
     }
 
 
 async def test_bad_uploads_are_rejected_with_the_field_and_the_rule(
     nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore, tmp_path: Path
 ) -> None:
-    """A non-video, an empty file, garbage, and a control video whose frame count differs: each refused."""
+    """Non-video, empty, garbage, no frames, and control videos whose frame count or size differs: each refused."""
     prefix = f"t-{uuid.uuid4().hex[:8]}/"
     cases = _bad_inputs(prefix, tmp_path)
-    for key, (content, _) in cases.items():
-        if key.endswith("clip.mp4"):
-            continue
+    for key, (content, _) in cases.items():  # in order: each control before its video
         if isinstance(content, Path):
             await store.put_file(INPUTS_BUCKET, key, content)
         else:
             await store.put_bytes(INPUTS_BUCKET, key, content)
-    await store.put_file(INPUTS_BUCKET, f"{prefix}pair/clip.mp4", cases[f"{prefix}pair/clip.mp4"][0])  # type: ignore[arg-type]
     with augment_client(nats, s3, tmp_path, prefix) as aug:
         results = {key: settled(aug, key) for key, (_, rule) in cases.items() if rule}
         controls = of_input(aug, f"{prefix}pair/depth.mp4")
@@ -170,7 +184,8 @@ async def test_bad_uploads_are_rejected_with_the_field_and_the_rule(
         async for _, m in bus.replay(EVENTS.name, event_subject("augment.rejected"))
         if isinstance(m, AugmentRejected) and m.input_key.startswith(prefix)
     ]
-    assert len(rejected) == 4 and {m.field for m in rejected} == {"input", "controls.depth"}
+    assert len(rejected) == 6 and {m.field for m in rejected} == {"input", "controls.depth", "controls.seg"}
+    assert results[f"{prefix}sized/clip.mp4"]["reason"].startswith("controls.seg:")
 
 
 async def test_requests_with_bad_parameters_are_refused_before_anything_is_stored(
