@@ -15,14 +15,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from worldmill.augment.inputs import classify
 from worldmill.contracts.augment import AUGMENT_FINAL_STATES, AugmentAccepted, Augmentation, AugmentParams
 from worldmill.contracts.keys import INPUTS_BUCKET
 from worldmill.runtime import cli_support
-from worldmill.runtime.cli_support import EXIT_FAILED, fail_response, fail_usage, service_client
+from worldmill.runtime.cli_support import EXIT_FAILED, fail_response, fail_usage, progress_bar, service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, locate_store
 from worldmill.runtime.store import ObjectStore
 
@@ -97,14 +96,7 @@ def wait_for(client: ServiceClient, ids: list[str], *, timeout_s: float) -> dict
     """Poll each augmentation until it is passed, failed or rejected (or the timeout), with a progress bar."""
     found: dict[str, Augmentation] = {}
     deadline = time.monotonic() + timeout_s
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("augmentations finished", total=len(ids))
         while time.monotonic() < deadline:
             for aug_id in ids:

@@ -31,6 +31,7 @@ from worldmill.runtime.cli_support import (
     EXIT_USAGE,
     fail_response,
     post_once_specs_are_known,
+    progress_bar,
     service_client,
 )
 from worldmill.runtime.client import (
@@ -68,14 +69,7 @@ def wait_for_runs(client: ServiceClient, request_id: str, total: int, *, timeout
     """Poll the request's runs until all are final (or the timeout), with a progress bar."""
     deadline = time.monotonic() + timeout_s
     runs: list[RunRecord] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("runs finished", total=total)
         while time.monotonic() < deadline:
             runs = []

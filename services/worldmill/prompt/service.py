@@ -47,7 +47,7 @@ from worldmill.prompt.input_specs import (
     input_spec,
     tier_named,
 )
-from worldmill.prompt.versioning import KIND, MANIFEST_KIND, as_new_version, content_hash, index_of, spec_body
+from worldmill.prompt.versioning import KIND, MANIFEST_KIND, as_new_version, content_hash, spec_document
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
 from worldmill.runtime.errors import InvalidInputError, PermanentError
@@ -182,16 +182,7 @@ class PromptService:
                 unchanged += 1
                 continue
             versioned = as_new_version(spec, latest.version if latest else None)
-            new_docs.append(
-                NewDocument(
-                    kind=KIND,
-                    doc_id=versioned.prompt_id,
-                    version=versioned.version,
-                    body=spec_body(versioned),
-                    content_hash=digest,
-                    index=index_of(versioned),
-                )
-            )
+            new_docs.append(spec_document(versioned, digest))
             events.append(
                 self._event(PromptCreated(spec=versioned), f"prompt.created-{versioned.prompt_id}-v{versioned.version}")
             )
@@ -294,14 +285,7 @@ class PromptService:
         if latest is not None and latest.content_hash == digest:
             return InputSpecOutcome(key=key, prompt_id=pid, outcome="kept", reason="unchanged")
         versioned = as_new_version(spec, latest.version if latest else None)
-        doc = NewDocument(
-            kind=KIND,
-            doc_id=pid,
-            version=versioned.version,
-            body=spec_body(versioned),
-            content_hash=digest,
-            index=index_of(versioned),
-        )
+        doc = spec_document(versioned, digest)
         event = self._event(PromptCreated(spec=versioned), f"prompt.created-{pid}-v{versioned.version}")
         await self.docs.commit([doc], [event])
         return InputSpecOutcome(key=key, prompt_id=pid, outcome="created")
@@ -338,14 +322,7 @@ class PromptService:
                     "upsampled": message.info,
                 }
             )
-            doc = NewDocument(
-                kind=KIND,
-                doc_id=pid,
-                version=versioned.version,
-                body=spec_body(versioned),
-                content_hash=source_doc.content_hash,
-                index=index_of(versioned),
-            )
+            doc = spec_document(versioned, source_doc.content_hash)
             event = self._event(PromptCreated(spec=versioned), f"prompt.created-{pid}-v{versioned.version}")
             try:
                 await self.docs.commit([doc], [event])
@@ -387,16 +364,7 @@ class PromptService:
             stored = PromptSpec.model_validate(latest.body) if latest else None
             if latest is None or latest.content_hash != digest:
                 stored = as_new_version(spec, latest.version if latest else None)
-                docs.append(
-                    NewDocument(
-                        kind=KIND,
-                        doc_id=stored.prompt_id,
-                        version=stored.version,
-                        body=spec_body(stored),
-                        content_hash=digest,
-                        index=index_of(stored),
-                    )
-                )
+                docs.append(spec_document(stored, digest))
                 events.append(
                     self._event(PromptCreated(spec=stored), f"prompt.created-{stored.prompt_id}-v{stored.version}")
                 )

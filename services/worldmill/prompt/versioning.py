@@ -1,4 +1,4 @@
-"""Pure rules of spec versioning: what counts as a change, and how a stored spec is indexed."""
+"""Pure rules of spec versioning: what counts as a change, how a stored spec is indexed, the document it is."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.prompt.identity import duration_token
+from worldmill.runtime.docstore import NewDocument
 
 #: Fields that do not make a spec different: bookkeeping, not content.
 BOOKKEEPING = frozenset({"version", "previous_version", "created_at", "manifest_sha256"})
@@ -53,3 +54,15 @@ def as_new_version(spec: PromptSpec, latest_version: int | None) -> PromptSpec:
 def spec_body(spec: PromptSpec) -> dict[str, Any]:
     """The JSON body stored for a spec."""
     return spec.model_dump(mode="json")
+
+
+def spec_document(spec: PromptSpec, content_hash: str) -> NewDocument:
+    """The stored version of a spec, indexed for ``GET /prompts``."""
+    return NewDocument(
+        kind=KIND,
+        doc_id=spec.prompt_id,
+        version=spec.version,
+        body=spec_body(spec),
+        content_hash=content_hash,
+        index=index_of(spec),
+    )

@@ -14,6 +14,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail
 
@@ -21,6 +22,18 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def progress_bar() -> Progress:
+    """The commands' progress bar: what, a bar, done/total, time so far (gone when finished)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def fail_usage(message: str) -> NoReturn:

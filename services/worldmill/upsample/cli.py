@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from worldmill.contracts.base import ObjectLocation
@@ -25,6 +24,7 @@ from worldmill.runtime.cli_support import (
     EXIT_USAGE,
     fail_response,
     post_once_specs_are_known,
+    progress_bar,
     service_client,
 )
 from worldmill.runtime.client import RequestFailedError, ServiceClient, ServiceUnavailableError, submit_manifest
@@ -65,14 +65,7 @@ def wait_for_upsamples(client: ServiceClient, request_id: str, total: int, *, ti
     """Poll the request until every spec is done, failed or unavailable (or the timeout), with a progress bar."""
     deadline = time.monotonic() + timeout_s
     items: list[UpsampleStatus] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("prompts upsampled", total=total)
         while time.monotonic() < deadline:
             resp = client.request("GET", "/upsample", params={"request_id": request_id})
