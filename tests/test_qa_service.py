@@ -108,6 +108,32 @@ async def test_a_copied_video_fails_as_identical_and_asks_for_a_regeneration(
     assert len(regen) == 1 and regen[0].prompt_ids == (items[1].prompt_id,)
 
 
+async def test_the_same_bytes_from_a_rerun_of_the_same_spec_are_a_warning_not_a_failure(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, qa: TestClient
+) -> None:
+    """A deterministic model run twice on one spec gives the same bytes: flagged as a warning, the verdict passes."""
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    items = specs(name, durations=(5,))
+    await announce(bus, items)
+    with generate_client(nats, s3, tmp_path) as gen, runner_client(nats, s3, tmp_path):
+        for _ in range(50):
+            resp = gen.post("/generations", json={"prompt_ids": [items[0].prompt_id]}, headers=AUTH)
+            if resp.status_code == 202:
+                break
+            time.sleep(0.1)
+        [run] = wait_runs(gen, resp.json()["request_id"], 1)
+    _verdict(qa, run["asset_id"])
+    [original] = [m async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
+                  if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]]
+    rerun = original.model_copy(update={"asset_id": f"asset-rerun-{name}", "run_id": f"run-rerun-{name}"})
+    await bus.publish(wrap(rerun, source="/test"))
+    verdict = _verdict(qa, rerun.asset_id)
+    identical = next(f for f in verdict["findings"] if f["check"] == "identical")
+    assert [f for f in verdict["findings"] if not f["passed"] and f["severity"] == "error"] == []
+    assert identical["passed"] is False and identical["severity"] == "warning"
+    assert "earlier run(s) of the same spec" in identical["message"] and run["asset_id"] in identical["message"]
+
+
 async def test_an_audit_of_a_bucket_prefix_runs_in_the_background(
     nats: NatsEndpoint, s3: S3Endpoint, store: ObjectStore, tmp_path: Path, qa: TestClient
 ) -> None:

@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, fail_usage
+from worldmill.cli.demo_augment import augment_one, print_augmentation
 from worldmill.cli.demo_upsample import print_upsampling, wait_for_upsampling
 from worldmill.cli.demo_videos import generate_videos, print_videos, wait_for_verdicts
 from worldmill.cli.stack_commands import DataDir, start_local_stack
@@ -228,8 +229,17 @@ def demo(
         )
         if summary["generation"]["ok"]:
             wait_for_verdicts(state, summary["generation"])
+            shortest = min(summary["generation"]["videos"], key=lambda v: v.get("frames") or 0)
+            summary["augmentation"] = augment_one(state, shortest, run_id)
+        else:
+            summary["augmentation"] = {"ok": False, "error": "no generated video to augment"}
         qa_ok = summary["generation"].get("qa", {}).get("ok", False)
-        steps_ok = summary["manifest"]["ok"] and summary["upsample"]["ok"] and summary["generation"]["ok"]
+        steps_ok = (
+            summary["manifest"]["ok"]
+            and summary["upsample"]["ok"]
+            and summary["generation"]["ok"]
+            and summary["augmentation"]["ok"]
+        )
         summary["ok"] = summary["ok"] and steps_ok and qa_ok
     finally:
         if started is not None:
@@ -244,6 +254,7 @@ def demo(
     if summary["upsample"].get("specs"):
         print_upsampling(summary["upsample"], console)
     print_videos(summary["generation"], console)
+    print_augmentation(summary["augmentation"], console)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2))
@@ -254,7 +265,8 @@ def demo(
         "[green]Demo succeeded:[/] object stored, event published and consumed once, duplicate dropped, "
         f"presigned URL works; manifest {summary['manifest']['manifest']} → {summary['manifest']['counts']['specs']} "
         f"specs (re-submitted with nothing new) → {len(summary['generation']['videos'])} videos, each exactly "
-        "its planned frames and fps."
+        "its planned frames and fps; one of them uploaded as an input came back augmented with the same frames and "
+        "fps and a passing QA verdict."
     )
 
 

@@ -99,19 +99,25 @@ class QaService:
         self, asset_id: str, group: str, sha256: str, analysis: Analysis, *, prompt_id: str | None = None
     ) -> list[Finding]:
         out: list[Finding] = []
-        same = [d for d in await self.docs.find(ASSET, where={"sha256": sha256}, limit=20) if d.doc_id != asset_id]
+        found = [d for d in await self.docs.find(ASSET, where={"sha256": sha256}, limit=20) if d.doc_id != asset_id]
+        # The same bytes under another spec is seeds/000's copied clip (an error); a re-run of the same spec
+        # giving the same bytes is a deterministic model doing its job (a warning: one of them is redundant).
+        other_specs = [d for d in found if prompt_id is None or d.body.get("prompt_id") != prompt_id]
+        reruns = [d for d in found if d not in other_specs]
+        if other_specs:
+            message = f"byte-identical to {', '.join(d.doc_id for d in other_specs[:5])}"
+        elif reruns:
+            message = f"byte-identical to earlier run(s) of the same spec: {', '.join(d.doc_id for d in reruns[:5])}"
+        else:
+            message = "no other asset has these bytes"
         out.append(
             Finding(
                 check="identical",
-                passed=not same,
-                severity=Severity.ERROR,
-                measured=[d.doc_id for d in same][:5] or None,
+                passed=not found,
+                severity=Severity.ERROR if other_specs or not reruns else Severity.WARNING,
+                measured=[d.doc_id for d in (other_specs or reruns)][:5] or None,
                 expected=None,
-                message=(
-                    f"byte-identical to {', '.join(d.doc_id for d in same[:5])}"
-                    if same
-                    else "no other asset has these bytes"
-                ),
+                message=message,
             )
         )
         # Other renditions of the same spec (a regeneration, a re-augmentation of the same input) are meant
