@@ -147,7 +147,7 @@ def print_summary(report: dict[str, Any]) -> None:
     """The per-input table and the counts."""
     table = Table(title=f"augmentations of request {report['request_id']}")
     for col in ("input", "status", "output / reason", "controls"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in report["inputs"]:
         table.add_row(
             escape(row["input"]),
