@@ -56,12 +56,20 @@ VARIANTS = ("raw", "runtime")
 STEP_TIMEOUT_S = 60.0
 
 RT_STREAM = StreamSpec(
-    name="BENCH_RT", subjects=("bench.rt.>",), retention="workqueue", max_age_s=3600.0,
-    duplicate_window_s=120.0, description="worldmill bench: runtime variant",
+    name="BENCH_RT",
+    subjects=("bench.rt.>",),
+    retention="workqueue",
+    max_age_s=3600.0,
+    duplicate_window_s=120.0,
+    description="worldmill bench: runtime variant",
 )
 RAW_STREAM = StreamSpec(
-    name="BENCH_RAW", subjects=("bench.raw.>",), retention="workqueue", max_age_s=3600.0,
-    duplicate_window_s=120.0, description="worldmill bench: raw nats-py variant",
+    name="BENCH_RAW",
+    subjects=("bench.raw.>",),
+    retention="workqueue",
+    max_age_s=3600.0,
+    duplicate_window_s=120.0,
+    description="worldmill bench: raw nats-py variant",
 )
 RT_SUBJECT = "bench.rt.object"
 RAW_SUBJECT = "bench.raw.object"
@@ -106,7 +114,7 @@ async def preload(
     """Fill a stream (untimed). Runtime messages carry the headers the runtime bus sets."""
     extra = {"ce-type": ObjectCreated.ce_type()} if runtime else {}
     for start in range(0, len(items), window):
-        chunk = items[start:start + window]
+        chunk = items[start : start + window]
         await asyncio.gather(*(js.publish(subject, p, headers={"Nats-Msg-Id": eid, **extra}) for eid, p in chunk))
 
 
@@ -136,10 +144,10 @@ async def rt_publish_seq(bus: Bus, msgs: list[ObjectCreated], tag: str) -> float
 async def raw_publish_conc(js: JetStreamContext, items: list[tuple[str, dict[str, Any]]], window: int) -> float:
     t0 = time.perf_counter()
     for start in range(0, len(items), window):
-        chunk = items[start:start + window]
-        await asyncio.gather(*(
-            js.publish(RAW_SUBJECT, json.dumps(d).encode(), headers={"Nats-Msg-Id": eid}) for eid, d in chunk
-        ))
+        chunk = items[start : start + window]
+        await asyncio.gather(
+            *(js.publish(RAW_SUBJECT, json.dumps(d).encode(), headers={"Nats-Msg-Id": eid}) for eid, d in chunk)
+        )
     return time.perf_counter() - t0
 
 
@@ -156,8 +164,13 @@ async def rt_publish_conc(bus: Bus, msgs: list[ObjectCreated], tag: str, window:
 async def raw_consume(js: JetStreamContext, n: int, batch: int) -> float:
     durable = "bench-raw"
     config = ConsumerConfig(
-        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-        ack_wait=30.0, max_deliver=-1, max_ack_pending=batch, filter_subject="bench.raw.>",
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30.0,
+        max_deliver=-1,
+        max_ack_pending=batch,
+        filter_subject="bench.raw.>",
     )  # what Bus.ensure_consumer creates for the runtime side
     await js.add_consumer("BENCH_RAW", config=config)
     t0 = time.perf_counter()
@@ -183,9 +196,7 @@ async def raw_consume(js: JetStreamContext, n: int, batch: int) -> float:
 
 
 async def rt_consume(bus: Bus, n: int, batch: int, concurrency: int) -> float:
-    spec = ConsumerSpec(
-        durable="bench-rt", stream="BENCH_RT", filter_subject="bench.rt.>", max_ack_pending=batch
-    )
+    spec = ConsumerSpec(durable="bench-rt", stream="BENCH_RT", filter_subject="bench.rt.>", max_ack_pending=batch)
     await bus.ensure_consumer(spec)  # created up front, as for raw; run() re-checks it (timed)
     stop = asyncio.Event()
     seen = 0
@@ -205,9 +216,7 @@ async def rt_consume(bus: Bus, n: int, batch: int, concurrency: int) -> float:
         await asyncio.wait_for(stop.wait(), STEP_TIMEOUT_S)
     except TimeoutError:
         stop.set()
-        raise RuntimeError(
-            f"runtime consume: only {seen}/{n} messages within {STEP_TIMEOUT_S:.0f} s"
-        ) from None
+        raise RuntimeError(f"runtime consume: only {seen}/{n} messages within {STEP_TIMEOUT_S:.0f} s") from None
     finally:
         # run() drains: its last fetch may wait out fetch_timeout_s (1 s) on the empty stream; untimed.
         await asyncio.wait_for(task, 10.0)
@@ -304,8 +313,10 @@ def summarize(results: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
 
 
 def print_table(summary: dict[str, Any], meta: dict[str, Any]) -> None:
-    title = (f"worldmill bus vs raw nats-py - {meta['messages']} msgs x {meta['rounds']} rounds, "
-             f"{meta['payload_bytes']} B payload, nats-server {meta['nats_server_version']}")
+    title = (
+        f"worldmill bus vs raw nats-py - {meta['messages']} msgs x {meta['rounds']} rounds, "
+        f"{meta['payload_bytes']} B payload, nats-server {meta['nats_server_version']}"
+    )
     table = Table(title=title, title_justify="left")
     for col in ("operation", "raw msg/s (median)", "runtime msg/s (median)", "ratio", "overhead"):
         table.add_column(col, justify="left" if col == "operation" else "right")

@@ -42,7 +42,7 @@ import av
 import cv2
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from clips import panning_frames  # bench/clips.py: this folder is on sys.path
 from rich.console import Console
 from rich.table import Table
 
@@ -71,22 +71,8 @@ VARIANTS = ("decode", "edge", "vis", "edge+vis")
 
 
 def frames(width: int, height: int, count: int, seed: int) -> Iterator[npt.NDArray[np.uint8]]:
-    """A smooth random texture panning 2 px a frame and a bright square moving across it."""
-    rng = np.random.default_rng(seed)
-    pan = 2 * count
-    cell = 16
-    small = rng.integers(0, 256, size=(height // cell + 2, (width + pan) // cell + 2, 3), dtype=np.uint8)
-    big = Image.fromarray(small).resize(
-        ((width + pan) // cell * cell + 2 * cell, height + 2 * cell), Image.Resampling.BILINEAR
-    )
-    texture = np.asarray(big, dtype=np.uint8)[cell : cell + height]
-    side = max(8, height // 6)
-    for i in range(count):
-        img = texture[:, 2 * i : 2 * i + width].copy()
-        x = (i * 7) % max(1, width - side)
-        y = (height - side) // 2
-        img[y : y + side, x : x + side] = 235
-        yield img
+    """The bench's test clip (see ``clips.panning_frames``)."""
+    return panning_frames(width, height, count, seed, square_step=7, drift=False)
 
 
 # -- variants ----------------------------------------------------------------------------------

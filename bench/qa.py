@@ -59,7 +59,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 import typer
-from PIL import Image
+from clips import panning_frames  # bench/clips.py: this folder is on sys.path
 from rich.console import Console
 from rich.table import Table
 
@@ -101,23 +101,8 @@ console = Console(width=150)
 
 
 def frames(width: int, height: int, count: int, seed: int) -> Iterator[npt.NDArray[np.uint8]]:
-    """A smooth random texture panning 2 px a frame, a bright square moving across, slow brightness drift."""
-    rng = np.random.default_rng(seed)
-    pan = 2 * count
-    cell = 16
-    small = rng.integers(0, 256, size=(height // cell + 2, (width + pan) // cell + 2, 3), dtype=np.uint8)
-    big = Image.fromarray(small).resize(
-        ((width + pan) // cell * cell + 2 * cell, height + 2 * cell), Image.Resampling.BILINEAR
-    )
-    texture = np.asarray(big, dtype=np.uint8)[cell : cell + height]
-    side = max(8, height // 6)
-    for i in range(count):
-        img = texture[:, 2 * i : 2 * i + width].astype(np.int16)
-        img = img + int(12 * np.sin(i / 40))
-        x = (i * 3) % max(1, width - side)
-        y = (height - side) // 2
-        img[y : y + side, x : x + side] = 235
-        yield np.clip(img, 0, 255).astype(np.uint8)
+    """The bench's test clip (see ``clips.panning_frames``)."""
+    return panning_frames(width, height, count, seed, square_step=3, drift=True)
 
 
 def make_video(path: Path, *, width: int, height: int, count: int, fps: float, seed: int, encoder: str) -> Path:

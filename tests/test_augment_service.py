@@ -11,7 +11,7 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.generation import AUTH, generate_client, runner_client, settings
+from tests.helpers.polling import wait_for
 from tests.helpers.video import write_video
 from worldmill.augment.app import create_app as create_augment_app
 from worldmill.augment.settings import AugmentSettings
@@ -44,18 +45,6 @@ def augment_client(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, prefix: str, *
     """The augment app, its poller watching only this test's prefix of wm-inputs."""
     fields = {**settings(nats, s3, tmp, "augment"), "poll_prefix": prefix, "poll_interval_s": 0.3, **extra}
     return TestClient(create_augment_app(AugmentSettings(**fields)))
-
-
-def wait_for(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float = 60.0) -> Any:
-    """Poll ``fetch`` until ``ok`` holds (or fail with the last value)."""
-    deadline = time.monotonic() + timeout_s
-    value = fetch()
-    while not ok(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s; last: {value}")
-        time.sleep(0.2)
-        value = fetch()
-    return value
 
 
 def of_input(aug: TestClient, key: str, bucket: str = INPUTS_BUCKET) -> list[dict[str, Any]]:

@@ -123,8 +123,11 @@ async def test_the_same_bytes_from_a_rerun_of_the_same_spec_are_a_warning_not_a_
             time.sleep(0.1)
         [run] = wait_runs(gen, resp.json()["request_id"], 1)
     _verdict(qa, run["asset_id"])
-    [original] = [m async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
-                  if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]]
+    [original] = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
+        if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]
+    ]
     rerun = original.model_copy(update={"asset_id": f"asset-rerun-{name}", "run_id": f"run-rerun-{name}"})
     await bus.publish(wrap(rerun, source="/test"))
     verdict = _verdict(qa, rerun.asset_id)

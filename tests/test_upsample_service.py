@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from tests.helpers.generation import AUTH, generate_client, settings
+from tests.helpers.polling import wait_for
 from tests.helpers.video import write_video
 from tests.test_upsampler import PIXTRAL, completion, context_error, prompt_tokens_of, sent_images
 from worldmill.contracts.prompts import PromptCreated, PromptSpec
@@ -113,18 +114,6 @@ def submit(prompts: TestClient, text: str) -> list[str]:
     resp = prompts.post("/manifests", json={"content": text}, headers=AUTH)
     assert resp.status_code == 201, resp.text
     return list(resp.json()["created"])
-
-
-def wait_for(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float = 30.0) -> Any:
-    """Poll ``fetch`` until ``ok`` holds (or fail with the last value)."""
-    deadline = time.monotonic() + timeout_s
-    value = fetch()
-    while not ok(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s; last: {value}")
-        time.sleep(0.1)
-        value = fetch()
-    return value
 
 
 def latest(prompts: TestClient, pid: str) -> dict[str, Any]:
