@@ -44,7 +44,9 @@ def cli_env(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> Iterator[dict
         stack.enter_context(runner_client(nats, s3, tmp_path))
         stack.enter_context(TestClient(create_qa_app(RuntimeSettings(**settings(nats, s3, tmp_path, "qa")))))
         prefix = f"cli-{uuid.uuid4().hex[:8]}/"
-        aug = AugmentSettings(**settings(nats, s3, tmp_path, "augment"), poll_prefix=prefix, poll_interval_s=0.3)
+        aug = AugmentSettings(
+            **settings(nats, s3, tmp_path, "augment"), poll_prefix=prefix, poll_interval_s=0.3, settle_s=0.5
+        )
         url = stack.enter_context(serve(create_augment_app(aug)))
         yield {
             "WM_AUGMENT_URL": url,

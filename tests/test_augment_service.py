@@ -43,7 +43,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def augment_client(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, prefix: str, **extra: Any) -> TestClient:
     """The augment app, its poller watching only this test's prefix of wm-inputs."""
-    fields = {**settings(nats, s3, tmp, "augment"), "poll_prefix": prefix, "poll_interval_s": 0.3, **extra}
+    fields = {
+        **settings(nats, s3, tmp, "augment"),
+        "poll_prefix": prefix,
+        "poll_interval_s": 0.3,
+        "settle_s": 0.5,
+        **extra,
+    }
     return TestClient(create_augment_app(AugmentSettings(**fields)))
 
 
@@ -251,3 +257,25 @@ async def test_the_same_upload_notified_twice_is_one_augmentation_and_minio_even
     ]
     assert {m.origin for m in normalised} == {"minio", "poller"}
     assert all((m.bucket, m.size, m.etag) == (INPUTS_BUCKET, ref.size, stat.etag) for m in normalised)
+
+
+async def test_a_control_file_uploaded_just_after_its_video_is_used(
+    nats: NatsEndpoint, s3: S3Endpoint, store: ObjectStore, tmp_path: Path
+) -> None:
+    """A sync in name order uploads clip.mp4 before clip_depth.mp4: the settle time lets the depth file count."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    video = write_video(tmp_path / "clip.mp4", width=64, height=48, fps=24, frames=12, seed=1)
+    depth = write_video(tmp_path / "depth.mp4", width=64, height=48, fps=24, frames=12, seed=2)
+    with augment_client(nats, s3, tmp_path, prefix, settle_s=3.0) as aug:
+        await store.put_file(INPUTS_BUCKET, f"{prefix}clip.mp4", video)
+        time.sleep(1.0)
+        await store.put_file(INPUTS_BUCKET, f"{prefix}clip_depth.mp4", depth)
+        queued = wait_for(
+            lambda: of_input(aug, f"{prefix}clip.mp4"),
+            lambda items: len(items) == 1 and items[0]["state"] != "received",
+            timeout_s=30,
+        )
+    controls = {c["type"]: c for c in queued[0]["controls"]}
+    assert queued[0]["state"] == "queued"
+    assert set(controls) == {"depth"} and controls["depth"]["source"] == "provided"
+    assert controls["depth"]["video"]["key"] == f"augmented/{prefix}clip_control_depth.mp4"

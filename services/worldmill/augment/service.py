@@ -375,6 +375,7 @@ class AugmentService:
             raise Rejected("input", "is empty (0 bytes)")
         if stat.size > self.settings.max_input_bytes:
             raise Rejected("input", f"is {stat.size} bytes; the limit is {self.settings.max_input_bytes}")
+        await self._settle(stat.last_modified)
         path = tmp / f"input{split(loc.key)[2] or '.mp4'}"
         await self.store.download(loc.bucket, loc.key, path)
         try:
@@ -388,6 +389,14 @@ class AugmentService:
             bucket=loc.bucket, key=loc.key, size=stat.size, sha256=digest, content_type="video/mp4", etag=stat.etag
         )
         return path, ref, info
+
+    async def _settle(self, uploaded: datetime | None) -> None:
+        """Wait until the input is ``settle_s`` old: files uploaded right after it belong to it too."""
+        if uploaded is None:
+            return
+        age = (datetime.now(UTC) - uploaded).total_seconds()
+        if age < self.settings.settle_s:
+            await asyncio.sleep(self.settings.settle_s - max(0.0, age))
 
     async def _controls(
         self,

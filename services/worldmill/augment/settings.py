@@ -18,3 +18,9 @@ class AugmentSettings(RuntimeSettings):
     poll_prefix: str = Field(default="", description="Only uploads under this prefix are noticed by the poller.")
     max_input_bytes: int = Field(default=8 * 1024**3, gt=0, description="Larger inputs are refused.")
     concurrency: int = Field(default=2, ge=1, le=32, description="Inputs prepared at once (decode + controls).")
+    settle_s: float = Field(
+        default=3.0,
+        ge=0,
+        description="An input younger than this waits before its folder is read, so control files and a sidecar "
+        "uploaded just after it (e.g. by a sync in name order) are seen.",
+    )
