@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -32,12 +31,11 @@ from worldmill.runtime.cli_support import (
     fail_response,
     post_once_specs_are_known,
     progress_bar,
+    prompt_ids_or_manifest,
     service_client,
 )
 from worldmill.runtime.client import (
-    RequestFailedError,
     ServiceClient,
-    submit_manifest,
 )
 from worldmill.runtime.stack import running_state
 
@@ -100,22 +98,7 @@ def generate(
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3600.0,
 ) -> None:
     """Generate videos for prompt specs (or a whole manifest) and wait for them."""
-    if not prompt_ids and manifest is None:
-        err.print("[bold red]error:[/] give PROMPT_IDS or --manifest FILE")
-        raise typer.Exit(EXIT_USAGE)
-    ids = list(prompt_ids or [])
-    if manifest is not None:
-        try:
-            content = manifest.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            err.print(f"[bold red]error:[/] --manifest: cannot read {escape(str(manifest))}: {exc}")
-            raise typer.Exit(EXIT_USAGE) from exc
-        with service_client("prompt", data_dir) as prompts:
-            try:
-                _, listed = submit_manifest(prompts, content)
-            except RequestFailedError as exc:
-                fail_response(exc.response)
-        ids += listed
+    ids = prompt_ids_or_manifest(prompt_ids, manifest, data_dir)
     with service_client("generate", data_dir) as client:
         accepted = request_generation(client, ids, max_attempts=max_attempts)
         console.print(f"request {accepted.request_id}: {len(accepted.runs)} run(s) queued")

@@ -709,32 +709,25 @@ def _decodes(a: Analysis) -> Finding:
     )
 
 
+def _equals(check: str, measured: str | None, expected: str) -> Finding:
+    """An error unless ``measured`` is ``expected``: "<check> is X[, expected Y]"."""
+    ok = measured == expected
+    return finding(
+        check,
+        ok,
+        Severity.ERROR,
+        measured=measured,
+        expected=expected,
+        message=f"{check} is {measured}" + ("" if ok else f", expected {expected}"),
+    )
+
+
 def _format_checks(a: Analysis, e: Expectation, t: Thresholds) -> list[Finding]:
     out: list[Finding] = []
     if e.container is not None:
-        ok = a.container == e.container
-        out.append(
-            finding(
-                "container",
-                ok,
-                Severity.ERROR,
-                measured=a.container,
-                expected=e.container,
-                message=f"container is {a.container}" + ("" if ok else f", expected {e.container}"),
-            )
-        )
+        out.append(_equals("container", a.container, e.container))
     if e.codec is not None:
-        ok = a.codec == e.codec
-        out.append(
-            finding(
-                "codec",
-                ok,
-                Severity.ERROR,
-                measured=a.codec,
-                expected=e.codec,
-                message=f"codec is {a.codec}" + ("" if ok else f", expected {e.codec}"),
-            )
-        )
+        out.append(_equals("codec", a.codec, e.codec))
     if e.frames is not None:
         slack = 0 if t.frames_exact or e.fps is None else round(t.duration_tolerance_s * e.fps)
         ok = abs(a.frames - e.frames) <= slack

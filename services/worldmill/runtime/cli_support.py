@@ -16,7 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail
+from worldmill.runtime.client import (
+    RequestFailedError,
+    ServiceClient,
+    ServiceUnavailableError,
+    error_detail,
+    submit_manifest,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -78,3 +84,25 @@ def post_once_specs_are_known(
         if not unknown or time.monotonic() > deadline:
             return resp
         time.sleep(0.25)
+
+
+def prompt_ids_or_manifest(prompt_ids: list[str] | None, manifest: Path | None, data_dir: Path) -> list[str]:
+    """The ids given, plus every spec of ``--manifest`` (submitted first: unchanged specs stay as they are).
+
+    Exit 2 when neither is given or the manifest cannot be read or is refused.
+    """
+    if not prompt_ids and manifest is None:
+        fail_usage("give PROMPT_IDS or --manifest FILE")
+    ids = list(prompt_ids or [])
+    if manifest is not None:
+        try:
+            content = manifest.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail_usage(f"--manifest: cannot read {escape(str(manifest))}: {exc}")
+        with service_client("prompt", data_dir) as prompts:
+            try:
+                _, listed = submit_manifest(prompts, content)
+            except RequestFailedError as exc:
+                fail_response(exc.response)
+        ids += listed
+    return ids

@@ -21,13 +21,13 @@ from worldmill.contracts.upsample import (
 from worldmill.runtime import cli_support
 from worldmill.runtime.cli_support import (
     EXIT_FAILED,
-    EXIT_USAGE,
     fail_response,
     post_once_specs_are_known,
     progress_bar,
+    prompt_ids_or_manifest,
     service_client,
 )
-from worldmill.runtime.client import RequestFailedError, ServiceClient, ServiceUnavailableError, submit_manifest
+from worldmill.runtime.client import ServiceClient, ServiceUnavailableError
 
 console, err = cli_support.console, cli_support.err_console
 
@@ -127,23 +127,8 @@ def _upsample(
     wait: bool,
     timeout: float,
 ) -> None:
-    if not prompt_ids and manifest is None:
-        err.print("[bold red]error:[/] give PROMPT_IDS or --manifest FILE")
-        raise typer.Exit(EXIT_USAGE)
     hint_ref = parse_hint(hint) if hint else None
-    ids = list(prompt_ids or [])
-    if manifest is not None:
-        try:
-            content = manifest.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            err.print(f"[bold red]error:[/] --manifest: cannot read {escape(str(manifest))}: {exc}")
-            raise typer.Exit(EXIT_USAGE) from exc
-        with service_client("prompt", data_dir) as prompts:
-            try:
-                _, listed = submit_manifest(prompts, content)
-            except RequestFailedError as exc:
-                fail_response(exc.response)
-        ids += listed
+    ids = prompt_ids_or_manifest(prompt_ids, manifest, data_dir)
     with service_client("upsample", data_dir) as client:
         info = server_info(client)
         if not info.available:
