@@ -9,7 +9,7 @@ STAMP := $(VENV)/.worldmill-installed
 PACKAGES := $(wildcard contracts/worldmill/*/__init__.py services/worldmill/*/__init__.py gpu-runner/worldmill/*/__init__.py)
 SRC_PATH := contracts:services:gpu-runner
 
-.PHONY: setup demo test lint schemas clean
+.PHONY: setup browser demo test lint schemas clean
 
 $(STAMP): pyproject.toml $(PACKAGES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,22 @@ $(STAMP): pyproject.toml $(PACKAGES)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[stack,video,models,postgres,dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+## The catalog's gallery test drives Debian's chromium (Playwright's own browser download cannot run here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian chromium for the gallery test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "the gallery test needs chromium: run 'sudo apt-get install chromium'" >&2; fi; }
 
 ## The main job: the demo on the local stack (started and stopped for you if none is running).
 demo: $(STAMP)
 	$(BIN)/worldmill demo --json .worldmill/demo-summary.json
 
 ## The tests (real nats-server and SeaweedFS on free loopback ports). Exit 5 (no tests) is a failure.
-test: $(STAMP)
+test: $(STAMP) browser
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; exit $$rc
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.helpers.bus import PrivateStream
 from worldmill.contracts.subjects import ALL_STREAMS, StreamSpec
@@ -156,3 +157,22 @@ def postgres() -> Iterator[str]:
                 [*as_user, pg_ctl, "-D", str(data), "-w", "-m", "fast", "stop"], capture_output=True, timeout=60
             )
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database per test: a SQLite file, or a new PostgreSQL database (both run)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'docs.sqlite3'}"
+        return
+    server: str = request.getfixturevalue("postgres")
+    name = f"t_{uuid.uuid4().hex}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

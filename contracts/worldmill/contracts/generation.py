@@ -311,6 +311,18 @@ class GenerationSubmission(Contract):
     requested_by: str = "api"
 
 
+class RunUpdated(Message):
+    """A run was stored in a new state (version ``version``): the catalog's view of runs and attempts."""
+
+    TYPE: ClassVar[str] = "run.updated"
+
+    run: RunRecord
+    version: int = Field(ge=1, description="The run document's version; a higher one supersedes a lower.")
+
+    def entity_id(self) -> str | None:
+        return self.run.run_id
+
+
 class RunPage(Contract):
     """``GET /runs``: runs, newest first by id, with the next cursor."""
 

@@ -19,6 +19,18 @@ from worldmill.contracts.augment import (
 )
 from worldmill.contracts.base import Message
 from worldmill.contracts.cards import ModelCard
+from worldmill.contracts.catalog import (
+    AssetDetail,
+    AssetNoted,
+    AssetPage,
+    AssetRated,
+    CatalogCounts,
+    DatasetExported,
+    GenerationStatus,
+    NoteSubmission,
+    QueueStatus,
+    RatingSubmission,
+)
 from worldmill.contracts.deadletter import DeadLetter
 from worldmill.contracts.envelope import Envelope, TypedEnvelope, typed_envelope
 from worldmill.contracts.generation import (
@@ -35,6 +47,7 @@ from worldmill.contracts.generation import (
     Provenance,
     RunPage,
     RunRecord,
+    RunUpdated,
     VideoReady,
 )
 from worldmill.contracts.objects import ObjectCreated, S3Notification
@@ -79,6 +92,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     CancelRequested,
     JobCanceled,
     VideoReady,
+    RunUpdated,
     QaPassed,
     QaFailed,
     ObjectCreated,
@@ -87,6 +101,9 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     InputSpecRequested,
     AugmentRejected,
     AugmentCompleted,
+    AssetRated,
+    AssetNoted,
+    DatasetExported,
     DeadLetter,
 )
 
@@ -119,6 +136,13 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     AugmentSubmission,
     AugmentAccepted,
     AugmentationPage,
+    AssetPage,
+    AssetDetail,
+    RatingSubmission,
+    NoteSubmission,
+    QueueStatus,
+    GenerationStatus,
+    CatalogCounts,
 )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from worldmill.augment.cli import augment
+from worldmill.catalog.cli import catalog_app, report
 from worldmill.cli.console import console
 from worldmill.cli.demo import demo
 from worldmill.cli.schema_commands import schemas_app
@@ -42,6 +43,8 @@ app.add_typer(runs_app, name="runs")
 app.command()(follow)
 app.command()(audit)
 app.add_typer(qa_app, name="qa")
+app.command()(report)
+app.add_typer(catalog_app, name="catalog")
 # The qa package cannot import the prompt package; the CLI (the composition root) connects them.
 set_manifest_expander(lambda raw: check_text(raw, now=datetime.now(UTC)))
 

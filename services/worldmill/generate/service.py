@@ -25,6 +25,7 @@ from worldmill.contracts.generation import (
     JobProgress,
     RunPage,
     RunRecord,
+    RunUpdated,
     VideoReady,
 )
 from worldmill.contracts.prompts import PromptSpec
@@ -140,13 +141,17 @@ class GenerateService:
             job = job_for(run, spec, card)
             runs.append(run)
             docs.append(self._run_doc(run, 1))
-            events.append(self._event(job, job.job_id))
+            events.extend((self._run_event(run, 1), self._event(job, job.job_id)))
         if problems:
             raise PlansRejectedError(problems)
         if docs:
             await self.docs.commit(docs, events)
             await self.publish_pending()
         return GenerationAccepted(request_id=request_id, runs=tuple(runs))
+
+    def _run_event(self, run: RunRecord, version: int) -> OutboxItem:
+        """``run.updated`` for this version of a run (the catalog follows runs through it)."""
+        return self._event(RunUpdated(run=run, version=version), f"run-{run.run_id}-v{version}")
 
     def _run_doc(self, run: RunRecord, version: int) -> NewDocument:
         index: dict[str, tuple[str, ...]] = {
@@ -198,7 +203,7 @@ class GenerateService:
             return None
         latest = await self.docs.get(RUN, run_id)
         version = (latest.version if latest else 0) + 1
-        await self.docs.commit([self._run_doc(change, version)], events)
+        await self.docs.commit([self._run_doc(change, version)], [self._run_event(change, version), *events])
         return change
 
     async def cancel(self, run_id: str, reason: str = "canceled on request") -> RunRecord:

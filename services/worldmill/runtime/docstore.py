@@ -27,7 +27,6 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -39,6 +38,9 @@ from worldmill.contracts.envelope import MAX_ENVELOPE_BYTES, AnyEnvelope, wrap
 from worldmill.runtime.bus import Bus, _subject_of, encode, headers_for
 from worldmill.runtime.errors import InvalidInputError, PermanentError, TransientError
 from worldmill.runtime.logs import get_logger
+from worldmill.runtime.sql import DatabaseUnavailableError, make_engine, run_sql
+
+__all__ = ["DatabaseUnavailableError", "Document", "DocumentStore", "NewDocument", "OutboxItem", "OutboxRelay"]
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -93,10 +95,6 @@ OUTBOX = sa.Table(
 
 class VersionConflictError(TransientError):
     """The (kind, doc_id, version) exists already: reload the latest version and try again."""
-
-
-class DatabaseUnavailableError(TransientError):
-    """The database could not be reached (or was locked past the busy timeout)."""
 
 
 def canonical_json(body: Mapping[str, Any]) -> str:
@@ -207,13 +205,7 @@ class DocumentStore:
         return f"DocumentStore({self.url.render_as_string(hide_password=True)!r})"  # no password in logs
 
     async def _run(self, what: str, fn: Callable[[Engine], T]) -> T:
-        if self._engine is None:
-            raise DatabaseUnavailableError(f"{self!r}: not open (call open() first)")
-        try:
-            return await asyncio.to_thread(fn, self._engine)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError) as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise DatabaseUnavailableError(f"{self!r}: {what} failed: {reason}") from exc
+        return await run_sql(self._engine, f"{self!r}: {what}", fn)
 
     async def _documents(self, what: str, query: Any) -> list[Document]:
         return await self._run(what, lambda e: _read(e, lambda c: _load(c, query)))
@@ -222,22 +214,7 @@ class DocumentStore:
         """Connect and create missing tables (idempotent); SQLite gets WAL and a busy timeout."""
         if self._engine is not None:
             return
-        sqlite = self.url.get_backend_name() == "sqlite"
-        args: dict[str, Any] = {}
-        if sqlite:
-            db = self.url.database or ""
-            if db in ("", ":memory:") or db.startswith("file:"):
-                raise InvalidInputError("database_url", "SQLite needs a file path (in-memory is not supported)")
-            try:
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseUnavailableError(f"{self!r}: cannot create its folder ({exc})") from exc
-        elif self.url.get_backend_name() == "postgresql":
-            args["connect_timeout"] = 5
-        engine = sa.create_engine(self.url, pool_pre_ping=not sqlite, connect_args=args)
-        if sqlite:
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        self._engine = engine
+        self._engine = make_engine(self.url)
         try:
             await self._run("open", _create_schema)
         except BaseException:
@@ -462,11 +439,3 @@ def _create_schema(engine: Engine, attempts: int = 3) -> None:
         if attempts <= 1:  # several processes creating the same tables at once: one wins, retry
             raise
         _create_schema(engine, attempts - 1)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()

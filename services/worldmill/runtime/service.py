@@ -7,7 +7,8 @@
   in-flight messages finish, then drains the connection;
 * ``GET /healthz`` (liveness, no auth) and ``GET /readyz`` (bus connected and store reachable,
   no auth);
-* bearer-token auth on every other route: 401 with a message that says what is missing.
+* bearer-token auth on every other route: 401 with a message that says what is missing (the
+  ``public_routers`` a service may add serve pages and static files only, never data).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def create_service_app(
     *,
     title: str,
     routers: Sequence[APIRouter] = (),
+    public_routers: Sequence[APIRouter] = (),
     consumers: ConsumerFactory | None = None,
     on_startup: Hook | None = None,
     on_shutdown: Hook | None = None,
@@ -187,6 +189,9 @@ def create_service_app(
     guard = [Depends(token_checker(settings))]
     for router in routers:
         app.include_router(router, dependencies=guard)
+    # Pages and static files that hold no data (a web page asks for its data with the token).
+    for router in public_routers:
+        app.include_router(router)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
     async def openapi() -> JSONResponse:

@@ -1,0 +1,63 @@
+"""The catalog service process: ``worldmill serve catalog``.
+
+One durable consumer reads every event (``wm.evt.>``) and applies the ones the catalog keeps; the
+database is migrated at start-up; the gallery is served at ``/gallery``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from worldmill.catalog.api import router
+from worldmill.catalog.database import CatalogDatabase
+from worldmill.catalog.gallery import gallery_router
+from worldmill.catalog.service import CatalogService
+from worldmill.contracts.subjects import EVENTS, ConsumerSpec
+from worldmill.runtime.consumer import Consumer, Delivery
+from worldmill.runtime.service import ServiceContext, create_service_app
+from worldmill.runtime.settings import RuntimeSettings
+
+EVERY_EVENT = ConsumerSpec(
+    durable="catalog",
+    stream=EVENTS.name,
+    filter_subject=f"{EVENTS.subjects[0]}",
+    max_ack_pending=1024,
+    backoff_base_s=0.5,
+    backoff_max_s=30.0,
+    max_deliver=10,
+    description="Every event: the catalog's read model (idempotent by event id, any order).",
+)
+
+
+def consumers(ctx: ServiceContext) -> list[Consumer]:
+    """The catalog's one consumer."""
+    service: CatalogService = ctx.state["catalog"]
+
+    async def on_event(d: Delivery) -> None:
+        await service.ingest(d.envelope, d.message)
+
+    return [Consumer(ctx.bus, EVERY_EVENT, on_event, source=ctx.source, prefetch=256)]
+
+
+def create_app(settings: RuntimeSettings) -> FastAPI:
+    """The catalog service's app; its database is ``settings.database_url`` (SQLite by default)."""
+
+    async def startup(ctx: ServiceContext) -> None:
+        db = CatalogDatabase(settings.database_url_or_default())
+        await db.open()
+        ctx.state["catalog"] = CatalogService(db=db, store=ctx.store, bus=ctx.bus, source=ctx.source)
+
+    async def shutdown(ctx: ServiceContext) -> None:
+        service: CatalogService | None = ctx.state.get("catalog")
+        if service is not None:
+            await service.db.close()
+
+    return create_service_app(
+        settings,
+        title="worldmill catalog service",
+        routers=[router],
+        public_routers=[gallery_router],
+        consumers=consumers,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    )
