@@ -72,6 +72,10 @@ class DatasetExported(Message):
     samples: tuple[ExportedSample, ...]
     manifest_sha256: str = Field(description="sha256 of the export manifest written at the destination.")
     exported_at: datetime
+    sample_count: int | None = Field(
+        default=None, ge=0, description="Samples in the whole export (a large export is announced in parts)."
+    )
+    part: int = Field(default=0, ge=0, description="Which part of the export's sample list this event carries.")
 
     def entity_id(self) -> str | None:
         return self.export_id

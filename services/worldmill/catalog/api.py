@@ -85,7 +85,7 @@ async def search_assets(
         )
     except ValidationError as exc:
         detail = [{"loc": ["query", *(str(p) for p in e["loc"])], "msg": e["msg"]} for e in exc.errors()]
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail) from exc
+        raise HTTPException(422, detail) from exc
     return await _service(request).search(query, count=count)
 
 

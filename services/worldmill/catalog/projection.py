@@ -383,7 +383,7 @@ def _exported(_: EnvelopeAttributes, m: DatasetExported) -> list[Change]:
                 "format": m.format,
                 "destination": m.destination,
                 "selection": m.selection,
-                "samples": len(m.samples),
+                "samples": m.sample_count if m.sample_count is not None else len(m.samples),
                 "manifest_sha256": m.manifest_sha256,
                 "exported_at": m.exported_at,
             },

@@ -48,6 +48,8 @@ from worldmill.runtime.store import ObjectStore
 log = get_logger(__name__)
 LINK_TTL = timedelta(hours=12)
 REBUILD_BATCH = 500
+#: Samples per dataset.exported event (about 250 bytes each: far below the 256 KiB envelope limit).
+EXPORT_PART = 400
 
 
 class UnknownAssetError(InvalidInputError):
@@ -103,8 +105,8 @@ class CatalogService:
             if summary is not None:
                 self.hub.publish(Update("asset", summary.model_dump(mode="json")))
 
-    async def _publish_and_apply(self, message: Message) -> None:
-        envelope = wrap(message, source=self.source, event_id=f"{message.TYPE}-{secrets.token_hex(12)}")
+    async def _publish_and_apply(self, message: Message, event_id: str | None = None) -> None:
+        envelope = wrap(message, source=self.source, event_id=event_id or f"{message.TYPE}-{secrets.token_hex(12)}")
         if self.bus is not None:
             await self.bus.publish(envelope)
         await self.db.apply(envelope, message)
@@ -134,8 +136,17 @@ class CatalogService:
         return Note(note_id=message.note_id, text=message.text, author=message.author, noted_at=message.noted_at)
 
     async def record_export(self, export: DatasetExported) -> None:
-        """Remember a finished export (its samples become the assets' lineage children)."""
-        await self._publish_and_apply(export)
+        """Remember a finished export (its samples become the assets' lineage children).
+
+        Announced in parts of at most ``EXPORT_PART`` samples (an event must stay well under the
+        envelope limit), with event ids derived from the export id: posting the same export again
+        changes nothing.
+        """
+        samples = export.samples
+        parts = [samples[i : i + EXPORT_PART] for i in range(0, len(samples), EXPORT_PART)] or [()]
+        for index, chunk in enumerate(parts):
+            part = export.model_copy(update={"samples": chunk, "sample_count": len(samples), "part": index})
+            await self._publish_and_apply(part, event_id=f"dataset.exported-{export.export_id}-p{index}")
 
     async def _require_asset(self, asset_id: str) -> None:
         row = await self.db.read("asset", lambda c: queries.asset(c, asset_id))

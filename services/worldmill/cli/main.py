@@ -10,6 +10,7 @@ import typer
 
 from worldmill.augment.cli import augment
 from worldmill.catalog.cli import catalog_app, report
+from worldmill.catalog.export_cli import export
 from worldmill.cli.console import console
 from worldmill.cli.demo import demo
 from worldmill.cli.schema_commands import schemas_app
@@ -44,6 +45,7 @@ app.command()(follow)
 app.command()(audit)
 app.add_typer(qa_app, name="qa")
 app.command()(report)
+app.command()(export)
 app.add_typer(catalog_app, name="catalog")
 # The qa package cannot import the prompt package; the CLI (the composition root) connects them.
 set_manifest_expander(lambda raw: check_text(raw, now=datetime.now(UTC)))
