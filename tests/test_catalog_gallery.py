@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
+from tests.helpers.browser import CHROMIUM_ARGS, chromium_path
 from tests.helpers.generation import settings
 from tests.helpers.polling import wait_for
 from tests.helpers.serve import serve
@@ -58,30 +58,11 @@ from worldmill.runtime.store import ObjectStore
 
 TOKEN = "tok"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WIDTH, HEIGHT, FPS, FRAMES = 64, 48, 24, 48
 #: Text a person might type, or a prompt might hold: it must stay text, never markup or script.
 HOSTILE = "<script>alert(1)</script> \"double\" 'single' <img src=x onerror=alert(2)>"
 NOW = datetime.now(UTC).replace(microsecond=0)
 T = TypeVar("T")
-
-
-def _chromium() -> str:
-    """Debian's chromium (Playwright's own browser download cannot run here): fail, never skip."""
-    found = shutil.which("chromium") or next(
-        (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None
-    )
-    if found is None:
-        pytest.fail("the gallery test needs Debian's chromium and none is installed: run `make browser`")
-    return found
 
 
 # -- the world the gallery shows ---------------------------------------------------------------
@@ -374,7 +355,7 @@ def _get(base: str, path: str, **params: Any) -> Any:
 
 def test_gallery_in_a_real_browser(nats: NatsEndpoint, s3: S3Endpoint, catalog: str, tmp_path: Path) -> None:
     """Cards, filters, hostile text, the detail (player, findings, lineage), rating and live progress."""
-    chromium = _chromium()
+    chromium = chromium_path()
     w = _world()
     _in_thread(lambda: _upload(w, s3, tmp_path))
     _publish(nats, _events(w))

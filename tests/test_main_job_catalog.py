@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -16,19 +15,10 @@ import pytest
 import webdataset as wds
 
 from tests.conftest import REPO
+from tests.helpers.browser import CHROMIUM_ARGS, chromium_path
 from tests.test_stack import CLI, _cli_env
 from worldmill.runtime.stack import load_state
 
-CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MANIFEST = "security-cameras-demo"
 
 
@@ -38,8 +28,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
 
 @pytest.mark.slow
 def test_main_job_is_catalogued_shown_reported_and_exported(tmp_path: Path) -> None:
-    if shutil.which("chromium") is None and not Path(CHROMIUM).exists():
-        pytest.fail("the gallery test needs Debian's chromium: run `make browser` (apt-get install chromium)")
+    chromium = chromium_path()
     data = tmp_path / ".worldmill"
     up = _run(["up", "--detach", "--data-dir", str(data)], tmp_path, timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -110,11 +99,23 @@ def test_main_job_is_catalogued_shown_reported_and_exported(tmp_path: Path) -> N
         manifest = json.loads((dest / "export_manifest.json").read_text())
         assert manifest["content"]["totals"]["samples"] == 18
 
+        # The gallery's address for a person, and a rebuild from the stream that changes no row.
+        gallery = _run(["catalog", "gallery", "--data-dir", str(data)], tmp_path)
+        assert gallery.returncode == 0 and f"{base}/gallery#token={state.api_token}" in gallery.stdout
+        before = httpx.get(f"{base}/assets", params={"manifest": MANIFEST, "limit": 100}, headers=headers).json()
+        rebuilt = _run(["catalog", "rebuild", "--data-dir", str(data)], tmp_path)
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        after = httpx.get(f"{base}/assets", params={"manifest": MANIFEST, "limit": 100}, headers=headers).json()
+        drop = ("video", "screenshots", "contact_sheet")  # presigned URLs are signed anew on each answer
+        assert [{k: v for k, v in i.items() if k not in drop} for i in after["items"]] == [
+            {k: v for k, v in i.items() if k not in drop} for i in before["items"]
+        ]
+
         # The gallery: every video as a card with its screenshots and its QA badge, in Debian's chromium.
         from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page_ = browser.new_page()
                 page_.goto(f"{base}/gallery?manifest={MANIFEST}#token={state.api_token}")

@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from worldmill.contracts.catalog import CatalogCounts, GenerationStatus
-from worldmill.runtime.cli_support import EXIT_FAILED, console, fail_response, fail_usage, service_client
+from worldmill.runtime.cli_support import EXIT_FAILED, console, fail, fail_response, fail_usage, service_client
+from worldmill.runtime.stack import running_state
 
 catalog_app = typer.Typer(
     help="The catalog: rebuild it from the event stream, count what it holds.", no_args_is_help=True
@@ -138,3 +139,12 @@ def stats(data_dir: DataDir = Path(".worldmill")) -> None:
     if resp.status_code != 200:
         fail_response(resp)
     console.print(_counts_table(CatalogCounts.model_validate(resp.json()), "catalog"))
+
+
+@catalog_app.command()
+def gallery(data_dir: DataDir = Path(".worldmill")) -> None:
+    """Print the local stack's gallery address, with its token in the fragment (never sent to a server)."""
+    state = running_state(data_dir)
+    if state is None or "catalog" not in state.services:
+        fail("the catalog service is not running: start the stack with `worldmill up`")
+    console.print(f"{state.services['catalog']}/gallery#token={state.api_token}", soft_wrap=True)

@@ -7,7 +7,9 @@ Lineage is a table of edges between (kind, id) pairs, written as soon as either 
 a parent that has not been seen yet is "unknown" until its own event arrives.
 
 The schema is created and changed only by the Alembic migrations next to this file
-(``migrations/versions``); ``tests/test_catalog_db.py`` checks the two agree.
+(``migrations/versions``); ``tests/test_catalog_db.py`` checks the two agree. On PostgreSQL a
+migration also adds a trigram index for the prompt text search (``pg_trgm``, where the extension can
+be created); expression indexes are not declared here (Alembic does not compare them).
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ ASSETS = sa.Table(
     sa.Index("ix_assets_qa_created", "qa_status", "created_at", "asset_id"),
     sa.Index("ix_assets_manifest", "manifest", "qa_status"),
     sa.Index("ix_assets_prompt", "prompt_id", "prompt_version"),
-    sa.Index("ix_assets_model", "model"),
+    sa.Index("ix_assets_model_created", "model", "created_at", "asset_id"),
     sa.Index("ix_assets_risk", "risk_level"),
 )
 
@@ -243,6 +245,16 @@ EDGES = sa.Table(
     sa.Column("relation", sa.String(40), nullable=False),
     sa.Index("ix_lineage_child", "child_kind", "child_id"),
 )
+
+#: Indexes a migration creates only where the database supports them (PostgreSQL's trigram index
+#: for text search); not declared above, so comparisons of the schema with this module skip them.
+DATABASE_ONLY_INDEXES = frozenset({"ix_assets_prompt_trgm"})
+
+
+def declared(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:  # noqa: ARG001
+    """Alembic's ``include_object`` hook: everything but the database-only indexes."""
+    return not (type_ == "index" and name in DATABASE_ONLY_INDEXES)
+
 
 #: Every read-model table, children first (the order a rebuild empties them in).
 ALL_TABLES: tuple[sa.Table, ...] = (

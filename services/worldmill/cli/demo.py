@@ -24,6 +24,7 @@ from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, fail_usage
 from worldmill.cli.demo_augment import augment_one, print_augmentation
+from worldmill.cli.demo_catalog import catalog_manifest, print_catalog
 from worldmill.cli.demo_upsample import print_upsampling, wait_for_upsampling
 from worldmill.cli.demo_videos import generate_videos, print_videos, wait_for_verdicts
 from worldmill.cli.stack_commands import DataDir, start_local_stack
@@ -233,12 +234,18 @@ def demo(
             summary["augmentation"] = augment_one(state, shortest, run_id)
         else:
             summary["augmentation"] = {"ok": False, "error": "no generated video to augment"}
+        summary["catalog"] = (
+            catalog_manifest(state, summary["manifest"]["manifest"], data_dir, run_id)
+            if summary["generation"]["ok"]
+            else {"ok": False, "error": "no generated video to catalogue"}
+        )
         qa_ok = summary["generation"].get("qa", {}).get("ok", False)
         steps_ok = (
             summary["manifest"]["ok"]
             and summary["upsample"]["ok"]
             and summary["generation"]["ok"]
             and summary["augmentation"]["ok"]
+            and summary["catalog"]["ok"]
         )
         summary["ok"] = summary["ok"] and steps_ok and qa_ok
     finally:
@@ -255,6 +262,7 @@ def demo(
         print_upsampling(summary["upsample"], console)
     print_videos(summary["generation"], console)
     print_augmentation(summary["augmentation"], console)
+    print_catalog(summary["catalog"], console)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2))
@@ -266,7 +274,8 @@ def demo(
         f"presigned URL works; manifest {summary['manifest']['manifest']} → {summary['manifest']['counts']['specs']} "
         f"specs (re-submitted with nothing new) → {len(summary['generation']['videos'])} videos, each exactly "
         "its planned frames and fps; one of them uploaded as an input came back augmented with the same frames and "
-        "fps and a passing QA verdict."
+        "fps and a passing QA verdict; the catalog holds every video with its verdict and lineage, the manifest's "
+        "generation_status.json is written and its dataset exported as webdataset shards."
     )
 
 
