@@ -3,12 +3,18 @@
 Upserts are ``INSERT … ON CONFLICT (key) DO UPDATE SET <the event's columns> WHERE <guard>``, a
 statement both databases have with the same meaning; the guard is the ``newer`` rule. An event is
 applied at most once: its id goes into ``applied_events`` in the same transaction as its changes,
-with ``ON CONFLICT DO NOTHING``; when that inserts nothing the event was applied before and the
-transaction changes nothing else.
+with ``ON CONFLICT DO NOTHING … RETURNING``; when that returns nothing the event was applied
+before and the transaction changes nothing else.
+
+Statements are built once per shape (dialect, table, key columns, columns set, guard) and executed
+with the values as parameters: building SQLAlchemy constructs per event cost more than the
+database's own work (bench/catalog.py).
 """
 
 from __future__ import annotations
 
+import functools
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,21 +33,36 @@ from worldmill.catalog.tables import ASSETS, EDGES, EVENTS, PROMPTS, RATINGS, me
 from worldmill.contracts.envelope import EnvelopeAttributes
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+def _insert(dialect: str, table: sa.Table) -> Any:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def _utc(value: Any) -> Any:
+    """Times are stored in UTC (SQLite keeps no offset, so every writer must agree)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
+
+
+@functools.cache
+def _mark_statement(dialect: str) -> Any:
+    return (
+        _insert(dialect, EVENTS)
+        .values(
+            event_id=sa.bindparam("event_id"),
+            type=sa.bindparam("type"),
+            subject=sa.bindparam("subject"),
+            time=sa.bindparam("time", type_=EVENTS.c.time.type),
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(EVENTS.c.event_id)
+    )
 
 
 def mark_applied(conn: Connection, attrs: EnvelopeAttributes) -> bool:
     """Record the event as applied; False when it was applied before (then apply nothing)."""
-    stmt = (
-        _insert(conn, EVENTS)
-        .values(event_id=attrs.id, type=attrs.type, subject=attrs.subject, time=attrs.time)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(EVENTS.c.event_id)
-    )
-    return conn.execute(stmt).first() is not None
+    params = {"event_id": attrs.id, "type": attrs.type, "subject": attrs.subject, "time": _utc(attrs.time)}
+    return conn.execute(_mark_statement(conn.dialect.name), params).first() is not None
 
 
 def apply_changes(conn: Connection, changes: list[Change]) -> None:
@@ -57,54 +78,76 @@ def apply_changes(conn: Connection, changes: list[Change]) -> None:
             _refresh_rating(conn, change)
 
 
-def _upsert(conn: Connection, u: Upsert) -> None:
-    table = metadata.tables[u.table]
-    stmt = _insert(conn, table).values({**u.insert_only, **u.values, **u.key})
-    if not u.values:
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=list(u.key)))
-        return
+@functools.cache
+def _upsert_statement(  # noqa: PLR0917 - the cache key is the statement's whole shape
+    dialect: str,
+    table_name: str,
+    keys: tuple[str, ...],
+    updated: tuple[str, ...],
+    inserted: tuple[str, ...],
+    newer: str | None,
+) -> Any:
+    table = metadata.tables[table_name]
+    columns = (*keys, *updated, *inserted)
+    stmt = _insert(dialect, table).values({c: sa.bindparam(c, type_=table.c[c].type) for c in columns})
+    if not updated:
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
     where = None
-    if u.newer is not None:
-        column = table.c[u.newer]
-        where = sa.or_(column.is_(None), column < stmt.excluded[u.newer])
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=list(u.key), set_={k: stmt.excluded[k] for k in u.values}, where=where
-        )
+    if newer is not None:
+        column = table.c[newer]
+        where = sa.or_(column.is_(None), column < stmt.excluded[newer])
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={k: stmt.excluded[k] for k in updated}, where=where
     )
+
+
+def _upsert(conn: Connection, u: Upsert) -> None:
+    inserted = tuple(k for k in u.insert_only if k not in u.values)
+    stmt = _upsert_statement(conn.dialect.name, u.table, tuple(u.key), tuple(u.values), inserted, u.newer)
+    params = {k: _utc(v) for k, v in {**u.insert_only, **u.values, **u.key}.items()}
+    conn.execute(stmt, params)
 
 
 def _edge(conn: Connection, e: Edge) -> None:
-    stmt = _insert(conn, EDGES).values(
-        parent_kind=e.parent_kind,
-        parent_id=e.parent_id,
-        child_kind=e.child_kind,
-        child_id=e.child_id,
-        relation=e.relation,
+    stmt = _upsert_statement(
+        conn.dialect.name, EDGES.name, ("parent_kind", "parent_id", "child_kind", "child_id"), (), ("relation",), None
     )
-    conn.execute(stmt.on_conflict_do_nothing(index_elements=["parent_kind", "parent_id", "child_kind", "child_id"]))
+    conn.execute(
+        stmt,
+        {
+            "parent_kind": e.parent_kind,
+            "parent_id": e.parent_id,
+            "child_kind": e.child_kind,
+            "child_id": e.child_id,
+            "relation": e.relation,
+        },
+    )
+
+
+_PROMPT_FIELDS = sa.select(*(PROMPTS.c[name] for name in PROMPT_FIELDS_ON_ASSETS)).where(
+    PROMPTS.c.prompt_id == sa.bindparam("pid"), PROMPTS.c.version == sa.bindparam("version")
+)
+_FILL = (
+    sa.update(ASSETS)
+    .where(ASSETS.c.prompt_id == sa.bindparam("pid"), ASSETS.c.prompt_version == sa.bindparam("version"))
+    .values({name: sa.bindparam(f"v_{name}", type_=ASSETS.c[name].type) for name in PROMPT_FIELDS_ON_ASSETS})
+)
+_RATING = sa.select(sa.func.avg(RATINGS.c.rating), sa.func.count()).where(RATINGS.c.asset_id == sa.bindparam("aid"))
+_SET_RATING = (
+    sa.update(ASSETS)
+    .where(ASSETS.c.asset_id == sa.bindparam("aid"))
+    .values(rating=sa.bindparam("mean", type_=ASSETS.c.rating.type), ratings=sa.bindparam("n", type_=sa.Integer))
+)
 
 
 def _fill_assets(conn: Connection, f: FillAssets) -> None:
-    p = sa.select(*(PROMPTS.c[name] for name in PROMPT_FIELDS_ON_ASSETS)).where(
-        PROMPTS.c.prompt_id == f.prompt_id, PROMPTS.c.version == f.version
-    )
-    row = conn.execute(p).first()
-    if row is None:
-        return
-    conn.execute(
-        sa.update(ASSETS)
-        .where(ASSETS.c.prompt_id == f.prompt_id, ASSETS.c.prompt_version == f.version)
-        .values(dict(row._mapping))
-    )
+    row = conn.execute(_PROMPT_FIELDS, {"pid": f.prompt_id, "version": f.version}).first()
+    if row is not None:
+        values = {f"v_{k}": v for k, v in row._mapping.items()}
+        conn.execute(_FILL, {"pid": f.prompt_id, "version": f.version, **values})
 
 
 def _refresh_rating(conn: Connection, r: RefreshRating) -> None:
-    mean, count = conn.execute(
-        sa.select(sa.func.avg(RATINGS.c.rating), sa.func.count()).where(RATINGS.c.asset_id == r.asset_id)
-    ).one()
-    conn.execute(
-        sa.update(ASSETS)
-        .where(ASSETS.c.asset_id == r.asset_id)
-        .values(rating=round(float(mean), 4) if mean is not None else None, ratings=int(count))
-    )
+    mean, count = conn.execute(_RATING, {"aid": r.asset_id}).one()
+    rating = round(float(mean), 4) if mean is not None else None
+    conn.execute(_SET_RATING, {"aid": r.asset_id, "mean": rating, "n": int(count)})
