@@ -121,6 +121,8 @@ def test_search_detail_rating_notes_report_and_rebuild(
             assert r.status_code == 422, params
             assert field in json.dumps(r.json()["detail"]), (params, r.json())
         assert client.get("/assets").status_code == 401
+        paths = client.get("/openapi.json", headers=AUTH).json()["paths"]
+        assert {"/assets", "/assets/{asset_id}", "/assets/{asset_id}/rating", "/manifests/{name}/status"} <= set(paths)
         assert client.get("/gallery").status_code == 200  # the page itself holds no data
 
         status = client.get(f"/manifests/{name}/status", headers=AUTH).json()
