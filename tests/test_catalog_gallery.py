@@ -27,19 +27,16 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from tests.helpers.browser import CHROMIUM_ARGS, chromium_path
+from tests.helpers.factories import plan
 from tests.helpers.generation import settings
 from tests.helpers.polling import wait_for
 from tests.helpers.serve import serve
 from tests.helpers.video import write_video
 from worldmill.catalog.app import create_app
 from worldmill.contracts.base import Message, ObjectRef, Resolution
-from worldmill.contracts.cards import GenerationMode
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import (
     AttemptRecord,
-    ChunkPlan,
-    ExpectedOutput,
-    FpsConversion,
     GenerationPlan,
     JobProgress,
     Provenance,
@@ -145,28 +142,7 @@ def _spec(w: World, prompt_id: str, series: str, scenario: str, prompt: str, see
 
 
 def _plan(prompt_id: str, seed: int) -> GenerationPlan:
-    res = Resolution(width=WIDTH, height=HEIGHT)
-    return GenerationPlan(
-        plan_id=f"plan-{prompt_id}",
-        prompt_id=prompt_id,
-        prompt_version=1,
-        model="synthetic",
-        mode=GenerationMode.TEXT2WORLD,
-        resolution=res,
-        native_fps=FPS,
-        native_frames=FRAMES,
-        chunks=(
-            ChunkPlan(
-                index=0, seed=seed, frames=FRAMES, condition="none", condition_frames=0, keep_from=0, keep_frames=FRAMES
-            ),
-        ),
-        fps_conversion=FpsConversion(
-            source_fps=FPS, target_fps=FPS, method="none", source_frames=FRAMES, target_frames=FRAMES
-        ),
-        expected=ExpectedOutput(frames=FRAMES, fps=FPS, duration_s=FRAMES / FPS, resolution=res),
-        sampling=SamplingParams(guidance=7, steps=4),
-        estimated_gpu_seconds=1.0,
-    )
+    return plan(prompt_id, FRAMES, FPS, width=WIDTH, height=HEIGHT, seed=seed, steps=4)
 
 
 def _run(

@@ -232,6 +232,8 @@ def test_report_command_prints_the_table_and_writes_generation_status(
         status = json.loads(out.read_text())
         assert {c for i in status["items"] for c in i["failed_checks"]} == {"black_frames"}
         assert status["counts"] == {"passed": 3, "in_flight": 0, "unverified": 0, "failed": 2, "missing": 1}
+        stats = CliRunner().invoke(cli_app, ["catalog", "stats"])
+        assert stats.exit_code == 0 and "assets" in stats.output and "events" in stats.output
         check = CliRunner().invoke(cli_app, ["report", name, "--check"])
         assert check.exit_code == 1
         unknown = CliRunner().invoke(cli_app, ["report", "no-such-manifest"])

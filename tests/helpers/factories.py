@@ -33,9 +33,18 @@ def object_ref(key: str, data: bytes = b"video") -> ObjectRef:
     )
 
 
-def plan(prompt_id: str, frames: int = 120, fps: int = 24) -> GenerationPlan:
+def plan(
+    prompt_id: str,
+    frames: int = 120,
+    fps: int = 24,
+    *,
+    width: int = 320,
+    height: int = 192,
+    seed: int = 7,
+    steps: int = 35,
+) -> GenerationPlan:
     """A one-chunk plan for the synthetic model."""
-    res = Resolution(width=320, height=192)
+    res = Resolution(width=width, height=height)
     return GenerationPlan(
         plan_id=f"plan-{prompt_id}",
         prompt_id=prompt_id,
@@ -47,14 +56,14 @@ def plan(prompt_id: str, frames: int = 120, fps: int = 24) -> GenerationPlan:
         native_frames=frames,
         chunks=(
             ChunkPlan(
-                index=0, seed=7, frames=frames, condition="none", condition_frames=0, keep_from=0, keep_frames=frames
+                index=0, seed=seed, frames=frames, condition="none", condition_frames=0, keep_from=0, keep_frames=frames
             ),
         ),
         fps_conversion=FpsConversion(
             source_fps=fps, target_fps=fps, method="none", source_frames=frames, target_frames=frames
         ),
         expected=ExpectedOutput(frames=frames, fps=fps, duration_s=frames / fps, resolution=res),
-        sampling=SamplingParams(guidance=7, steps=35),
+        sampling=SamplingParams(guidance=7, steps=steps),
         estimated_gpu_seconds=1.0,
     )
 

@@ -121,24 +121,24 @@ def _counts_table(counts: CatalogCounts, title: str) -> Table:
     return table
 
 
+def _counts(method: str, path: str, title: str, data_dir: Path) -> None:
+    with service_client("catalog", data_dir) as client:
+        resp = client.request(method, path)
+    if resp.status_code != 200:
+        fail_response(resp)
+    console.print(_counts_table(CatalogCounts.model_validate(resp.json()), title))
+
+
 @catalog_app.command()
 def rebuild(data_dir: DataDir = Path(".worldmill")) -> None:
     """Empty the catalog and apply the whole event stream again (ratings and notes are events too)."""
-    with service_client("catalog", data_dir) as client:
-        resp = client.request("POST", "/rebuild")
-    if resp.status_code != 200:
-        fail_response(resp)
-    console.print(_counts_table(CatalogCounts.model_validate(resp.json()), "catalog rebuilt from the event stream"))
+    _counts("POST", "/rebuild", "catalog rebuilt from the event stream", data_dir)
 
 
 @catalog_app.command()
 def stats(data_dir: DataDir = Path(".worldmill")) -> None:
     """How many events, manifests, prompts, runs, assets and exports the catalog holds."""
-    with service_client("catalog", data_dir) as client:
-        resp = client.request("GET", "/stats")
-    if resp.status_code != 200:
-        fail_response(resp)
-    console.print(_counts_table(CatalogCounts.model_validate(resp.json()), "catalog"))
+    _counts("GET", "/stats", "catalog", data_dir)
 
 
 @catalog_app.command()
