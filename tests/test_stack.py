@@ -278,3 +278,23 @@ def test_every_service_serve_knows_is_built_and_an_unknown_one_is_a_usage_error(
         assert callable(importlib.import_module(entry_module(service)).create_app), service
     bad = CliRunner().invoke(app, ["serve", "nonsense"], env={"COLUMNS": "200"})
     assert bad.exit_code == 2 and "catalog" in bad.output
+
+
+def test_a_process_that_exited_but_is_not_reaped_yet_counts_as_stopped() -> None:
+    """`down` stops processes another process started: an exited child its parent has not reaped is gone."""
+    # The inner sleep exits at once; its parent (exec'd into `sleep 5`) never reaps it: a zombie.
+    parent = subprocess.Popen(["sh", "-c", "sleep 0.05 & echo $!; exec sleep 5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 5
+        while (
+            time.monotonic() < deadline and Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        ):
+            time.sleep(0.05)
+        assert Path(f"/proc/{child}/stat").exists()  # still in the process table…
+        assert not pid_alive(child)  # …but gone for us
+        assert pid_alive(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()

@@ -90,7 +90,16 @@ def pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but whose parent (not us) has not reaped it yet: it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def stop_pid(pid: int, *, timeout_s: float = 10.0) -> bool:
@@ -106,7 +115,11 @@ def stop_pid(pid: int, *, timeout_s: float = 10.0) -> bool:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5.0  # SIGKILL cannot be ignored, but the kernel takes a moment under load
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
     return not pid_alive(pid)
 
 
