@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from tests.helpers.catalog_events import attrs_and_message, dataset
 from worldmill.catalog import queries
 from worldmill.catalog.database import CatalogDatabase
-from worldmill.catalog.search import AssetQuery, encode_cursor
+from worldmill.catalog.search import AssetQuery
 from worldmill.catalog.tables import ALL_TABLES, declared, metadata
 from worldmill.runtime.errors import InvalidInputError
 
@@ -102,22 +102,17 @@ async def test_duplicates_change_nothing(db: CatalogDatabase) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_any_arrival_order_gives_the_same_rows(store_url: str, tmp_path: Any, seed: int) -> None:
+async def test_any_arrival_order_gives_the_same_rows(db: CatalogDatabase, seed: int) -> None:
     events = dataset(f"cat-order-{seed}", 3, fail_every=2)
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)
     dumps = []
-    for name, order in (("in-order", events), ("shuffled", shuffled), ("reversed", events[::-1])):
-        url = store_url if name == "in-order" else f"sqlite:///{tmp_path / f'{name}.sqlite3'}"
-        db = CatalogDatabase(url)
-        await db.open()
+    for order in (events, shuffled, events[::-1]):
+        await db.reset()
         await apply_all(db, order)
         dumps.append(await dump(db))
-        await db.close()
-    assert dumps[1] == dumps[2]
-    # Across databases only the stored representation of times may differ: compare assets by id and state.
-    assert [r[0] for r in dumps[0]["assets"]] == [r[0] for r in dumps[1]["assets"]]
-    assert len(dumps[0]["lineage_edges"]) == len(dumps[1]["lineage_edges"])
+    assert dumps[0] == dumps[1] == dumps[2]
+    assert len(dumps[0]["assets"]) == 3 and dumps[0]["lineage_edges"]
 
 
 async def test_a_child_before_its_parent_is_kept_and_linked_when_the_parent_arrives(db: CatalogDatabase) -> None:
@@ -198,7 +193,6 @@ async def test_cursor_pages_visit_every_asset_once(db: CatalogDatabase) -> None:
     assert seen == await search(db, limit=50)  # newest first, same order as one big page
     with pytest.raises(InvalidInputError, match="cursor"):
         await db.read("s", lambda c: queries.search(c, AssetQuery(cursor="not-a-cursor")))
-    assert encode_cursor  # the cursor is opaque: only next_cursor values are accepted
 
 
 @pytest.mark.parametrize("limit", [0, -1, 501, 10_000])

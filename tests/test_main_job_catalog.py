@@ -95,7 +95,7 @@ def test_main_job_is_catalogued_shown_reported_and_exported(tmp_path: Path) -> N
             meta = json.loads(sample["json"])
             assert sample["txt"].decode().strip() and sample["mp4"][4:8] == b"ftyp"
             assert meta["asset_id"] in passed
-            assert hashlib.sha256(sample["mp4"]).hexdigest() == meta["video"]["sha256"] if "video" in meta else True
+            assert hashlib.sha256(sample["mp4"]).hexdigest() == meta["video"]["sha256"]
         manifest = json.loads((dest / "export_manifest.json").read_text())
         assert manifest["content"]["totals"]["samples"] == 18
 

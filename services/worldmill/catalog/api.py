@@ -153,8 +153,7 @@ async def record_export(request: Request, body: ExportRecordRequest) -> dict[str
 @router.post("/rebuild", response_model=CatalogCounts, tags=["catalog"])
 async def rebuild(request: Request) -> CatalogCounts:
     """Empty the read model and apply the whole event stream again."""
-    ctx = request.app.state.ctx
-    return await _service(request).rebuild(ctx.bus)
+    return await _service(request).rebuild()
 
 
 @router.get("/progress/stream", tags=["runs"])

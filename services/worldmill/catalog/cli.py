@@ -9,8 +9,6 @@ QA-passed video (for scripts and CI).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +17,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from worldmill.catalog.export_write import write_atomic
 from worldmill.contracts.catalog import CatalogCounts, GenerationStatus
 from worldmill.runtime.cli_support import EXIT_FAILED, console, fail, fail_response, fail_usage, service_client
 from worldmill.runtime.stack import running_state
@@ -47,15 +46,16 @@ def manifest_name(arg: str) -> str:
     return name
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_report(path: Path, status: GenerationStatus) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        Path(tmp).replace(path)
+        write_atomic(path, status_json(status))
     except OSError as exc:
         fail_usage(f"--json: cannot write {escape(str(path))} ({escape(exc.strerror or str(exc))})")
+
+
+def status_json(status: GenerationStatus) -> bytes:
+    """``generation_status.json``'s bytes."""
+    return (json.dumps(status.model_dump(mode="json"), indent=2) + "\n").encode()
 
 
 def status_table(status: GenerationStatus) -> Table:
@@ -106,7 +106,7 @@ def report(
         if len(pending) > MAX_ROWS:
             console.print(f"… and {len(pending) - MAX_ROWS} more (see --json)")
     if json_out is not None:
-        _write_atomically(json_out, json.dumps(status.model_dump(mode="json"), indent=2) + "\n")
+        _write_report(json_out, status)
         console.print(f"wrote {escape(str(json_out))}")
     if check and not status.complete:
         raise typer.Exit(EXIT_FAILED)

@@ -135,7 +135,7 @@ def _check_contents(path: Path, rule: str) -> None:
 # -- small file helpers (sync; the async writer runs them in threads) -----------------------------
 
 
-def _write_atomic(final: Path, data: bytes) -> None:
+def write_atomic(final: Path, data: bytes) -> None:
     """Write ``data`` to ``final`` via ``final.partial``, flushed to disk before the rename."""
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -333,8 +333,8 @@ class _Writer:
         try:
             await self._fetch_verified(sample, partial)
             await asyncio.to_thread(_fsync_path, partial)
-            await asyncio.to_thread(_write_atomic, text_path, sample.text)
-            await asyncio.to_thread(_write_atomic, meta_path, sample.meta)
+            await asyncio.to_thread(write_atomic, text_path, sample.text)
+            await asyncio.to_thread(write_atomic, meta_path, sample.meta)
             await asyncio.to_thread(partial.replace, video_path)
         finally:
             await asyncio.to_thread(partial.unlink, missing_ok=True)
@@ -354,7 +354,7 @@ class _Writer:
             self.plan, self.written, destination=str(self.dest), created_at=created_at, worldmill_version=version
         )
         data = manifest_bytes(manifest)
-        _write_atomic(self.dest / MANIFEST_NAME, data)
+        write_atomic(self.dest / MANIFEST_NAME, data)
         self.close()
         (self.dest / JOURNAL_NAME).unlink(missing_ok=True)
         return manifest, data

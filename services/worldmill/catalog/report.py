@@ -18,7 +18,8 @@ from worldmill.contracts.catalog import GenerationStatus, StatusItem, StatusStat
 STATES: tuple[StatusState, ...] = ("passed", "in_flight", "unverified", "failed", "missing")
 ACTIVE = frozenset({"queued", "running", "post_processing"})
 
-Row = Mapping[str, Any] | Any  # a SQLAlchemy RowMapping or a plain dict
+#: A row as the queries return it (SQLAlchemy's RowMapping) or a plain dict in tests.
+Row = Mapping[Any, Any]
 
 
 def spec_state(assets: Sequence[Row], runs: Sequence[Row]) -> StatusState:

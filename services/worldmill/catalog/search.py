@@ -52,14 +52,6 @@ class AssetQuery(Contract):
             raise ValueError("created_from must not be later than created_to")
         return self
 
-    def describe(self) -> str:
-        """The filters as ``key=value&…`` (what an export records as its selection)."""
-        parts = []
-        for name, value in self.model_dump(exclude={"limit", "cursor"}, exclude_defaults=True).items():
-            values = value if isinstance(value, list | tuple) else [value]
-            parts += [f"{name if name != 'tags' else 'tag'}={v}" for v in values]
-        return "&".join(parts)
-
 
 def like_pattern(text: str) -> str:
     """``%text%`` with LIKE's wildcards in ``text`` escaped (they match themselves)."""

@@ -153,8 +153,11 @@ class CatalogService:
         if row is None or row["video"] is None:
             raise UnknownAssetError(asset_id)
 
-    async def rebuild(self, bus: Bus) -> CatalogCounts:
+    async def rebuild(self) -> CatalogCounts:
         """Empty the read model and apply the whole event stream again, oldest first."""
+        if self.bus is None:
+            raise InvalidInputError("rebuild", "needs the event stream: this catalog has no bus")
+        bus = self.bus
         await self.db.reset()
         batch: list[Event] = []
         async for attrs, message in bus.replay(EVENTS.name, f"{EVENTS.subjects[0]}"):

@@ -15,8 +15,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from worldmill.catalog.cli import status_table
+from worldmill.catalog.cli import status_json, status_table
 from worldmill.catalog.export_cli import export
+from worldmill.catalog.export_write import write_atomic
 from worldmill.contracts.catalog import GenerationStatus
 from worldmill.runtime.client import ServiceClient
 from worldmill.runtime.stack import StackState
@@ -42,7 +43,7 @@ def catalog_manifest(
     if status is None:
         return {"ok": False, "error": f"the catalog never heard of manifest {manifest}"}
     report = data_dir / "generation_status.json"
-    report.write_text(json.dumps(status.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    write_atomic(report, status_json(status))
     dest = data_dir / "exports" / f"{manifest}-{run_id}"
     try:
         export(dest, manifest=manifest, data_dir=data_dir)
