@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from worldmill.contracts.cards import ControlType
 from worldmill.contracts.generation import ExecutionSignature
 from worldmill.gpu_runner.backends import (
     BackendConfig,
@@ -24,6 +25,8 @@ from worldmill.gpu_runner.backends import (
     create_backend,
     library_versions,
 )
+from worldmill.gpu_runner.backends.base import GuardrailBlocked, VideoRequest
+from worldmill.gpu_runner.backends.shared import SharedComponents
 from worldmill.gpu_runner.backends.synthetic import read_timecode
 from worldmill.runtime.errors import InvalidInputError, PermanentError
 
@@ -195,9 +198,16 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _diffusers(root: Path, model: str, checkpoint: str, *, dtype: str = "float32", **config: Any) -> Any:
+def _diffusers(
+    root: Path, model: str, checkpoint: str, *, dtype: str = "float32", controls: tuple[str, ...] = (), **config: Any
+) -> Any:
     settings: dict[str, Any] = {"checkpoint_root": root, "safety_checker": False} | config
-    signature = ExecutionSignature(model=model, checkpoint=checkpoint, dtype=dtype)
+    signature = ExecutionSignature(
+        model=model,
+        checkpoint=checkpoint,
+        dtype=dtype,  # type: ignore[arg-type]
+        controls=tuple(ControlType(c) for c in controls),
+    )
     return create_backend(signature, BackendConfig(**settings))
 
 
@@ -211,7 +221,7 @@ def predict(tiny_root: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def transfer(tiny_root: Path) -> Iterator[Any]:
-    backend = _diffusers(tiny_root, TRANSFER, "tiny-transfer")
+    backend = _diffusers(tiny_root, TRANSFER, "tiny-transfer", controls=("edge",))
     backend.setup()
     yield backend
     backend.close()
@@ -234,7 +244,7 @@ def test_safety_checker_on_needs_cosmos_guardrail(tiny_root: Path) -> None:
     if importlib.util.find_spec("cosmos_guardrail") is not None:
         pytest.skip("cosmos_guardrail is installed here")
     backend = _diffusers(tiny_root, PREDICT, "tiny-predict", safety_checker=True)
-    with pytest.raises(CheckpointError, match=r"cosmos_guardrail.*not installed.*safety checker off"):
+    with pytest.raises(CheckpointError, match=r"cosmos_guardrail package is not installed.*guardrail off"):
         backend.setup()
 
 
@@ -325,8 +335,177 @@ def test_transfer_refuses_two_controls_and_conditioning(transfer: Any) -> None:
     control = np.zeros((9, 32, 32, 3), dtype=np.uint8)
     with pytest.raises(PermanentError, match="takes one control video"):
         transfer.generate(_request(controls={"edge": control, "depth": control}), _ignore)
-    with pytest.raises(PermanentError, match="cannot be conditioned"):
+    with pytest.raises(PermanentError, match="one call per video"):
         transfer.generate(_request(controls={"edge": control}, condition=control[:1]), _ignore)
+    with pytest.raises(InvalidInputError, match="holds the edge controlnet"):
+        transfer.generate(_request(controls={"depth": control}), _ignore)
+
+
+def _video_request(frames: int, chunk: int, overlap: int, **extra: Any) -> VideoRequest:
+    control = np.zeros((frames, 32, 32, 3), dtype=np.uint8)
+    control[:, 8:24, 15:17] = 255
+    chunks = 1 + max(0, -(-(frames - chunk) // (chunk - overlap)))
+    fields: dict[str, Any] = dict(
+        prompt="a red car on a wet street",
+        negative_prompt=None,
+        seed=4,
+        frames=frames,
+        chunk_frames=chunk,
+        overlap=overlap,
+        chunks=chunks,
+        width=32,
+        height=32,
+        guidance=3.0,
+        steps=2,
+        fps=16.0,
+        controls={"edge": control},
+        control_weights={"edge": 0.7},
+    )
+    return VideoRequest(**(fields | extra))
+
+
+def test_transfer_generate_video_chunks_in_the_pipeline(transfer: Any) -> None:
+    """21 frames in chunks of 9 with overlap 1: one call, 3 chunks x 2 steps reported in order, 21 frames out."""
+    seen: list[tuple[int, int, int, int]] = []
+    request = _video_request(21, 9, 1)
+    frames = transfer.generate_video(request, lambda *a: seen.append(a))
+    assert request.chunks == 3
+    assert frames.shape == (21, 32, 32, 3) and frames.dtype == np.uint8
+    assert seen == [(c, 3, s, 2) for c in range(3) for s in (1, 2)]
+    again = transfer.generate_video(request, lambda *_: None)
+    assert np.array_equal(frames, again)  # one generator seeded once: deterministic
+    other = transfer.generate_video(_video_request(21, 9, 1, seed=5), lambda *_: None)
+    assert not np.array_equal(frames, other)
+
+
+def test_transfer_generate_video_cancels_between_steps(transfer: Any) -> None:
+    """Canceled from the progress callback in chunk 1 stops the call at once."""
+    seen: list[int] = []
+
+    def progress(chunk: int, _chunks: int, _step: int, _steps: int) -> None:
+        seen.append(chunk)
+        if chunk == 1:
+            raise Canceled("stop")
+
+    with pytest.raises(Canceled):
+        transfer.generate_video(_video_request(21, 9, 1), progress)
+    assert seen == [0, 0, 1]
+
+
+def test_transfer_generate_video_refuses_a_plan_it_would_chunk_differently(transfer: Any) -> None:
+    """Told 2 chunks where the pipeline makes 3 (21 frames, 9 per chunk, overlap 1): refused, not delivered."""
+    with pytest.raises(PermanentError, match="chunking differs from the plan"):
+        transfer.generate_video(_video_request(21, 9, 1, chunks=2), lambda *_: None)
+
+
+def test_predict_has_no_whole_video_call(predict: Any) -> None:
+    """Predict chunks are chained by the runner: generate_video is refused with the reason."""
+    with pytest.raises(PermanentError, match="runner chains Predict chunks"):
+        predict.generate_video(_video_request(21, 9, 1, controls={}, control_weights={}), lambda *_: None)
+
+
+def test_controlnet_per_control_type_shares_the_pipeline(tiny_root: Path) -> None:
+    """Edge and depth backends of one runner: different controlnets, one text encoder/transformer/VAE (counted once)."""
+    shared = SharedComponents()
+    edge = _diffusers(tiny_root, TRANSFER, "tiny-transfer", controls=("edge",), shared=shared)
+    depth = _diffusers(tiny_root, TRANSFER, "tiny-transfer", controls=("depth",), shared=shared)
+    edge.setup()
+    depth.setup()
+    try:
+        assert edge._pipe.controlnet is not depth._pipe.controlnet
+        for name in ("transformer", "text_encoder", "vae"):
+            assert getattr(edge._pipe, name) is getattr(depth._pipe, name), name
+        e_cn = sum(p.sum().item() for p in edge._pipe.controlnet.parameters())
+        d_cn = sum(p.sum().item() for p in depth._pipe.controlnet.parameters())
+        assert e_cn != d_cn  # the depth job got the depth weights, not whatever the folder held
+        assert edge.describe()["controlnet"].endswith("controlnets/edge")
+        assert depth.describe()["control"] == "depth"
+        union = {**edge.memory_parts(), **depth.memory_parts()}
+        assert sum(union.values()) < edge.memory_bytes() + depth.memory_bytes()
+        cn_keys = [k for k in union if k.startswith("controlnet:")]
+        assert len(cn_keys) == 2
+        assert all(shared.references(k) == 2 for k in union if not k.startswith("controlnet:"))
+    finally:
+        edge.close()
+    assert depth.generate(_request(controls={"depth": np.zeros((9, 32, 32, 3), dtype=np.uint8)}), _ignore).shape == (
+        9,
+        32,
+        32,
+        3,
+    )
+    depth.close()
+    assert shared.loaded() == {}  # the last holder gone, nothing stays loaded
+
+
+def test_missing_controlnet_type_names_the_folder(tiny_root: Path, tmp_path: Path) -> None:
+    """A local Transfer checkpoint without controlnets/seg: CheckpointError naming the folder and the pull command."""
+    import shutil  # noqa: PLC0415
+
+    shutil.copytree(tiny_root / "tiny-transfer", tmp_path / "t")
+    shutil.rmtree(tmp_path / "t" / "controlnets" / "seg")
+    backend = _diffusers(tmp_path, TRANSFER, "t", controls=("seg",))
+    with pytest.raises(CheckpointError, match=r"no seg controlnet at .*controlnets/seg.*worldmill models pull"):
+        backend.setup()
+
+
+class _BlockingChecker:
+    """A test guardrail: blocks prompts with 'forbidden', and videos whose first pixel is pure white."""
+
+    def __init__(self) -> None:
+        self.text_calls = 0
+        self.video_calls = 0
+
+    def check_text_safety(self, prompt: str) -> bool:
+        self.text_calls += 1
+        return "forbidden" not in prompt
+
+    def check_video_safety(self, frames: np.ndarray) -> np.ndarray | None:
+        self.video_calls += 1
+        return None if int(frames[0, 0, 0, 0]) == 255 else frames
+
+
+def test_guardrail_blocks_are_permanent_and_named(tiny_root: Path) -> None:
+    """A blocked prompt or video raises GuardrailBlocked (permanent) naming the guardrail and what it blocked."""
+    checker = _BlockingChecker()
+    backend = _diffusers(tiny_root, PREDICT, "tiny-predict", safety_checker=True, guardrail_loader=lambda: checker)
+    backend.setup()
+    try:
+        assert backend.describe()["guardrail"] == "_BlockingChecker"
+        with pytest.raises(
+            GuardrailBlocked, match=r"_BlockingChecker guardrail: the prompt 'a forbidden scene'"
+        ) as err:
+            backend.screen_prompt("a forbidden scene")
+        assert isinstance(err.value, PermanentError)
+        backend.screen_prompt("a calm street")
+        white = np.full((3, 8, 8, 3), 255, dtype=np.uint8)
+        with pytest.raises(GuardrailBlocked, match="the generated video"):
+            backend.screen_video(white)
+        grey = np.full((3, 8, 8, 3), 128, dtype=np.uint8)
+        assert np.array_equal(backend.screen_video(grey), grey)
+        assert (checker.text_calls, checker.video_calls) == (2, 2)
+    finally:
+        backend.close()
+
+
+def test_predict_prompt_is_encoded_once_for_its_chunks(predict: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three chunks of one prompt encode it once; another prompt encodes again."""
+    calls: list[str] = []
+    original = predict._pipe.encode_prompt
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("prompt") is not None:  # the pipeline also calls it, with the embeddings given: no encoding
+            calls.append(kwargs["prompt"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predict._pipe, "encode_prompt", counting)
+    predict._embeds = None
+    first = predict.generate(_request(seed=1), _ignore)
+    for seed in (2, 3):
+        predict.generate(_request(seed=seed), _ignore)
+    predict.generate(_request(seed=1, prompt="another prompt entirely"), _ignore)
+    assert calls == ["a red car drives down a wet street", "another prompt entirely"]
+    predict._embeds = None
+    assert np.array_equal(predict.generate(_request(seed=1), _ignore), first)  # cached embeds = fresh ones
 
 
 def test_close_then_setup_again(tiny_root: Path) -> None:

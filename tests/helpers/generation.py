@@ -14,12 +14,12 @@ from pydantic import SecretStr
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.prompts import PromptCreated, PromptSpec
 from worldmill.generate.app import create_app as create_generate_app
+from worldmill.generate.settings import GenerateSettings
 from worldmill.gpu_runner.app import create_app as create_runner_app
 from worldmill.gpu_runner.settings import RunnerSettings
 from worldmill.prompt.expand import check_text
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
-from worldmill.runtime.settings import RuntimeSettings
 
 AUTH = {"Authorization": "Bearer tok"}
 
@@ -73,9 +73,16 @@ def settings(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, service: str) -> dic
     )
 
 
-def generate_client(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path) -> TestClient:
-    """The generate service app (use as a context manager)."""
-    return TestClient(create_generate_app(RuntimeSettings(**settings(nats, s3, tmp, "generate"))))
+def generate_client(
+    nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, *, backends: tuple[str, ...] = ("synthetic",)
+) -> TestClient:
+    """The generate service app (use as a context manager).
+
+    It plans for ``backends``: by default the synthetic stand-in, as the runners of these tests are
+    (the local stack does the same); ``("diffusers", "synthetic")`` is the production default.
+    """
+    fields = settings(nats, s3, tmp, "generate")
+    return TestClient(create_generate_app(GenerateSettings(**fields, backends=backends)))
 
 
 def runner_client(nats: NatsEndpoint, s3: S3Endpoint, tmp: Path, **extra: Any) -> TestClient:

@@ -56,6 +56,8 @@ _CHAT_TEMPLATE = (
 #: Max latent frames 8 (= 29 pixel frames, with the VAE's 4x time compression), 32x32 latent
 #: patches: room for 2 chunks of 9 frames, or 13 frames of Transfer in chunks of 9.
 MAX_SIZE = (8, 32, 32)
+#: A tiny Transfer checkpoint has one controlnet folder per control type: <folder>/controlnets/<type>/.
+CONTROL_TYPES = ("edge", "depth", "seg", "vis")
 
 
 def _tokenizer() -> Any:
@@ -179,7 +181,7 @@ def _scheduler() -> Any:
 
 def _build(folder: Path, *, transfer: bool) -> Path:
     apply_torchvision_stand_in()
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the same seed for both: Predict and Transfer share a text encoder and VAE
     tokenizer = _tokenizer()
     parts: dict[str, Any] = {
         "text_encoder": _text_encoder(tokenizer),
@@ -195,6 +197,18 @@ def _build(folder: Path, *, transfer: bool) -> Path:
         pipe = _diffusers.Cosmos2_5_PredictBasePipeline(**parts)
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(folder)
+    if transfer:
+        # The layout of the hub's diffusers/general branch: no controlnet in the pipeline folder
+        # ("controlnet": [null, null]); each control type's controlnet is its own folder.
+        index = json.loads((folder / "model_index.json").read_text())
+        index["controlnet"] = [None, None]
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+        for path in (folder / "controlnet").iterdir():
+            path.unlink()
+        (folder / "controlnet").rmdir()
+        for n, control in enumerate(CONTROL_TYPES):
+            torch.manual_seed(100 + n)  # each control type its own (random) weights
+            _controlnet().save_pretrained(folder / "controlnets" / control)
     return folder
 
 
@@ -204,5 +218,6 @@ def build_tiny_predict(folder: Path) -> Path:
 
 
 def build_tiny_transfer(folder: Path) -> Path:
-    """Build a tiny random Cosmos-Transfer2.5 pipeline (one controlnet) and save it into ``folder``."""
+    """Build a tiny random Cosmos-Transfer2.5 pipeline saved into ``folder`` like the hub's diffusers layout
+    (no controlnet in the pipeline), with one controlnet per control type under ``controlnets/<type>/``."""
     return _build(folder, transfer=True)

@@ -28,6 +28,24 @@ class GenerationRequested(Message):
         return self.request_id
 
 
+class GenerationRejected(Message):
+    """A generation request was refused before any job was queued: no configured backend can make these specs.
+
+    ``problems`` maps each refused prompt id to the field and rule it breaks (and which backend could
+    run it, where one could). Nothing of a refused request is queued (all or nothing).
+    """
+
+    TYPE: ClassVar[str] = "generation.rejected"
+
+    request_id: Identifier
+    prompt_ids: tuple[Identifier, ...] = Field(min_length=1, max_length=10000)
+    problems: dict[str, str] = Field(description="prompt id → 'field: rule'")
+    requested_by: str = "api"
+
+    def entity_id(self) -> str | None:
+        return self.request_id
+
+
 class FpsConversion(Contract):
     """How the model's native frame rate becomes the target frame rate. Never silent."""
 
@@ -87,6 +105,12 @@ class GenerationPlan(Contract):
     sampling: SamplingParams
     adaptations: tuple[Adaptation, ...] = ()
     estimated_gpu_seconds: float = Field(ge=0)
+    backend: str | None = Field(default=None, description="The runner backend the plan was made for.")
+    chunking: Literal["runner", "pipeline"] = Field(
+        default="runner",
+        description="runner: one model call per chunk, chained by the runner; pipeline: one call per video, the "
+        "pipeline chunks (same boundaries) and conditions by itself.",
+    )
 
     @model_validator(mode="after")
     def _chunks_cover_output(self) -> GenerationPlan:
@@ -177,6 +201,11 @@ class Provenance(Contract):
     runner: str
     timings: Timings
     peak_memory_bytes: int | None = Field(default=None, ge=0)
+    peak_memory_kind: Literal["cuda_max_allocated", "host_max_rss"] | None = Field(
+        default=None,
+        description="cuda_max_allocated: torch.cuda peak allocated during this job's generation; host_max_rss: the "
+        "runner process's peak resident memory so far (the CPU has no per-job figure).",
+    )
     started_at: datetime
     finished_at: datetime
     extra: dict[str, Any] = Field(default_factory=dict)

@@ -17,6 +17,7 @@ from worldmill.contracts.augment import (
     AugmentSubmission,
     InputSpecRequested,
 )
+from worldmill.contracts.backends import BackendCapabilities
 from worldmill.contracts.base import Message
 from worldmill.contracts.cards import ModelCard
 from worldmill.contracts.catalog import (
@@ -37,6 +38,7 @@ from worldmill.contracts.generation import (
     CancelRequested,
     GenerationAccepted,
     GenerationPlan,
+    GenerationRejected,
     GenerationRequested,
     GenerationSubmission,
     GpuJob,
@@ -85,6 +87,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     PromptUpsampled,
     UpsampleSkipped,
     GenerationRequested,
+    GenerationRejected,
     GpuJob,
     JobProgress,
     JobCompleted,
@@ -111,6 +114,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
 DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     Envelope,
     ModelCard,
+    BackendCapabilities,
     PromptSpec,
     GenerationPlan,
     Provenance,

@@ -14,21 +14,40 @@ from worldmill.contracts.generation import ExecutionSignature
 from worldmill.gpu_runner.backends import Backend, BackendConfig, create_backend
 from worldmill.gpu_runner.backends.synthetic import SyntheticBackend
 from worldmill.gpu_runner.cache import ModelCache
-from worldmill.gpu_runner.settings import RunnerSettings
+from worldmill.gpu_runner.devices import default_budget_bytes, describe_device, resolve_device
+from worldmill.gpu_runner.settings import CPU_BUDGET_GB, RunnerSettings
 from worldmill.gpu_runner.worker import Runner
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
 
 
-def backend_factory(settings: RunnerSettings):  # type: ignore[no-untyped-def]
-    """Backends for signatures: by model family, or the synthetic stand-in for all when configured."""
-    config = BackendConfig(
+def backend_config(settings: RunnerSettings) -> BackendConfig:
+    """The backends' configuration from the runner's settings (one shared-components pool per runner)."""
+    return BackendConfig(
         checkpoint_root=settings.checkpoint_root,
         device=settings.device,
         safety_checker=settings.safety_checker,
+        attention_backend=settings.attention_backend,
+        compile=settings.compile,
         load_seconds=settings.synthetic_load_s,
         seconds_per_frame=settings.synthetic_s_per_frame,
     )
+
+
+def memory_budget_bytes(settings: RunnerSettings) -> int:
+    """The configured budget, else 90 % of the GPU's memory, else :data:`CPU_BUDGET_GB` (synthetic: never a GPU)."""
+    if settings.memory_budget_gb is not None:
+        return int(settings.memory_budget_gb * 1024**3)
+    if settings.backend != "synthetic":
+        device = resolve_device(settings.device)
+        if device.startswith("cuda") and (budget := default_budget_bytes(describe_device(device))) is not None:
+            return budget
+    return int(CPU_BUDGET_GB * 1024**3)
+
+
+def backend_factory(settings: RunnerSettings):  # type: ignore[no-untyped-def]
+    """Backends for signatures: by model family, or the synthetic stand-in for all when configured."""
+    config = backend_config(settings)
 
     def make(signature: ExecutionSignature) -> Backend:
         if settings.backend == "synthetic":
@@ -40,7 +59,7 @@ def backend_factory(settings: RunnerSettings):  # type: ignore[no-untyped-def]
 
 def runner_from(settings: RunnerSettings, ctx: ServiceContext) -> Runner:
     """A runner wired to this process's bus and store."""
-    cache = ModelCache(backend_factory(settings), budget_bytes=int(settings.memory_budget_gb * 1024**3))
+    cache = ModelCache(backend_factory(settings), budget_bytes=memory_budget_bytes(settings))
     return Runner(
         ctx.bus,
         ctx.store,
@@ -51,6 +70,7 @@ def runner_from(settings: RunnerSettings, ctx: ServiceContext) -> Runner:
         progress_interval_s=settings.progress_interval_s,
         source=ctx.source,
         device=settings.device,
+        fps_interpolation=settings.fps_interpolation,
     )
 
 

@@ -7,6 +7,11 @@ Cosmos-Transfer jobs carry whole videos (the input and one control video per con
 on the plan's native timeline: :func:`chunk_windows` says which frames of them each chunk covers,
 and :func:`generate_chunks` hands every chunk its window of each (padded past the end by
 repeating the last frame, as Transfer pads an input shorter than a chunk).
+
+:func:`generate_job` is the whole GPU step of one job: the guardrail's prompt check, then either
+one ``generate_video`` call (plans with ``chunking="pipeline"`` on a backend whose pipeline chains
+its own chunks: Transfer on diffusers) or the runner's chunk loop, the chunks joined into the
+native video, and the guardrail's check of that video — once per video, as NVIDIA's CLI does.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from worldmill.contracts.generation import GenerationPlan, GpuJob
-from worldmill.gpu_runner.backends.base import Backend, ChunkRequest, Frames
-from worldmill.gpu_runner.video import EncodeResult, assemble, convert_fps, encode_mp4
+from worldmill.gpu_runner.backends.base import Backend, ChunkRequest, Frames, VideoRequest
+from worldmill.gpu_runner.video import EncodeResult, assemble, convert_fps_with, encode_mp4
+from worldmill.runtime.errors import PermanentError
 
 #: ``progress(chunk_index, chunks, step, steps)`` from the generating thread.
 ChunkProgress = Callable[[int, int, int, int], None]
@@ -28,10 +35,26 @@ ChunkProgress = Callable[[int, int, int, int], None]
 
 @dataclass(frozen=True)
 class Generated:
-    """The chunks of a job and the seconds the model spent on them."""
+    """The chunks of a job (or its whole native video) and the seconds the model spent on them.
+
+    ``native``: the assembled native-rate video when the GPU step made it (``generate_job``);
+    otherwise :func:`finish_video` assembles ``chunks``. ``calls``: model calls made.
+    """
 
     chunks: list[Frames]
     seconds: float
+    native: Frames | None = None
+    calls: int = 0
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What :func:`finish_video` wrote, and how the frame rate was converted."""
+
+    encoded: EncodeResult
+    fps_method: str
 
 
 @dataclass(frozen=True)
@@ -123,16 +146,66 @@ def generate_chunks(
     return Generated(chunks=chunks, seconds=time.perf_counter() - started)
 
 
-def finish_video(job: GpuJob, generated: Generated, path: Path) -> EncodeResult:
-    """Join the chunks, convert to the target fps, encode: exactly the planned frames and fps."""
-    frames = assemble(generated.chunks, job.plan)
-    frames = convert_fps(frames, job.plan.fps_conversion)
+def generate_job(
+    job: GpuJob,
+    backend: Backend,
+    inputs: JobInputs,
+    progress: ChunkProgress,
+) -> Generated:
+    """The GPU step of one job: guardrail on the prompt, the model calls, the native video, guardrail on it."""
+    plan = job.plan
+    started = time.perf_counter()
+    backend.screen_prompt(job.prompt)
+    if plan.chunking == "pipeline" and backend.capabilities.chunking_for(plan.mode) == "pipeline":
+        native = backend.generate_video(_video_request(job, inputs), progress)
+        calls = 1
+        if len(native) != plan.native_frames:
+            raise PermanentError(f"the backend returned {len(native)} frames; the plan needs {plan.native_frames}")
+    else:
+        made = generate_chunks(
+            job, backend, inputs.condition, progress, input_video=inputs.input_video, controls=inputs.controls
+        )
+        native, calls = assemble(made.chunks, plan), len(made.chunks)
+    native = backend.screen_video(native)
+    return Generated(chunks=[], seconds=time.perf_counter() - started, native=native, calls=calls)
+
+
+def _video_request(job: GpuJob, inputs: JobInputs) -> VideoRequest:
+    """One whole-video call with the plan's chunk length, overlap and (single) seed."""
+    plan = job.plan
+    given = dict(inputs.controls)
+    overlap = plan.chunks[1].condition_frames if len(plan.chunks) > 1 else 0
+    return VideoRequest(
+        prompt=job.prompt,
+        negative_prompt=plan.sampling.negative_prompt,
+        seed=plan.chunks[0].seed,
+        frames=plan.native_frames,
+        chunk_frames=plan.chunks[0].frames,
+        overlap=overlap,
+        chunks=len(plan.chunks),
+        width=plan.resolution.width,
+        height=plan.resolution.height,
+        guidance=plan.sampling.guidance,
+        steps=plan.sampling.steps,
+        fps=plan.native_fps,
+        controls=given,
+        control_weights={c.type.value: c.weight for c in job.controls if c.type.value in given},
+        input_video=inputs.input_video,
+    )
+
+
+def finish_video(
+    job: GpuJob, generated: Generated, path: Path, *, interpolation: Literal["flow", "blend"] = "flow"
+) -> Delivered:
+    """Join the chunks (unless joined already), convert to the target fps, encode: the planned frames and fps."""
+    frames = generated.native if generated.native is not None else assemble(generated.chunks, job.plan)
+    frames, method = convert_fps_with(frames, job.plan.fps_conversion, interpolation=interpolation)
     result = encode_mp4(frames, path, fps=job.plan.expected.fps)
     if result.frames != job.plan.expected.frames:
         raise RuntimeError(
             f"encoded {result.frames} frames but the plan expects {job.plan.expected.frames}: refusing to deliver"
         )
-    return result
+    return Delivered(encoded=result, fps_method=method)
 
 
 def read_video(path: Path, width: int, height: int) -> Frames:

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
-import resource
 import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from worldmill.contracts.base import Message, ObjectRef
 from worldmill.contracts.cards import GenerationMode
@@ -47,12 +48,13 @@ from worldmill.contracts.keys import provenance_key
 from worldmill.contracts.subjects import GPU_JOBS
 from worldmill.gpu_runner.backends.base import Backend, Canceled, Frames, library_versions
 from worldmill.gpu_runner.cache import ModelCache
+from worldmill.gpu_runner.devices import DeviceInfo, PeakMemory, describe_device
 from worldmill.gpu_runner.jobwork import (
     ChunkProgress,
     Generated,
     JobInputs,
     finish_video,
-    generate_chunks,
+    generate_job,
     read_condition,
     read_video,
 )
@@ -126,6 +128,7 @@ class Runner:
         progress_interval_s: float = 0.5,
         source: str = "/worldmill/gpu-runner",
         device: str = "cpu",
+        fps_interpolation: Literal["flow", "blend"] = "flow",
     ) -> None:
         self.bus = bus
         self.store = store
@@ -136,6 +139,8 @@ class Runner:
         self.progress_interval_s = progress_interval_s
         self.source = source
         self.device = device
+        self.fps_interpolation: Literal["flow", "blend"] = fps_interpolation
+        self._devices: dict[str, DeviceInfo | None] = {}
         self.flags = CancelFlags(bus)
         self.stats = RunnerStats()
         self._held: list[Held] = []
@@ -324,15 +329,7 @@ class Runner:
             self._progress(job, "loading", chunk=0, chunks=len(job.plan.chunks), step=0, steps=1, force=True)
             inputs = await self._inputs(held, tmp)
             backend, load_s = await self.cache.get(job.signature)
-            generated = await asyncio.to_thread(
-                generate_chunks,
-                job,
-                backend,
-                inputs.condition,
-                self._step_reporter(job),
-                input_video=inputs.input_video,
-                controls=inputs.controls,
-            )
+            generated = await asyncio.to_thread(self._generate, job, backend, inputs)
         except Canceled:
             await self._outcome(
                 held,
@@ -351,6 +348,22 @@ class Runner:
             self._finish(held, backend=backend, generated=generated, load_s=load_s, started_at=started_at, tmp=tmp)
         )
 
+    def _generate(self, job: GpuJob, backend: Backend, inputs: JobInputs) -> Generated:
+        """The GPU step in the model thread, with the device's peak memory for this job."""
+        with PeakMemory(backend.describe().get("device", "cpu")) as peak:
+            generated = generate_job(job, backend, inputs, self._step_reporter(job))
+        return dataclasses.replace(generated, peak_memory_bytes=peak.bytes, peak_memory_kind=peak.kind)
+
+    def _device_info(self, device: str) -> DeviceInfo | None:
+        """The device's description, read once per device (``None`` when it cannot be read)."""
+        if device not in self._devices:
+            try:
+                self._devices[device] = describe_device(device)
+            except Exception as exc:  # provenance must not fail a finished video
+                log.warning("device.describe_failed", device=device, error=str(exc))
+                self._devices[device] = None
+        return self._devices[device]
+
     def _step_reporter(self, job: GpuJob) -> ChunkProgress:
         def report(chunk: int, chunks: int, step: int, steps: int) -> None:
             if self.flags.is_canceled(job.run_id):
@@ -368,7 +381,10 @@ class Runner:
             self._progress(job, "encoding", chunk=last, chunks=last + 1, step=1, steps=1, force=True)
             path = tmp / f"{job.job_id}.mp4"
             t0 = time.perf_counter()
-            encoded = await asyncio.to_thread(finish_video, job, generated, path)
+            delivered = await asyncio.to_thread(
+                finish_video, job, generated, path, interpolation=self.fps_interpolation
+            )
+            encoded = delivered.encoded
             encode_s = time.perf_counter() - t0
             self._progress(job, "uploading", chunk=last, chunks=last + 1, step=1, steps=1, force=True)
             t0 = time.perf_counter()
@@ -387,6 +403,7 @@ class Runner:
                 encode_s=encode_s,
                 upload_s=time.perf_counter() - t0,
                 started_at=started_at,
+                fps_method=delivered.fps_method,
             )
             prov_ref = await self.store.put_bytes(
                 job.output_bucket,
@@ -425,8 +442,11 @@ class Runner:
         encode_s: float,
         upload_s: float,
         started_at: datetime,
+        fps_method: str,
     ) -> Provenance:
         described = backend.describe()
+        device = described.get("device", self.device)
+        info = self._device_info(device)
         return Provenance(
             backend=described.get("backend", backend.name),
             model=job.signature.model,
@@ -439,7 +459,7 @@ class Runner:
             inputs=job.inputs,
             code_version=self._code_version,
             library_versions=library_versions(described),
-            device=described.get("device", self.device),
+            device=device,
             runner=self.name,
             timings=Timings(
                 load_s=round(load_s, 4),
@@ -448,11 +468,16 @@ class Runner:
                 encode_s=round(encode_s, 4),
                 upload_s=round(upload_s, 4),
             ),
-            peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            peak_memory_bytes=generated.peak_memory_bytes,
+            peak_memory_kind=generated.peak_memory_kind,
             started_at=started_at,
             finished_at=datetime.now(UTC),
             extra={
                 **{k: v for k, v in described.items() if not k.startswith("version.")},
+                **(info.as_provenance() if info is not None else {}),
+                "fps_conversion": fps_method,
+                "chunking": job.plan.chunking,
+                "model_calls": generated.calls,
                 **({"controls": [c.model_dump(mode="json") for c in job.controls]} if job.controls else {}),
             },
         )

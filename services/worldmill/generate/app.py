@@ -18,13 +18,17 @@ from worldmill.contracts.prompts import PromptCreated, PromptSpec
 from worldmill.contracts.subjects import DLQ, EVENTS, GPU_JOBS, ConsumerSpec, dlq_subject, event_subject
 from worldmill.contracts.upsample import UpsampleSkipped
 from worldmill.generate.api import router
-from worldmill.generate.service import GenerateService, UnknownPromptsError
+from worldmill.generate.service import GenerateService, PlansRejectedError, UnknownPromptsError
+from worldmill.generate.settings import GenerateSettings
 from worldmill.runtime.cancel import CancelFlags
 from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.decode import parse
 from worldmill.runtime.errors import TransientError
+from worldmill.runtime.logs import get_logger
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
+
+log = get_logger(__name__)
 
 SPECS = ConsumerSpec(
     durable="generate-specs",
@@ -66,13 +70,16 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
     service: GenerateService = ctx.state["generate"]
 
     async def auto_generate(spec: PromptSpec) -> None:
-        await service.submit(
-            GenerationSubmission(
-                prompt_ids=(spec.prompt_id,),
-                requested_by="auto",
-                request_id=f"auto-{spec.prompt_id}-v{spec.version}"[:128],
+        try:
+            await service.submit(
+                GenerationSubmission(
+                    prompt_ids=(spec.prompt_id,),
+                    requested_by="auto",
+                    request_id=f"auto-{spec.prompt_id}-v{spec.version}"[:128],
+                )
             )
-        )
+        except PlansRejectedError as exc:  # published as generation.rejected; the spec itself is kept
+            log.warning("auto_generate.rejected", prompt_id=spec.prompt_id, reason=str(exc))
 
     async def on_spec(d: Delivery) -> None:
         if isinstance(d.message, PromptCreated):
@@ -141,13 +148,19 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
 def create_app(settings: RuntimeSettings) -> FastAPI:
     """The generate service's app (database and outbox relay come with ``documents=True``)."""
 
+    generate_settings = GenerateSettings.specialize(settings)
+
     async def startup(ctx: ServiceContext) -> None:
         ctx.state["generate"] = GenerateService(
-            docs=ctx.docs, bus=ctx.bus, cancel_flags=CancelFlags(ctx.bus), source=ctx.source
+            docs=ctx.docs,
+            bus=ctx.bus,
+            cancel_flags=CancelFlags(ctx.bus),
+            source=ctx.source,
+            backends=generate_settings.capabilities(),
         )
 
     return create_service_app(
-        settings,
+        generate_settings,
         title="worldmill generate service",
         routers=[router],
         consumers=consumers,

@@ -22,20 +22,38 @@ The numbers, from the model cards (``worldmill.contracts.cards``):
 * **Frame rate.** A native rate other than the target one becomes an interpolation to the target
   rate, recorded both as the plan's ``fps_conversion`` and as an :class:`Adaptation`: a difference
   between the request and the delivery is never silent.
+* **Backend.** Given the backend the plan is for (``worldmill.contracts.backends``), what that
+  backend cannot run is refused here too: more controls than it mixes, overlaps and conditioning
+  lengths it does not take. A backend whose pipeline chunks by itself (diffusers Transfer) gets a
+  ``chunking="pipeline"`` plan: the same chunk boundaries, one call per video, and one seed for the
+  whole video (the pipeline draws every chunk's noise from one generator seeded once).
+* **Joins.** A video of several chunks whose later chunks take no frames from the previous one
+  (overlap 0) would be a hard cut at every join: refused.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Literal
 
+from worldmill.contracts.backends import BackendCapabilities
 from worldmill.contracts.cards import FpsPolicy, GenerationMode, ModelCard
 from worldmill.contracts.generation import Adaptation, ChunkPlan, ExpectedOutput, FpsConversion, GenerationPlan
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.runtime.errors import InvalidInputError
 
-__all__ = ["SEED_MODULUS", "PlanningError", "chunk_count", "default_overlap", "native_frames", "plan_generation"]
+__all__ = [
+    "SEED_MODULUS",
+    "PlanningError",
+    "backend_problem",
+    "chunk_count",
+    "default_overlap",
+    "native_frames",
+    "plan_generation",
+    "plan_on_backends",
+]
 
 #: Seeds are 32-bit: chunk ``i`` gets ``(seed + i) % SEED_MODULUS``.
 SEED_MODULUS = 2**32
@@ -133,6 +151,43 @@ def _check_overlap(card: ModelCard, overlap: int) -> None:
         )
 
 
+def _frames_text(values: frozenset[int]) -> str:
+    return " or ".join(str(v) for v in sorted(values))
+
+
+def backend_problem(
+    spec: PromptSpec, card: ModelCard, backend: BackendCapabilities, overlap: int
+) -> PlanningError | None:
+    """Why ``backend`` cannot run ``spec`` on ``card`` with this chunk overlap, or None when it can."""
+    if not backend.runs_family(card.family):
+        return PlanningError("model", f"the {backend.name} backend does not run {card.family} models ({card.id})")
+    if spec.mode not in backend.modes:
+        return PlanningError("mode", f"the {backend.name} backend does not run mode {spec.mode.value}")
+    if len(spec.controls) > backend.max_controls:
+        kinds = "+".join(sorted(c.type.value for c in spec.controls))
+        return PlanningError(
+            "controls",
+            f"{len(spec.controls)} controls ({kinds}) in one generation, but the {backend.name} backend mixes at most "
+            f"{backend.max_controls} ({backend.description})",
+        )
+    first, first_frames = _first_condition(spec, card)
+    if first == "input" and backend.condition_frames is not None and first_frames not in backend.condition_frames:
+        return PlanningError(
+            "mode",
+            f"{spec.mode.value} on {card.id} conditions on {first_frames} frames, but the {backend.name} backend "
+            f"takes {_frames_text(backend.condition_frames)}",
+        )
+    total = native_frames(spec, card)[1]
+    chunks = chunk_count(total, card.frames_per_chunk, overlap) if overlap < card.frames_per_chunk else 1
+    if chunks > 1 and backend.overlaps is not None and overlap not in backend.overlaps:
+        return PlanningError(
+            "overlap_frames",
+            f"overlap {overlap}: the {backend.name} backend conditions a later chunk on "
+            f"{_frames_text(backend.overlaps)} frames of the previous one (one or two latent frames)",
+        )
+    return None
+
+
 def _first_condition(spec: PromptSpec, card: ModelCard) -> tuple[Condition, int]:
     """Chunk 0's conditioning: the input image/video, or nothing (text2world, transfer)."""
     if spec.mode in (GenerationMode.IMAGE2WORLD, GenerationMode.VIDEO2WORLD):
@@ -143,7 +198,9 @@ def _first_condition(spec: PromptSpec, card: ModelCard) -> tuple[Condition, int]
     return "none", 0
 
 
-def _chunks(spec: PromptSpec, card: ModelCard, total: int, overlap: int) -> tuple[ChunkPlan, ...]:
+def _chunks(
+    spec: PromptSpec, card: ModelCard, total: int, overlap: int, *, one_seed: bool = False
+) -> tuple[ChunkPlan, ...]:
     chunk = card.frames_per_chunk
     condition, condition_frames = _first_condition(spec, card)
     chunks = [
@@ -163,7 +220,7 @@ def _chunks(spec: PromptSpec, card: ModelCard, total: int, overlap: int) -> tupl
         chunks.append(
             ChunkPlan(
                 index=len(chunks),
-                seed=(spec.seed + len(chunks)) % SEED_MODULUS,
+                seed=(spec.seed + (0 if one_seed else len(chunks))) % SEED_MODULUS,
                 frames=chunk,
                 condition="previous_chunk" if overlap else "none",
                 condition_frames=overlap,
@@ -182,11 +239,13 @@ def plan_generation(
     plan_id: str,
     overlap_frames: int | None = None,
     max_chunks: int = 64,
+    backend: BackendCapabilities | None = None,
 ) -> GenerationPlan:
     """Plan ``spec`` on the model described by ``card``, or raise :class:`PlanningError`.
 
     ``overlap_frames`` overrides the frames a later chunk takes from the previous one (default:
-    :func:`default_overlap`); more than ``max_chunks`` model calls are refused.
+    :func:`default_overlap`); more than ``max_chunks`` model calls are refused. ``backend``: the
+    runner backend the plan is for; what it cannot run is refused (see :func:`backend_problem`).
     """
     if max_chunks < 1:
         raise ValueError(f"max_chunks must be ≥ 1, got {max_chunks}")
@@ -194,9 +253,18 @@ def plan_generation(
     overlap = default_overlap(card, spec.mode) if overlap_frames is None else overlap_frames
     _check_overlap(card, overlap)
 
+    if backend is not None and (problem := backend_problem(spec, card, backend, overlap)) is not None:
+        raise problem
+
     native_fps, total = native_frames(spec, card)
     chunk = card.frames_per_chunk
     needed = chunk_count(total, chunk, overlap)
+    if needed > 1 and overlap == 0:
+        raise PlanningError(
+            "overlap_frames",
+            f"overlap 0 over {needed} chunks: chunks after the first would not be conditioned on the previous one, "
+            "so every join would be a hard cut; use an overlap of at least 1",
+        )
     if needed > 1 and not card.autoregressive:
         raise PlanningError(
             "duration_s",
@@ -209,7 +277,8 @@ def plan_generation(
             f"{spec.duration_s:g} s needs {total} native frames at {_fps_text(native_fps)} fps = {needed} chunks "
             f"of {chunk} frames (overlap {overlap}), more than max_chunks {max_chunks}",
         )
-    chunks = _chunks(spec, card, total, overlap)
+    chunking = backend.chunking_for(spec.mode) if backend is not None else "runner"
+    chunks = _chunks(spec, card, total, overlap, one_seed=chunking == "pipeline")
 
     adaptations: list[Adaptation] = []
     if native_fps == spec.fps:
@@ -267,4 +336,66 @@ def plan_generation(
         sampling=spec.sampling,
         adaptations=tuple(adaptations),
         estimated_gpu_seconds=round(estimate, 1),
+        backend=backend.name if backend is not None else None,
+        chunking=chunking,
     )
+
+
+def _candidates(card: ModelCard, backends: Sequence[BackendCapabilities]) -> list[BackendCapabilities]:
+    """Backends that may run ``card``: the real ones for its family, else a stand-in for it."""
+    running = [b for b in backends if b.runs_family(card.family)]
+    real = [b for b in running if not b.stand_in]
+    return real if real and card.family != "synthetic" else running
+
+
+def plan_on_backends(
+    spec: PromptSpec,
+    card: ModelCard,
+    backends: Sequence[BackendCapabilities],
+    *,
+    plan_id: str,
+    known: Sequence[BackendCapabilities] = (),
+    overlap_frames: int | None = None,
+    max_chunks: int = 64,
+) -> GenerationPlan:
+    """Plan ``spec`` for the first configured backend that can run it, or raise the reason none can.
+
+    ``backends`` are the configured ones, in order of preference. A stand-in backend (the synthetic
+    CPU runner) is only chosen for a real model where no real backend for its family is configured.
+    When none can run it, the refusal names each configured backend's reason and, from ``known``
+    (every backend worldmill has), which unconfigured backend could.
+    """
+    candidates = _candidates(card, backends)
+    if not candidates:
+        names = ", ".join(b.name for b in backends) or "none"
+        raise PlanningError(
+            "model", f"no configured backend runs {card.family} models ({card.id}); configured backends: {names}"
+        )
+    refusals: list[PlanningError] = []
+    for backend in candidates:
+        try:
+            return plan_generation(
+                spec, card, plan_id=plan_id, overlap_frames=overlap_frames, max_chunks=max_chunks, backend=backend
+            )
+        except PlanningError as exc:
+            refusals.append(exc)
+    first = refusals[0]
+    if len({(e.field, e.rule) for e in refusals}) > 1:
+        rule = "; ".join(f"{b.name}: {e.field}: {e.rule}" for b, e in zip(candidates, refusals, strict=True))
+        first = PlanningError(first.field, rule)
+    configured = {b.name for b in backends}
+    could: list[str] = []
+    for other in known:
+        if other.name in configured or other.stand_in or not other.runs_family(card.family):
+            continue
+        try:
+            plan_generation(spec, card, plan_id=plan_id, overlap_frames=overlap_frames, backend=other)
+        except PlanningError:
+            continue
+        could.append(other.name)
+    hint = (
+        f" (the {', '.join(could)} backend can run it: configure it in WM_GENERATE_BACKENDS and run a runner with it)"
+        if could
+        else " (no worldmill backend can run this combination)"
+    )
+    raise PlanningError(first.field, first.rule + hint)

@@ -8,16 +8,19 @@ service is needed to plan). Runs are documents whose every state is a new versio
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from worldmill.contracts.backends import BackendCapabilities, builtin_backends
 from worldmill.contracts.base import Message
 from worldmill.contracts.cards import builtin_cards
 from worldmill.contracts.generation import (
     FINAL_STATES,
     GenerationAccepted,
+    GenerationRejected,
     GenerationSubmission,
     JobCanceled,
     JobCompleted,
@@ -29,7 +32,7 @@ from worldmill.contracts.generation import (
     VideoReady,
 )
 from worldmill.contracts.prompts import PromptSpec
-from worldmill.generate.planning import PlanningError, plan_generation
+from worldmill.generate.planning import PlanningError, plan_on_backends
 from worldmill.generate.runs import (
     job_for,
     new_run,
@@ -80,6 +83,9 @@ class GenerateService:
     bus: Bus | None
     cancel_flags: CancelFlags | None = None
     source: str = "/worldmill/generate"
+    backends: tuple[BackendCapabilities, ...] = field(
+        default_factory=lambda: tuple(builtin_backends()[n] for n in ("diffusers", "synthetic"))
+    )
     progress: dict[str, JobProgress] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -131,7 +137,13 @@ class GenerateService:
                 problems[spec.prompt_id] = f"model: {spec.model!r} is not a known model"
                 continue
             try:
-                plan = plan_generation(spec, card, plan_id=f"plan-{run_id_for(request_id, spec.prompt_id)}")
+                plan = plan_on_backends(
+                    spec,
+                    card,
+                    self.backends,
+                    plan_id=f"plan-{run_id_for(request_id, spec.prompt_id)}",
+                    known=tuple(builtin_backends().values()),
+                )
             except PlanningError as exc:
                 problems[spec.prompt_id] = str(exc)
                 continue
@@ -143,11 +155,24 @@ class GenerateService:
             docs.append(self._run_doc(run, 1))
             events.extend((self._run_event(run, 1), self._event(job, job.job_id)))
         if problems:
+            await self._rejected(request_id, req, problems)
             raise PlansRejectedError(problems)
         if docs:
             await self.docs.commit(docs, events)
             await self.publish_pending()
         return GenerationAccepted(request_id=request_id, runs=tuple(runs))
+
+    async def _rejected(self, request_id: str, req: GenerationSubmission, problems: dict[str, str]) -> None:
+        """Say so on the bus (``generation.rejected``): whoever asked, or waits for these specs, learns why."""
+        event = GenerationRejected(
+            request_id=request_id,
+            prompt_ids=tuple(problems),
+            problems=problems,
+            requested_by=req.requested_by,
+        )
+        digest = hashlib.sha256("\x1f".join(f"{k}={v}" for k, v in sorted(problems.items())).encode()).hexdigest()
+        await self.docs.commit([], [self._event(event, f"generation.rejected-{request_id}-{digest[:16]}")])
+        await self.publish_pending()
 
     def _run_event(self, run: RunRecord, version: int) -> OutboxItem:
         """``run.updated`` for this version of a run (the catalog follows runs through it)."""

@@ -61,8 +61,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from worldmill.gpu_runner.backends.base import VERSION_PREFIX, BackendConfig, ChunkRequest, Frames, StepCallback
-from worldmill.runtime.errors import InvalidInputError
+from worldmill.contracts.backends import builtin_backends
+from worldmill.gpu_runner.backends.base import (
+    VERSION_PREFIX,
+    BackendConfig,
+    ChunkRequest,
+    Frames,
+    StepCallback,
+    VideoProgress,
+    VideoRequest,
+)
+from worldmill.runtime.errors import InvalidInputError, PermanentError
 
 __all__ = ["ALGORITHM", "SyntheticBackend", "read_timecode"]
 
@@ -256,6 +265,7 @@ class SyntheticBackend:
     """Procedural stand-in backend (see the module docstring): CPU only, deterministic, NOT a world model."""
 
     name = "synthetic"
+    capabilities = builtin_backends()["synthetic"]
 
     def __init__(self, config: BackendConfig | None = None, *, model: str = "synthetic") -> None:
         self.config = config or BackendConfig()
@@ -275,6 +285,21 @@ class SyntheticBackend:
     def memory_bytes(self) -> int:
         """No weights: nothing held between calls."""
         return 0
+
+    def memory_parts(self) -> dict[str, int]:
+        """No weights, no parts."""
+        return {}
+
+    def screen_prompt(self, prompt: str) -> None:
+        """Procedural content reads no prompt: nothing to screen."""
+
+    def screen_video(self, frames: Frames) -> Frames:
+        """Procedural content: nothing to screen."""
+        return frames
+
+    def generate_video(self, request: VideoRequest, on_progress: VideoProgress) -> Frames:  # noqa: ARG002
+        """The stand-in chains nothing itself: the runner calls :meth:`generate` per chunk."""
+        raise PermanentError("the synthetic backend makes one chunk per call; the runner chains its chunks")
 
     def describe(self) -> dict[str, str]:
         """Provenance: procedural, no checkpoint and so no checkpoint hash."""
