@@ -2,7 +2,9 @@
 
 Each check is a small function that takes the parsed compose file and returns a list of problems;
 the real file must give none, and ``test_checks_report_broken_compose`` feeds broken copies to prove
-that every check can fail.
+that every check can fail. The same checks run on compose.yaml merged with each override file of
+``docker/`` (one GPU runner per GPU), plus checks that the override only adds runners identical to
+compose.yaml's but for their GPU and name.
 """
 
 from __future__ import annotations
@@ -23,17 +25,29 @@ from worldmill.cli.main import app
 from worldmill.cli.serve_command import ServiceName
 from worldmill.contracts.keys import ALL_BUCKETS, INPUTS_BUCKET
 from worldmill.contracts.subjects import ALL_STREAMS, MINIO_NOTIFICATIONS
+from worldmill.gpu_runner.settings import RunnerSettings
 from worldmill.runtime.settings import SHARED_PREFIX, RuntimeSettings, service_prefix
 from worldmill.upsample.settings import UpsampleSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "compose.yaml"
+#: One GPU runner per GPU on an 8-GPU host: ``-f compose.yaml -f docker/compose.gpus-8.yaml --profile gpus-8``.
+GPUS_8_FILE = ROOT / "docker" / "compose.gpus-8.yaml"
+GPUS_8_PROFILE = "gpus-8"
 
 Compose = dict[str, Any]
 Checker = Callable[[Compose], list[str]]
 
 WORLDMILL_SERVICES = frozenset(s.value for s in ServiceName)
 GPU_SERVICES = frozenset({ServiceName.GPU_RUNNER.value, "vllm"})
+RUNNER = ServiceName.GPU_RUNNER.value
+#: Profiles that start GPU containers: ``gpu`` (compose.yaml) and ``gpus-<n>`` (docker/compose.gpus-<n>.yaml).
+GPU_PROFILE = re.compile(r"gpu|gpus-[0-9]+")
+#: What a runner service sets itself over the shared ``x-gpu-runner`` block: its profile, its GPU, its name.
+RUNNER_OWN_KEYS = frozenset({"profiles", "deploy"})
+RUNNER_OWN_ENV = frozenset({"WM_GPU_RUNNER_NAME"})
+RUNNER_DEVICE = re.compile(r"cuda(?::(?P<index>[0-9]+))?")
+DEFAULTED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-(?P<default>[^}]*))?\}")
 SETUP_SERVICE = "minio-setup"
 #: Settings every worldmill process reads, as field names of RuntimeSettings.
 REQUIRED_SETTINGS = ("nats_url", "s3_endpoint", "s3_access_key", "s3_secret_key")
@@ -42,6 +56,7 @@ EXTRA_REQUIRED = {"catalog": ("database_url",)}
 DOCUMENTED_EXTRAS: dict[str, frozenset[str]] = {
     "upsample": frozenset(UpsampleSettings.model_fields) - frozenset(RuntimeSettings.model_fields),
     "augment": frozenset(AugmentSettings.model_fields) - frozenset(RuntimeSettings.model_fields),
+    RUNNER: frozenset(RunnerSettings.model_fields) - frozenset(RuntimeSettings.model_fields),
 }
 SECRET_KEY = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY")
 REQUIRED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")
@@ -148,6 +163,74 @@ def walk_strings(value: Any) -> Iterator[str]:
             yield from walk_strings(v)
 
 
+def merge_compose(base: Compose, override: Compose) -> Compose:
+    """``docker compose -f base -f override`` as compose merges them (compose-go ``override.Merge``).
+
+    Mappings merge key by key, sequences are appended, ``command``, ``entrypoint`` and
+    ``healthcheck.test`` are replaced, ``environment`` merges as a mapping. (The uniqueness rules for
+    ports, volumes and the like are left out: the override file only adds services, see
+    ``check_override_only_adds``.)
+    """
+
+    def merge(left: Any, right: Any, path: tuple[str, ...]) -> Any:
+        inside = path[2:] if path[:1] == ("services",) else None
+        if right is None:
+            return copy.deepcopy(left)
+        if inside in (("command",), ("entrypoint",), ("healthcheck", "test")):
+            return copy.deepcopy(right)
+        if inside == ("environment",):
+            return {**env_of({"environment": left}), **env_of({"environment": right})}
+        if isinstance(left, dict) and isinstance(right, dict):
+            out = copy.deepcopy(left)
+            for key, value in right.items():
+                out[key] = merge(left[key], value, (*path, str(key))) if key in left else copy.deepcopy(value)
+            return out
+        if isinstance(left, list) and isinstance(right, list):
+            return copy.deepcopy(left) + copy.deepcopy(right)
+        return copy.deepcopy(right)
+
+    merged = merge(base, override, ())
+    assert isinstance(merged, dict)
+    return merged
+
+
+def is_runner(service: dict[str, Any]) -> bool:
+    """Whether a service runs ``worldmill serve gpu-runner``."""
+    return argv(service.get("command"))[:3] == ["worldmill", "serve", RUNNER]
+
+
+def started_with(compose: Compose, profile: str | None) -> dict[str, dict[str, Any]]:
+    """The services ``docker compose [--profile P] up`` starts: those without profiles, and P's."""
+    return {
+        name: svc
+        for name, svc in services(compose).items()
+        if not svc.get("profiles") or (profile is not None and profile in svc["profiles"])
+    }
+
+
+def profiles_of(compose: Compose) -> list[str]:
+    """Every profile a service of the file belongs to."""
+    return sorted({p for svc in services(compose).values() for p in svc.get("profiles") or []})
+
+
+def with_defaults(value: str) -> str:
+    """A value as compose interpolates it when no variable is set (``${VAR:-default}`` → ``default``)."""
+    return DEFAULTED_VAR.sub(lambda m: m["default"] or "", value)
+
+
+def reserved_gpus(service: dict[str, Any]) -> list[str] | None:
+    """The NVIDIA GPU ids a service reserves (defaults interpolated); None when reserved by count."""
+    resources = (service.get("deploy") or {}).get("resources") or {}
+    ids: list[str] = []
+    for device in (resources.get("reservations") or {}).get("devices") or []:
+        if device.get("driver") != "nvidia" or "gpu" not in (device.get("capabilities") or []):
+            continue
+        if "device_ids" not in device:
+            return None
+        ids += [with_defaults(str(i)) for i in device["device_ids"]]
+    return ids
+
+
 # -- checks: each returns a list of problems -----------------------------------------------------
 
 
@@ -194,8 +277,8 @@ def check_worldmill_commands(compose: Compose) -> list[str]:
             continue
         if cmd[2] not in WORLDMILL_SERVICES:
             problems.append(f"{name}: {cmd[2]!r} is not a ServiceName ({sorted(WORLDMILL_SERVICES)})")
-        elif cmd[2] != name:
-            problems.append(f"{name}: runs 'worldmill serve {cmd[2]}', not its own name")
+        elif cmd[2] != name and not re.fullmatch(rf"{re.escape(cmd[2])}-[0-9]+", name):
+            problems.append(f"{name}: runs 'worldmill serve {cmd[2]}', not its own name (or <name>-<n>)")
         for arg in cmd[3:]:
             if arg.startswith("-") and arg.split("=", 1)[0] not in known_options:
                 problems.append(f"{name}: 'worldmill serve' has no option {arg}")
@@ -311,23 +394,77 @@ def check_secrets(compose: Compose) -> list[str]:
 
 
 def check_gpu_profile(compose: Compose) -> list[str]:
-    """GPU services are only in the gpu profile and reserve an NVIDIA device; nothing else is profiled."""
+    """GPU services are only in a GPU profile and reserve an NVIDIA device; nothing else is in one.
+
+    compose.yaml's own (gpu-runner, vllm) are in ``gpu``; the runners an override file adds
+    (``gpu-runner-<n>``) are each in one ``gpus-<n>`` profile.
+    """
     problems: list[str] = []
     all_services = services(compose)
     for name in sorted(GPU_SERVICES - all_services.keys()):
         problems.append(f"GPU service {name!r} is missing")
     for name, svc in all_services.items():
         profiles = svc.get("profiles") or []
-        if name not in GPU_SERVICES:
-            if "gpu" in profiles:
-                problems.append(f"{name}: a CPU service in the gpu profile")
+        if name not in GPU_SERVICES and not is_runner(svc):
+            if any(GPU_PROFILE.fullmatch(str(p)) for p in profiles):
+                problems.append(f"{name}: a CPU service in a GPU profile {profiles}")
             continue
-        if profiles != ["gpu"]:
+        if name in GPU_SERVICES and profiles != ["gpu"]:
             problems.append(f"{name}: profiles {profiles}, want ['gpu']")
+        elif name not in GPU_SERVICES and (len(profiles) != 1 or not GPU_PROFILE.fullmatch(str(profiles[0]))):
+            problems.append(f"{name}: profiles {profiles}, want one GPU profile ('gpus-<n>')")
         resources = (svc.get("deploy") or {}).get("resources") or {}
         devices = (resources.get("reservations") or {}).get("devices") or []
         if not any(d.get("driver") == "nvidia" and "gpu" in (d.get("capabilities") or []) for d in devices):
             problems.append(f"{name}: no NVIDIA GPU device reservation")
+    return problems
+
+
+def check_gpu_runners(compose: Compose) -> list[str]:
+    """Every GPU runner runs the real backends on CUDA, on exactly one GPU reserved by id."""
+    problems: list[str] = []
+    for name, svc in services(compose).items():
+        if not is_runner(svc):
+            continue
+        env = env_of(svc)
+        gpus = reserved_gpus(svc)
+        if gpus is None or len(gpus) != 1:
+            problems.append(f"{name}: reserves GPUs {gpus} (None: by count), want exactly one GPU by device_ids")
+        device = env.get("WM_GPU_RUNNER_DEVICE")
+        match = RUNNER_DEVICE.fullmatch(device or "")
+        if match is None:
+            problems.append(f"{name}: WM_GPU_RUNNER_DEVICE is {device!r}, want 'cuda' (set explicitly)")
+        elif match["index"] is not None and gpus is not None and int(match["index"]) >= len(gpus):
+            problems.append(f"{name}: WM_GPU_RUNNER_DEVICE {device} but the container sees {len(gpus)} GPU(s)")
+        if env.get("WM_GPU_RUNNER_BACKEND") != "auto":
+            problems.append(f"{name}: WM_GPU_RUNNER_BACKEND is {env.get('WM_GPU_RUNNER_BACKEND')!r}, want 'auto'")
+    return problems
+
+
+def check_gpu_sharing(compose: Compose) -> list[str]:
+    """Within each profile, the GPU services started together use distinct GPUs, the runners distinct names."""
+    problems: list[str] = []
+    for profile in [None, *profiles_of(compose)]:
+        started = started_with(compose, profile)
+        owner: dict[str, str] = {}
+        gpu_services = [name for name, svc in started.items() if reserved_gpus(svc) != []]
+        for name, svc in started.items():
+            if reserved_gpus(svc) is None and len(gpu_services) > 1:
+                problems.append(
+                    f"profile {profile}: {name} reserves GPUs by count, so it may share one: use device_ids"
+                )
+            for gpu in reserved_gpus(svc) or []:
+                if gpu in owner:
+                    problems.append(f"profile {profile}: GPU {gpu} is reserved by both {owner[gpu]} and {name}")
+                owner.setdefault(gpu, name)
+        runners = {name: svc for name, svc in started.items() if is_runner(svc)}
+        if len(runners) > 1:
+            names = {name: with_defaults(env_of(svc).get("WM_GPU_RUNNER_NAME", "")) for name, svc in runners.items()}
+            for name, runner_name in names.items():
+                if not runner_name:
+                    problems.append(f"profile {profile}: {name} sets no WM_GPU_RUNNER_NAME next to other runners")
+                elif list(names.values()).count(runner_name) > 1:
+                    problems.append(f"profile {profile}: {name}: WM_GPU_RUNNER_NAME {runner_name!r} is not unique")
     return problems
 
 
@@ -396,9 +533,79 @@ ALL_CHECKS: tuple[Checker, ...] = (
     check_environment,
     check_secrets,
     check_gpu_profile,
+    check_gpu_runners,
+    check_gpu_sharing,
     check_minio_notifications,
     check_buckets,
 )
+
+
+# -- the override file for one runner per GPU: checks on (compose.yaml, override) -----------------
+
+
+def check_override_only_adds(base: Compose, override: Compose) -> list[str]:
+    """The override adds services (and volumes, x- blocks) only: a redefined service would get its lists appended."""
+    problems = [
+        f"override redefines service {name!r} of compose.yaml (its lists, device_ids too, would be appended)"
+        for name in sorted(services(override).keys() & services(base).keys())
+    ]
+    problems += [
+        f"override sets top-level {key!r} (only services, volumes and x- blocks)"
+        for key in override
+        if key not in ("services", "volumes") and not str(key).startswith("x-")
+    ]
+    problems += [
+        f"override volume {name!r} is not a volume of compose.yaml"
+        for name in (override.get("volumes") or {})
+        if name not in (base.get("volumes") or {})
+    ]
+    return problems
+
+
+def check_override_matches_base(base: Compose, override: Compose) -> list[str]:
+    """The override's x- blocks are compose.yaml's, and each runner is compose.yaml's but for profile, GPU, name."""
+    problems = [
+        f"override's {key} differs from compose.yaml's (anchors do not cross files: keep the copies identical)"
+        for key in override
+        if str(key).startswith("x-") and override[key] != base.get(key)
+    ]
+    reference = services(base).get(RUNNER, {})
+
+    def shared(svc: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in svc.items() if k not in RUNNER_OWN_KEYS}
+        out["environment"] = {k: v for k, v in env_of(svc).items() if k not in RUNNER_OWN_ENV}
+        return out
+
+    for name, svc in services(override).items():
+        if not is_runner(svc):
+            problems.append(f"override: {name} is not a GPU runner (worldmill serve {RUNNER})")
+        elif shared(svc) != shared(reference):
+            keys = sorted(
+                k
+                for k in shared(svc).keys() | shared(reference).keys()
+                if shared(svc).get(k) != shared(reference).get(k)
+            )
+            problems.append(f"override: {name} differs from compose.yaml's {RUNNER} in {keys}")
+    return problems
+
+
+def check_gpus_8_layout(merged: Compose) -> list[str]:
+    """``--profile gpus-8`` starts eight runners on GPUs 0–7, with eight names, and no other GPU service."""
+    started = started_with(merged, GPUS_8_PROFILE)
+    gpu_services = {name: svc for name, svc in started.items() if reserved_gpus(svc) != []}
+    runners = {name: svc for name, svc in gpu_services.items() if is_runner(svc)}
+    problems = [
+        f"{name}: a GPU service that is not a runner starts with {GPUS_8_PROFILE}"
+        for name in gpu_services
+        if name not in runners
+    ]
+    gpus = sorted(g for svc in runners.values() for g in reserved_gpus(svc) or ["by count"])
+    if gpus != [str(i) for i in range(8)]:
+        problems.append(f"{GPUS_8_PROFILE}: runners reserve GPUs {gpus}, want 0–7 once each")
+    names = {with_defaults(env_of(svc).get("WM_GPU_RUNNER_NAME", "")) for svc in runners.values()}
+    if len(runners) != 8 or len(names - {""}) != 8:
+        problems.append(f"{GPUS_8_PROFILE}: {len(runners)} runners with names {sorted(names)}, want 8 distinct")
+    return problems
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -410,10 +617,69 @@ def compose() -> Compose:
     return load_compose()
 
 
+@pytest.fixture(scope="module")
+def gpus_8() -> Compose:
+    """The parsed docker/compose.gpus-8.yaml (an override: not a whole compose file)."""
+    return load_compose(GPUS_8_FILE)
+
+
+@pytest.fixture(scope="module")
+def merged(compose: Compose, gpus_8: Compose) -> Compose:
+    """compose.yaml merged with docker/compose.gpus-8.yaml, as ``docker compose -f … -f …`` does."""
+    return merge_compose(compose, gpus_8)
+
+
 @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
 def test_compose_passes_check(compose: Compose, check: Checker) -> None:
     """The real compose.yaml gives no problem for this check."""
     assert check(compose) == []
+
+
+@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
+def test_compose_with_gpus_8_passes_check(merged: Compose, check: Checker) -> None:
+    """compose.yaml with docker/compose.gpus-8.yaml gives no problem for this check either."""
+    assert check(merged) == []
+
+
+def test_gpus_8_override_adds_eight_runners_like_compose_yamls(
+    compose: Compose, gpus_8: Compose, merged: Compose
+) -> None:
+    """The override parses, only adds, copies compose.yaml's blocks, and lays out one runner per GPU."""
+    assert check_override_only_adds(compose, gpus_8) == []
+    assert check_override_matches_base(compose, gpus_8) == []
+    assert check_gpus_8_layout(merged) == []
+    assert sorted(started_with(merged, GPUS_8_PROFILE).keys() - started_with(merged, None).keys()) == [
+        f"gpu-runner-{i}" for i in range(8)
+    ]
+    # The one-runner profile of compose.yaml is unchanged by the override (gpu-runner on 1, vllm on 0).
+    gpu = {n: reserved_gpus(s) for n, s in started_with(merged, "gpu").items() if reserved_gpus(s)}
+    assert gpu == {RUNNER: ["1"], "vllm": ["0"]}
+
+
+def test_merge_follows_compose_rules() -> None:
+    """The merge used above: mappings merged, lists appended, commands and environments as compose does."""
+    base = {"services": {"a": {"command": ["x"], "dns": ["1.1.1.1"], "environment": ["A=1"], "deploy": {"k": 1}}}}
+    over = {"services": {"a": {"command": ["y"], "dns": ["8.8.8.8"], "environment": {"B": 2}}, "b": {"image": "i:1"}}}
+    assert merge_compose(base, over) == {
+        "services": {
+            "a": {
+                "command": ["y"],
+                "dns": ["1.1.1.1", "8.8.8.8"],
+                "environment": {"A": "1", "B": "2"},
+                "deploy": {"k": 1},
+            },
+            "b": {"image": "i:1"},
+        }
+    }
+    assert base["services"]["a"]["dns"] == ["1.1.1.1"]  # inputs untouched
+
+
+def test_with_defaults_interpolates_like_compose_without_variables() -> None:
+    """``${VAR:-d}`` and ``${VAR-d}`` give d, ``${VAR}`` gives nothing, text stays."""
+    assert with_defaults("${GPU_RUNNER_GPU_DEVICE:-1}") == "1"
+    assert with_defaults("${H-box}-gpu3") == "box-gpu3"
+    assert with_defaults("${H}-gpu3") == "-gpu3"
+    assert with_defaults("7") == "7"
 
 
 def test_compose_runs_every_service_of_the_cli(compose: Compose) -> None:
@@ -470,6 +736,27 @@ def _add_env(service: str, key: str, value: str) -> Callable[[Compose], None]:
     def mutate(doc: Compose) -> None:
         svc = doc["services"][service]
         svc["environment"] = {**svc["environment"], key: value}
+
+    return mutate
+
+
+def _drop_env(service: str, key: str) -> Callable[[Compose], None]:
+    """A mutation that removes a variable from one service only."""
+
+    def mutate(doc: Compose) -> None:
+        svc = doc["services"][service]
+        svc["environment"] = {k: v for k, v in svc["environment"].items() if k != key}
+
+    return mutate
+
+
+def _gpus(service: str, *ids: str) -> Callable[[Compose], None]:
+    """A mutation that reserves other GPU ids for one service."""
+
+    def mutate(doc: Compose) -> None:
+        svc = doc["services"][service]
+        device = {"driver": "nvidia", "device_ids": list(ids), "capabilities": ["gpu"]}
+        svc["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
 
     return mutate
 
@@ -573,6 +860,32 @@ BROKEN = [
     ),
     pytest.param(_delete("services.gpu-runner.deploy"), check_gpu_profile, "NVIDIA", id="GPU service without device"),
     pytest.param(
+        _drop_env(RUNNER, "WM_GPU_RUNNER_DEVICE"), check_gpu_runners, "WM_GPU_RUNNER_DEVICE", id="runner device unset"
+    ),
+    pytest.param(_add_env(RUNNER, "WM_GPU_RUNNER_DEVICE", "cpu"), check_gpu_runners, "want 'cuda'", id="runner on cpu"),
+    pytest.param(
+        _add_env(RUNNER, "WM_GPU_RUNNER_DEVICE", "cuda:1"), check_gpu_runners, "sees 1 GPU", id="runner on unseen GPU"
+    ),
+    pytest.param(
+        _add_env(RUNNER, "WM_GPU_RUNNER_BACKEND", "synthetic"),
+        check_gpu_runners,
+        "WM_GPU_RUNNER_BACKEND",
+        id="runner on the stand-in",
+    ),
+    pytest.param(_gpus(RUNNER, "1", "2"), check_gpu_runners, "exactly one GPU", id="runner on two GPUs"),
+    pytest.param(
+        _set(
+            "services.vllm.deploy.resources.reservations.devices",
+            [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}],
+        ),
+        check_gpu_sharing,
+        "vllm reserves GPUs by count",
+        id="vllm by count may share a GPU",
+    ),
+    pytest.param(
+        _gpus("vllm", "${VLLM_GPU_DEVICE:-1}"), check_gpu_sharing, "GPU 1 is reserved by both", id="vllm on runner GPU"
+    ),
+    pytest.param(
         _set("services.minio.environment.MINIO_NOTIFY_NATS_JETSTREAM_PRIMARY", True),
         check_minio_notifications,
         "want 'on'",
@@ -605,4 +918,99 @@ def test_checks_report_broken_compose(compose: Compose, mutate: Mutation, check:
     broken = copy.deepcopy(compose)
     mutate(broken)
     problems = check(broken)
+    assert any(expected in p for p in problems), problems
+
+
+BROKEN_MERGED = [
+    pytest.param(_gpus("gpu-runner-5", "4"), check_gpu_sharing, "GPU 4 is reserved by both", id="two runners on a GPU"),
+    pytest.param(_gpus("gpu-runner-5", "4"), check_gpus_8_layout, "want 0–7 once each", id="layout misses a GPU"),
+    pytest.param(_delete("services.gpu-runner-7"), check_gpus_8_layout, "7 runners", id="layout misses a runner"),
+    pytest.param(
+        _add_env("gpu-runner-6", "WM_GPU_RUNNER_NAME", "${GPU_RUNNER_HOST:-worldmill}-gpu2"),
+        check_gpu_sharing,
+        "'worldmill-gpu2' is not unique",
+        id="two runners share a name",
+    ),
+    pytest.param(
+        _drop_env("gpu-runner-6", "WM_GPU_RUNNER_NAME"), check_gpu_sharing, "sets no WM_GPU_RUNNER_NAME", id="no name"
+    ),
+    pytest.param(
+        _drop_env("gpu-runner-3", "WM_GPU_RUNNER_DEVICE"),
+        check_gpu_runners,
+        "gpu-runner-3",
+        id="a runner without device",
+    ),
+    pytest.param(
+        _set("services.gpu-runner-1.profiles", ["gpu"]),
+        check_gpu_sharing,
+        "profile gpu: GPU 1 is reserved by both gpu-runner and gpu-runner-1",
+        id="runner in gpu profile",
+    ),
+    pytest.param(
+        _set("services.gpu-runner-2.profiles", ["gpus"]),
+        check_gpu_profile,
+        "want one GPU profile",
+        id="bad profile name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "check", "expected"), BROKEN_MERGED)
+def test_checks_report_broken_gpus_8_layout(merged: Compose, mutate: Mutation, check: Checker, expected: str) -> None:
+    """A broken copy of compose.yaml + docker/compose.gpus-8.yaml makes the check report the problem."""
+    broken = copy.deepcopy(merged)
+    mutate(broken)
+    problems = check(broken)
+    assert any(expected in p for p in problems), problems
+
+
+PairCheck = Callable[[Compose, Compose], list[str]]
+
+BROKEN_OVERRIDE = [
+    pytest.param(
+        "override",
+        _set("services.gpu-runner", {"profiles": [GPUS_8_PROFILE]}),
+        check_override_only_adds,
+        "redefines service 'gpu-runner'",
+        id="override redefines the runner",
+    ),
+    pytest.param(
+        "override",
+        _set("networks", {"gpu": {}}),
+        check_override_only_adds,
+        "top-level 'networks'",
+        id="override networks",
+    ),
+    pytest.param(
+        "base",
+        _set("services.gpu-runner.shm_size", "16gb"),
+        check_override_matches_base,
+        "differs from compose.yaml's gpu-runner in ['shm_size']",
+        id="runner drifted from compose.yaml",
+    ),
+    pytest.param(
+        "override",
+        _add_env("gpu-runner-4", "WM_GPU_RUNNER_WINDOW", "1"),
+        check_override_matches_base,
+        "gpu-runner-4 differs from compose.yaml's gpu-runner in ['environment']",
+        id="one runner configured differently",
+    ),
+    pytest.param(
+        "override",
+        _set("x-service-env.WM_S3_REGION", "eu-west-1"),
+        check_override_matches_base,
+        "x-service-env differs",
+        id="copied block drifted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("which", "mutate", "check", "expected"), BROKEN_OVERRIDE)
+def test_checks_report_broken_override(
+    compose: Compose, gpus_8: Compose, which: str, mutate: Mutation, check: PairCheck, expected: str
+) -> None:
+    """A broken compose.yaml or docker/compose.gpus-8.yaml makes the override check report the problem."""
+    docs = {"base": copy.deepcopy(compose), "override": copy.deepcopy(gpus_8)}
+    mutate(docs[which])
+    problems = check(docs["base"], docs["override"])
     assert any(expected in p for p in problems), problems

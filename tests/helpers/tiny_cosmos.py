@@ -53,9 +53,10 @@ _CHAT_TEMPLATE = (
     "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-#: Max latent frames 8 (= 29 pixel frames, with the VAE's 4x time compression), 32x32 latent
-#: patches: room for 2 chunks of 9 frames, or 13 frames of Transfer in chunks of 9.
-MAX_SIZE = (8, 32, 32)
+#: RoPE / position-embedding limits: 96 latent frames, 32x32 latent patches. The Transfer pipeline
+#: caps num_frames_per_chunk at max(max_size / patch) (here 96), so the real cards' 93-frame
+#: chunks run at 32x32.
+MAX_SIZE = (96, 32, 32)
 #: A tiny Transfer checkpoint has one controlnet folder per control type: <folder>/controlnets/<type>/.
 CONTROL_TYPES = ("edge", "depth", "seg", "vis")
 

@@ -317,17 +317,21 @@ Flow = npt.NDArray[np.float32]
 
 @dataclass(frozen=True)
 class _PairFlow:
-    """One source pair at flow resolution: both flows and, per candidate, its motion and z-buffer key.
+    """One source pair at flow resolution: both flows, and the candidates :func:`_motion_at` projects.
 
-    Candidates are the frame-0 pixels p (moving along ``forward[p]``) then the frame-1 pixels q (moving
-    along ``-backward[q]``), flattened: ``motion`` is their 0→1 motion, ``keys`` their luma match error
-    (after warping by their own flow, in 1/64 levels) in the high 32 bits and their index in the low ones.
+    Candidates are the frame-0 pixels p (0→1 motion ``forward[p]``) then the frame-1 pixels q (0→1
+    motion ``-backward[q]``), flattened to length 2 h w: where each starts (frame-0 pixels at a = 0,
+    frame-1 pixels at a = 1), the way it travels (per unit of a, resp. of 1 - a), its 0→1 motion,
+    and its z-buffer key: its luma match error (whole levels, after warping by its own flow) in the
+    high 32 bits and its index in the low ones.
     """
 
     forward: Flow  # (h, w, 2): frame-0 pixel p is at p + forward[p] in frame 1
     backward: Flow  # (h, w, 2): frame-1 pixel q is at q + backward[q] in frame 0
-    motion: Flow  # (2 h w, 2)
-    keys: npt.NDArray[np.uint64]  # (2 h w,)
+    start: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]  # x, y
+    step: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]  # x, y: forward, then backward
+    motion: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]  # x, y: forward, then -backward
+    keys: npt.NDArray[np.uint64]
 
 
 def _grid(size: tuple[int, int]) -> Flow:
@@ -356,8 +360,10 @@ def _pair_flow(dis: cv2.DISOpticalFlow, f0: Frames, f1: Frames, size: tuple[int,
         return None
     error = np.concatenate([np.asarray(error0, np.uint8).ravel(), np.asarray(error1, np.uint8).ravel()])
     keys = (error.astype(np.uint64) << np.uint64(32)) | np.arange(error.size, dtype=np.uint64)
-    motion = np.concatenate([forward.reshape(-1, 2), -backward.reshape(-1, 2)])
-    return _PairFlow(forward, backward, motion, keys)
+    start = (np.tile(grid[..., 0].ravel(), 2), np.tile(grid[..., 1].ravel(), 2))
+    step = tuple(np.concatenate([forward[..., c].ravel(), backward[..., c].ravel()]) for c in (0, 1))
+    motion = tuple(np.concatenate([forward[..., c].ravel(), -backward[..., c].ravel()]) for c in (0, 1))
+    return _PairFlow(forward, backward, start, (step[0], step[1]), (motion[0], motion[1]), keys)
 
 
 _NO_KEY = np.iinfo(np.uint64).max
@@ -376,20 +382,24 @@ def _motion_at(pair: _PairFlow, a: float, grid: Flow) -> Flow:
     import cv2  # noqa: PLC0415
 
     height, width = grid.shape[:2]
-    landing = np.concatenate([grid + a * pair.forward, grid + (1.0 - a) * pair.backward]).reshape(-1, 2)
-    xs = np.rint(landing[:, 0])
-    ys = np.rint(landing[:, 1])
+    n = height * width
+    travel = np.repeat(np.array([a, 1.0 - a], dtype=np.float32), n)
+    xs = np.rint(pair.start[0] + travel * pair.step[0]).astype(np.int32)
+    ys = np.rint(pair.start[1] + travel * pair.step[1]).astype(np.int32)
     inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
-    index = ys[inside].astype(np.intp) * width + xs[inside].astype(np.intp)
-    best = np.full(height * width, _NO_KEY, dtype=np.uint64)
-    np.minimum.at(best, index, pair.keys[inside])
+    index = np.where(inside, ys * width + xs, n)  # n: a slot for those that land outside
+    best = np.full(n + 1, _NO_KEY, dtype=np.uint64)
+    np.minimum.at(best, index, pair.keys)
+    best = best[:n]
     landed = best != _NO_KEY
-    field = np.zeros((height * width, 2), dtype=np.float32)
-    field[landed] = pair.motion[(best[landed] & np.uint64(0xFFFFFFFF)).astype(np.intp)]
-    field = field.reshape(height, width, 2)
+    winner = np.where(landed, best & np.uint64(0xFFFFFFFF), 0).astype(np.intp)
+    field = np.empty((height, width, 2), dtype=np.float32)
+    for c in (0, 1):
+        field[..., c] = np.take(pair.motion[c], winner).reshape(height, width)
     if not landed.all():
         mask = landed.reshape(height, width).astype(np.float32)
-        total = cv2.boxFilter(field, -1, (3, 3), normalize=False)  # holes hold 0: only landed pixels count
+        field *= mask[..., None]  # holes hold 0, so the box sums count landed pixels only
+        total = cv2.boxFilter(field, -1, (3, 3), normalize=False)
         near = cv2.boxFilter(mask, -1, (3, 3), normalize=False)
         hole = mask == 0.0
         fill = hole & (near > 0)

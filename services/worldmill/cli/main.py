@@ -13,6 +13,7 @@ from worldmill.catalog.cli import catalog_app, report
 from worldmill.catalog.export_cli import export
 from worldmill.cli.console import console
 from worldmill.cli.demo import demo
+from worldmill.cli.models_commands import models_app
 from worldmill.cli.schema_commands import schemas_app
 from worldmill.cli.serve_command import serve
 from worldmill.cli.stack_commands import doctor, down, up
@@ -47,6 +48,7 @@ app.add_typer(qa_app, name="qa")
 app.command()(report)
 app.command()(export)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(models_app, name="models")
 # The qa package cannot import the prompt package; the CLI (the composition root) connects them.
 set_manifest_expander(lambda raw: check_text(raw, now=datetime.now(UTC)))
 

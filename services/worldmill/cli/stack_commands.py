@@ -1,12 +1,22 @@
-"""``worldmill up | down | doctor``: the local stack."""
+"""``worldmill up | down | doctor``: the local stack.
+
+``up --runners N --gpus 0,1,…`` starts N GPU-runner processes (``gpu-runner``, ``gpu-runner-1``, …),
+runner i pinned to GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``; without ``--gpus``
+they use the synthetic CPU stand-in, as a laptop has no GPU.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import os
+import re
 import signal
+import socket
 import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -55,27 +65,148 @@ def _built(module: str) -> bool:
         return False
 
 
-def local_services() -> list[ServiceCommand]:
-    """Every service of this build; the GPU runner joins with the synthetic backend by default."""
+#: Most GPU-runner processes one ``up`` starts (a big host has 8–16 GPUs; 64 leaves room to share).
+MAX_RUNNERS = 64
+_GPU_ID = re.compile(r"[0-9]+")
+
+
+class RunnerOptionError(ValueError):
+    """``--runners`` / ``--gpus`` break a rule; the message names the option and the rule."""
+
+
+@dataclass(frozen=True)
+class RunnerPlan:
+    """How many GPU-runner processes to start and the GPUs they are spread over (none: CPU stand-in)."""
+
+    runners: int = 1
+    gpus: tuple[int, ...] = ()
+
+
+def plan_runners(runners: int | None, gpus: str | None) -> RunnerPlan:
+    """Check ``--runners`` and ``--gpus``; default N is one runner per GPU, else 1."""
+    ids: list[int] = []
+    if gpus is not None:
+        for item in gpus.split(","):
+            text = item.strip()
+            if not _GPU_ID.fullmatch(text):
+                raise RunnerOptionError(
+                    f"--gpus: {text!r} is not a GPU id (give non-negative integers as nvidia-smi numbers them, "
+                    "e.g. --gpus 0,1,2,3)"
+                )
+            if int(text) in ids:
+                raise RunnerOptionError(f"--gpus: GPU {int(text)} is listed twice (each GPU once)")
+            ids.append(int(text))
+    count = runners if runners is not None else max(len(ids), 1)
+    option = "--runners" if runners is not None else "--gpus"
+    if count < 1:
+        raise RunnerOptionError(f"--runners: must be at least 1, got {count}")
+    if count > MAX_RUNNERS:
+        raise RunnerOptionError(f"{option}: at most {MAX_RUNNERS} runner processes, got {count}")
+    if count < len(ids):
+        raise RunnerOptionError(
+            f"--runners: {count} runner(s) for {len(ids)} GPUs (--gpus {gpus}) leaves a GPU without a runner; "
+            f"give at least {len(ids)} (or leave --runners out: one per GPU)"
+        )
+    return RunnerPlan(runners=count, gpus=tuple(ids))
+
+
+def runner_process_name(index: int) -> str:
+    """``gpu-runner`` for the first runner (what existing code and doctor know), then ``gpu-runner-<i>``."""
+    return ServiceName.GPU_RUNNER.value if index == 0 else f"{ServiceName.GPU_RUNNER.value}-{index}"
+
+
+def is_runner_process(name: str) -> bool:
+    """Whether a stack process name is one of the GPU runners."""
+    base = ServiceName.GPU_RUNNER.value
+    return name == base or (name.startswith(f"{base}-") and name.removeprefix(f"{base}-").isdigit())
+
+
+def runner_commands(
+    plan: RunnerPlan,
+    *,
+    environ: Mapping[str, str] | None = None,
+    hostname: str | None = None,
+    port: Callable[[], int] = service_port,
+) -> list[ServiceCommand]:
+    """The GPU-runner processes of a plan, each with its own name, port and environment.
+
+    With GPUs, runner i sees only GPU ``gpus[i % len(gpus)]`` (``CUDA_VISIBLE_DEVICES``, numbered in
+    PCI bus order like nvidia-smi), runs on ``cuda`` with the real backends (``auto``) unless
+    ``WM_GPU_RUNNER_BACKEND`` says otherwise, and is named ``<host>-gpu<id>`` (``-<k>`` added when
+    several share a GPU). Without GPUs the runners use the synthetic CPU stand-in, as before. ``<host>``
+    is ``WM_GPU_RUNNER_NAME`` when set, else the hostname.
+    """
+    environ = os.environ if environ is None else environ
+    base = environ.get("WM_GPU_RUNNER_NAME") or hostname or socket.gethostname()
+    argv = python_module_argv("worldmill.cli", "serve", ServiceName.GPU_RUNNER.value)
+    per_gpu = Counter(plan.gpus[i % len(plan.gpus)] for i in range(plan.runners)) if plan.gpus else Counter[int]()
     commands = []
-    for service in ServiceName:
-        if not _built(entry_module(service)):
-            continue
-        argv = python_module_argv("worldmill.cli", "serve", service.value)
-        # A laptop has no GPU: the local runner uses the synthetic CPU stand-in unless told otherwise.
-        env = (("WM_GPU_RUNNER_BACKEND", os.environ.get("WM_GPU_RUNNER_BACKEND", "synthetic")),)
+    for i in range(plan.runners):
+        gpu: str | None = None
+        if plan.gpus:
+            gpu_id = plan.gpus[i % len(plan.gpus)]
+            gpu = str(gpu_id)
+            share = f"-{i // len(plan.gpus)}" if per_gpu[gpu_id] > 1 else ""
+            env: tuple[tuple[str, str], ...] = (
+                ("CUDA_VISIBLE_DEVICES", gpu),
+                ("CUDA_DEVICE_ORDER", environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")),
+                ("WM_GPU_RUNNER_DEVICE", "cuda"),
+                ("WM_GPU_RUNNER_BACKEND", environ.get("WM_GPU_RUNNER_BACKEND", "auto")),
+                ("WM_GPU_RUNNER_NAME", f"{base}-gpu{gpu}{share}"),
+            )
+        else:
+            # A laptop has no GPU: the local runner uses the synthetic CPU stand-in unless told otherwise.
+            env = (("WM_GPU_RUNNER_BACKEND", environ.get("WM_GPU_RUNNER_BACKEND", "synthetic")),)
+            if plan.runners > 1:
+                env += (("WM_GPU_RUNNER_NAME", f"{base}-runner{i}"),)
         commands.append(
             ServiceCommand(
-                name=service.value, argv=argv, port=service_port(), env=env if service is ServiceName.GPU_RUNNER else ()
+                name=runner_process_name(i),
+                argv=argv,
+                port=port(),
+                env=env,
+                service=ServiceName.GPU_RUNNER.value,
+                gpu=gpu,
             )
         )
     return commands
 
 
-def start_local_stack(data_dir: Path) -> LocalStack:
+def local_services(plan: RunnerPlan | None = None) -> list[ServiceCommand]:
+    """Every service of this build; the GPU runners (one by default, synthetic backend) join last."""
+    commands = []
+    for service in ServiceName:
+        if not _built(entry_module(service)):
+            continue
+        if service is ServiceName.GPU_RUNNER:
+            commands += runner_commands(plan or RunnerPlan())
+            continue
+        argv = python_module_argv("worldmill.cli", "serve", service.value)
+        env: tuple[tuple[str, str], ...] = ()
+        if service is ServiceName.GENERATE:
+            env = (("WM_GENERATE_BACKENDS", generate_backends(plan or RunnerPlan())),)
+        commands.append(ServiceCommand(name=service.value, argv=argv, port=service_port(), env=env))
+    return commands
+
+
+def generate_backends(plan: RunnerPlan, environ: Mapping[str, str] | None = None) -> str:
+    """What the generate service plans for: the backends the stack's runners run.
+
+    Synthetic runners (no ``--gpus``, or ``WM_GPU_RUNNER_BACKEND=synthetic``): the stand-in for
+    every model. Runners on GPUs: diffusers for Cosmos, the stand-in for the synthetic card.
+    ``WM_GENERATE_BACKENDS`` in the environment wins.
+    """
+    environ = os.environ if environ is None else environ
+    if given := environ.get("WM_GENERATE_BACKENDS"):
+        return given
+    synthetic = not plan.gpus or environ.get("WM_GPU_RUNNER_BACKEND") == "synthetic"
+    return "synthetic" if synthetic else "diffusers,synthetic"
+
+
+def start_local_stack(data_dir: Path, plan: RunnerPlan | None = None) -> LocalStack:
     """Start the local stack and create its streams and buckets (exits 1 with the reason on failure)."""
     try:
-        stack = start_stack(data_dir, local_services())
+        stack = start_stack(data_dir, local_services(plan))
         asyncio.run(_bootstrap(stack.state))
     except (ServerStartError, WorldmillError) as exc:
         fail(str(exc))
@@ -89,7 +220,12 @@ def print_state(state: StackState) -> None:
     table.add_row("NATS", f"{state.nats_url}  (monitor {state.nats_monitor_url})")
     table.add_row("S3", f"{state.s3_endpoint}  (credentials in {state.data_dir}/credentials.json)")
     for name, url in state.services.items():
-        table.add_row(f"service {name}", url)
+        where = ""
+        if name in state.gpus:
+            where = f"  (GPU {state.gpus[name]})"
+        elif is_runner_process(name):
+            where = "  (no GPU pinned)"
+        table.add_row(f"service {name}", url + where)
     table.add_row("PIDs", ", ".join(f"{k}={v}" for k, v in state.pids.items()))
     console.print(table)
 
@@ -97,13 +233,34 @@ def print_state(state: StackState) -> None:
 def up(
     data_dir: DataDir = Path(".worldmill"),
     detach: Annotated[bool, typer.Option(help="Start and return; stop later with `worldmill down`.")] = False,
+    runners: Annotated[
+        int | None,
+        typer.Option(
+            "--runners",
+            help=f"GPU-runner processes to start (1–{MAX_RUNNERS}; default: one per --gpus id, else 1).",
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="GPU ids (nvidia-smi numbering), e.g. 0,1,2,3: runner i gets GPU gpus[i % len] and the real "
+            "backends; without it the runners use the synthetic CPU stand-in.",
+        ),
+    ] = None,
 ) -> None:
     """Start nats-server (JetStream), SeaweedFS (S3) and the services; Ctrl-C stops them all."""
+    try:
+        plan = plan_runners(runners, gpus)
+    except RunnerOptionError as exc:
+        fail_usage(str(exc))
     if (existing := running_state(data_dir)) is not None:
         console.print("[yellow]A stack is already running from this folder.[/]")
+        if runners is not None or gpus is not None:
+            console.print("[yellow]Its runners are kept as they are: `worldmill down` first to change them.[/]")
         print_state(existing)
         return
-    stack = start_local_stack(data_dir)
+    stack = start_local_stack(data_dir, plan)
     print_state(stack.state)
     if detach:
         console.print("Running in the background. Stop it with [bold]worldmill down[/].")

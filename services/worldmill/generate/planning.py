@@ -253,9 +253,6 @@ def plan_generation(
     overlap = default_overlap(card, spec.mode) if overlap_frames is None else overlap_frames
     _check_overlap(card, overlap)
 
-    if backend is not None and (problem := backend_problem(spec, card, backend, overlap)) is not None:
-        raise problem
-
     native_fps, total = native_frames(spec, card)
     chunk = card.frames_per_chunk
     needed = chunk_count(total, chunk, overlap)
@@ -265,6 +262,8 @@ def plan_generation(
             f"overlap 0 over {needed} chunks: chunks after the first would not be conditioned on the previous one, "
             "so every join would be a hard cut; use an overlap of at least 1",
         )
+    if backend is not None and (problem := backend_problem(spec, card, backend, overlap)) is not None:
+        raise problem
     if needed > 1 and not card.autoregressive:
         raise PlanningError(
             "duration_s",

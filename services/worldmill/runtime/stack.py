@@ -3,7 +3,8 @@
 ``.worldmill/`` (by default) holds the servers' data, their logs, ``credentials.json`` (created
 once, mode 0600, reused by every later ``up``) and ``stack.json`` (the running stack's endpoints,
 ports and PIDs, removed on a clean stop). A second ``up`` reuses the data and, when they are still
-free, the same ports.
+free, the same ports. Several processes may run the same service (one GPU runner per GPU): each is
+its own ``ServiceCommand`` with its own name, port and environment.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from worldmill.runtime.servers import (
     stop_pid,
     wait_for_port,
 )
+from worldmill.runtime.settings import service_prefix
 from worldmill.runtime.store import ObjectStore
 
 STATE_FILE = "stack.json"
@@ -66,6 +68,8 @@ class StackState(BaseModel):
     ports: dict[str, int]
     pids: dict[str, int]
     services: dict[str, str] = {}
+    #: Service process name → the GPU it is pinned to (``CUDA_VISIBLE_DEVICES``); unpinned ones are absent.
+    gpus: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         """Environment that points worldmill settings at this stack."""
@@ -121,12 +125,24 @@ def running_state(data_dir: Path) -> StackState | None:
 
 @dataclass(frozen=True)
 class ServiceCommand:
-    """How to start one service process of the stack."""
+    """How to start one service process of the stack.
+
+    ``name`` names the process (state, logs, PIDs) and is unique in a stack; ``service`` is the
+    service it runs, whose ``WM_<SERVICE>_*`` settings it reads (default: ``name``), so that
+    ``gpu-runner-1`` is a second ``gpu-runner``. ``gpu`` is the GPU it is pinned to, if any.
+    """
 
     name: str
     argv: tuple[str, ...]
     port: int
     env: tuple[tuple[str, str], ...] = ()
+    service: str = ""
+    gpu: str | None = None
+
+    @property
+    def settings_service(self) -> str:
+        """The service whose settings prefix this process reads."""
+        return self.service or self.name
 
 
 @dataclass
@@ -155,6 +171,9 @@ def _previous_ports(data_dir: Path) -> dict[str, int]:
 def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) -> LocalStack:
     """Start NATS and SeaweedFS (and the given services); write ``stack.json``."""
     data_dir = data_dir.resolve()
+    names = [svc.name for svc in services or []]
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"service process names must be unique in a stack: {', '.join(duplicates)}")
     if running_state(data_dir) is not None:
         raise ServerStartError(f"a stack is already running from {data_dir} (see `worldmill doctor`)")
     creds = load_credentials(data_dir)
@@ -192,7 +211,7 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
         )
         services_urls: dict[str, str] = {}
         for svc in services or []:
-            env = {**state.env(), f"WM_{svc.name.upper().replace('-', '_')}_HTTP_PORT": str(svc.port), **dict(svc.env)}
+            env = {**state.env(), f"{service_prefix(svc.settings_service)}HTTP_PORT": str(svc.port), **dict(svc.env)}
             proc = spawn(svc.name, list(svc.argv), data_dir / "logs" / f"{svc.name}.log", env)
             processes.append(proc)
             wait_for_port(svc.port, 60.0, proc.proc)
@@ -203,6 +222,7 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
                 "pids": {p.name: p.pid for p in processes},
                 "services": services_urls,
                 "ports": ports,
+                "gpus": {svc.name: svc.gpu for svc in services or [] if svc.gpu is not None},
             }
         )
     except BaseException:

@@ -260,8 +260,10 @@ class DiffusersBackend:
     def _tune(self, pipe: Any) -> None:
         """Attention backend and regional compile, on the (possibly shared) transformer and controlnet."""
         modules = [m for m in (getattr(pipe, "transformer", None), getattr(pipe, "controlnet", None)) if m is not None]
-        if self.config.attention_backend != "native":
-            for module in modules:
+        for module in modules:  # shared modules: set it every time (another backend may have set another)
+            if self.config.attention_backend == "native":
+                module.reset_attention_backend()
+            else:
                 module.set_attention_backend(self.config.attention_backend)
         if self.config.compile == "regional":
             transformer = pipe.transformer

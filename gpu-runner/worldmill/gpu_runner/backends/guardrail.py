@@ -86,15 +86,18 @@ def _module_bytes(checker: Any) -> int:
     return total
 
 
-def _check_cached(repos: tuple[tuple[str, str | None], ...], pull: str) -> None:
+def _check_cached(downloads: tuple[Any, ...], pull: str) -> None:
+    """Each ``HubDownload`` in the local cache (with the file patterns it was pulled with), or a CheckpointError."""
     from huggingface_hub import snapshot_download  # noqa: PLC0415
 
     missing: list[str] = []
-    for repo, revision in repos:
+    for d in downloads:
         try:
-            snapshot_download(repo, revision=revision, local_files_only=True)
-        except Exception:  # not cached (LocalEntryNotFoundError and friends)
-            missing.append(repo if revision is None else f"{repo}@{revision}")
+            snapshot_download(
+                d.repo, revision=d.revision, allow_patterns=list(d.allow_patterns) or None, local_files_only=True
+            )
+        except Exception:  # not cached (LocalEntryNotFoundError, IncompleteSnapshotError, …)
+            missing.append(f"{d.repo}@{d.revision}")
     if missing:
         raise CheckpointError(
             f"the Cosmos guardrail is on but {', '.join(missing)} is not in the Hugging Face cache: run `{pull}` "
@@ -104,7 +107,7 @@ def _check_cached(repos: tuple[tuple[str, str | None], ...], pull: str) -> None:
 
 
 def _load_cosmos(device: str) -> Guardrail:
-    from worldmill.contracts.checkpoints import GUARDRAIL_REPOS, guardrail_pull_command  # noqa: PLC0415
+    from worldmill.contracts.checkpoints import GUARDRAIL_DOWNLOADS, guardrail_pull_command  # noqa: PLC0415
 
     if importlib.util.find_spec("cosmos_guardrail") is None:
         raise CheckpointError(
@@ -112,7 +115,7 @@ def _load_cosmos(device: str) -> Guardrail:
             "cosmos_guardrail (its models come from the Hugging Face cache), or turn the guardrail off "
             "(WM_GPU_RUNNER_SAFETY_CHECKER=false; recorded in provenance)"
         )
-    _check_cached(GUARDRAIL_REPOS, guardrail_pull_command())
+    _check_cached(GUARDRAIL_DOWNLOADS, guardrail_pull_command())
     try:
         with _hub_offline():
             checker = importlib.import_module("cosmos_guardrail").CosmosSafetyChecker()
