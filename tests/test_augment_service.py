@@ -279,3 +279,23 @@ async def test_a_control_file_uploaded_just_after_its_video_is_used(
     assert queued[0]["state"] == "queued"
     assert set(controls) == {"depth"} and controls["depth"]["source"] == "provided"
     assert controls["depth"]["video"]["key"] == f"augmented/{prefix}clip_control_depth.mp4"
+
+
+async def test_an_augmentation_no_configured_backend_can_run_is_rejected_with_the_reason(
+    nats: NatsEndpoint, s3: S3Endpoint, store: ObjectStore, tmp_path: Path
+) -> None:
+    """Edge + blur on a GPU deployment (diffusers: one controlnet): refused at planning, the augmentation says why."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    video = write_video(tmp_path / "clip.mp4", width=64, height=48, fps=24, frames=48, seed=3)
+    sidecar = {"tier": "480", "controls": [{"type": "edge", "weight": 0.7}, {"type": "vis", "weight": 0.3}]}
+    await store.put_bytes(INPUTS_BUCKET, f"{prefix}clip.json", json.dumps(sidecar).encode())
+    await store.put_file(INPUTS_BUCKET, f"{prefix}clip.mp4", video, content_type="video/mp4")
+    with ExitStack() as stack:
+        stack.enter_context(TestClient(create_prompt_app(RuntimeSettings(**settings(nats, s3, tmp_path, "prompt")))))
+        stack.enter_context(generate_client(nats, s3, tmp_path, backends=("diffusers", "synthetic")))
+        aug = stack.enter_context(augment_client(nats, s3, tmp_path, prefix))
+        done = settled(aug, f"{prefix}clip.mp4", timeout_s=120)
+    assert done["state"] == "rejected", done
+    assert done["reason"].startswith("controls:"), done["reason"]
+    assert "2 controls (edge+vis)" in done["reason"] and "mixes at most 1" in done["reason"]
+    assert done["run_id"] is None and done["output"] is None

@@ -241,12 +241,14 @@ def test_without_opencv_flow_falls_back_to_blend_and_says_so(
 
 
 def test_frames_too_small_for_flow_are_blended() -> None:
-    """Under 32 px on a side there is too little texture for flow: blended, and the description says so."""
+    """Under 32 px on a side (at the flow's resolution) flow is not tried: blended, and the description says so."""
     source = moving_scene(16, width=64, height=24, speeds=(2,))
     conv = conversion(16, 24, 16, 24)
     out, how = convert_fps_with(source, conv)
     assert how == "blend (linear; frames under 32 px are too small)"
     assert np.array_equal(out, convert_fps_with(source, conv, interpolation="blend")[0])
+    wide = moving_scene(16, width=2000, height=40, speeds=(2,))  # 40 px tall, but 12 px at 640 px wide
+    assert convert_fps_with(wide, conv)[1] == "blend (linear; frames under 32 px are too small)"
 
 
 def test_other_methods_and_bad_arguments_are_described() -> None:

@@ -17,7 +17,7 @@ from worldmill.augment.service import AugmentService
 from worldmill.augment.settings import AugmentSettings
 from worldmill.contracts.augment import AugmentRequested
 from worldmill.contracts.envelope import wrap
-from worldmill.contracts.generation import VideoReady
+from worldmill.contracts.generation import GenerationRejected, VideoReady
 from worldmill.contracts.objects import ObjectCreated, S3Notification
 from worldmill.contracts.qa import QaFailed, QaPassed
 from worldmill.contracts.subjects import EVENTS, MINIO_NOTIFICATIONS, S3_NOTIFICATIONS, ConsumerSpec, event_subject
@@ -52,6 +52,12 @@ VIDEOS = ConsumerSpec(
     filter_subject=event_subject("video.ready"),
     description="Videos of augmentation specs, copied to augmented/<path>_aug.mp4.",
 )
+REFUSED = ConsumerSpec(
+    durable="augment-generation-rejected",
+    stream=EVENTS.name,
+    filter_subject=event_subject("generation.rejected"),
+    description="Augmentation specs the generate service refused (no configured backend can run them).",
+)
 VERDICTS = ConsumerSpec(
     durable="augment-verdicts",
     stream=EVENTS.name,
@@ -68,7 +74,7 @@ def minio_notification(payload: bytes) -> S3Notification:
 
 
 def consumers(ctx: ServiceContext) -> list[Consumer]:
-    """The augment service's five durable consumers."""
+    """The augment service's six durable consumers."""
     service: AugmentService = ctx.state["augment"]
     settings: AugmentSettings = ctx.state["augment_settings"]
 
@@ -90,6 +96,10 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
         if isinstance(d.message, VideoReady):
             await service.on_video_ready(d.message)
 
+    async def on_refused(d: Delivery) -> None:
+        if isinstance(d.message, GenerationRejected):
+            await service.on_generation_rejected(d.message)
+
     async def on_verdict(d: Delivery) -> None:
         if isinstance(d.message, QaPassed | QaFailed):
             await service.on_verdict(d.message)
@@ -107,6 +117,7 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
         ),
         Consumer(ctx.bus, VIDEOS, on_video, accept=(VideoReady,), source=ctx.source),
         Consumer(ctx.bus, VERDICTS, on_verdict, accept=(QaPassed, QaFailed), source=ctx.source),
+        Consumer(ctx.bus, REFUSED, on_refused, accept=(GenerationRejected,), source=ctx.source),
     ]
 
 

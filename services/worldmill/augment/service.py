@@ -58,7 +58,7 @@ from worldmill.contracts.augment import (
 )
 from worldmill.contracts.base import Message, ObjectLocation, ObjectRef
 from worldmill.contracts.cards import Preset
-from worldmill.contracts.generation import VideoReady
+from worldmill.contracts.generation import GenerationRejected, VideoReady
 from worldmill.contracts.keys import (
     InvalidKeyError,
     augment_output_key,
@@ -466,6 +466,17 @@ class AugmentService:
         docs = await self.docs.find(KIND, where={field: value}, limit=1000)
         found = [Augmentation.model_validate(d.body) for d in docs]
         return max(found, key=lambda a: a.created_at) if found else None
+
+    async def on_generation_rejected(self, m: GenerationRejected) -> Augmentation | None:
+        """The generate service refused an augmentation's spec (no backend can run it): rejected, with its reason."""
+        if not m.requested_by.startswith("augment:"):
+            return None
+        aug = await self.get(m.requested_by.removeprefix("augment:"))
+        if aug is None or aug.state in AUGMENT_FINAL_STATES or aug.state == "generated":
+            return None
+        reason = next(iter(m.problems.values()), "refused by the generate service")
+        field, _, rule = reason.partition(": ")
+        return await self._reject(aug, Rejected(field if rule else "generation", rule or reason), latest=None)
 
     async def on_video_ready(self, m: VideoReady) -> Augmentation | None:
         """A video of an augmentation's spec: stored as ``{name}_aug.mp4`` with its lineage next to it."""

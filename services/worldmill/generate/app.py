@@ -111,6 +111,8 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
             )
             try:
                 await service.submit(submission)
+            except PlansRejectedError as exc:  # generation.rejected says why (the augment service listens)
+                log.warning("generation_request.rejected", request_id=m.request_id, reason=str(exc))
             except UnknownPromptsError as exc:
                 # The spec's prompt.created may simply not have reached this service yet (another consumer):
                 # retry with backoff; after the delivery limit the request is dead-lettered with this reason.
