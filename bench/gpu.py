@@ -270,7 +270,7 @@ class Bench:
             "first_step_s": round(stamps[0] - start, 4),  # prompt encoding, latents, warm-up, one step
             "step_s": round(step_s, 4),
             "steps_timed": len(gaps) or 1,
-            "projected_chunk_s": round(step_s * request.steps, 2),
+            "projected_chunk_s": round(step_s * request.steps, 4),
         }
 
     # -- phases --------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_tiny_bench_runs_every_phase_on_the_cpu(tmp_path: Path) -> None:
 
     native = phases["attn:native"]
     assert all(_positive(native[k]) for k in ("step_s", "first_step_s", "projected_chunk_s"))
-    assert native["projected_chunk_s"] == pytest.approx(native["step_s"] * 35, rel=0.01)
+    assert native["projected_chunk_s"] == pytest.approx(native["step_s"] * 35, rel=0.01, abs=0.002)
 
     det = phases["determinism"]
     assert (det["same_seed_identical"], det["other_seed_differs"]) == (True, True)

@@ -260,7 +260,7 @@ async def test_a_missing_checkpoint_fails_for_good_with_the_path(
     empty = tmp_path / "checkpoints"
     empty.mkdir()
     with (
-        generate_client(nats, s3, tmp_path) as gen,
+        generate_client(nats, s3, tmp_path, backends=("diffusers", "synthetic")) as gen,
         runner_client(nats, s3, tmp_path, backend="auto", checkpoint_root=empty, safety_checker=False),
     ):
         accepted = _submit(gen, [spec.prompt_id], max_attempts=3)

@@ -442,7 +442,7 @@ def test_unknown_card_or_control_exits_2_naming_the_field() -> None:
     card = runner.invoke(app, ["models", "pull", "cosmos-predict9", "synthetic"], env={"COLUMNS": "250"})
     assert card.exit_code == 2, card.output
     assert "CARD: unknown model card(s) 'cosmos-predict9'" in card.output
-    assert "cosmos-predict2.5-14b, cosmos-predict2.5-2b, cosmos-transfer2.5-2b, synthetic, guardrail" in card.output
+    assert "cosmos-predict2.5-14b, cosmos-predict2.5-2b, cosmos-transfer2.5-2b, cosmos3-nano, synthetic, guardrail" in card.output
     control = runner.invoke(
         app, ["models", "pull", "cosmos-transfer2.5-2b", "--controls", "edge,sky"], env={"COLUMNS": "250"}
     )
@@ -483,7 +483,9 @@ def test_ls_on_an_empty_cache_says_missing(tmp_path: Path) -> None:
     assert transfer["pull"] == "worldmill models pull cosmos-transfer2.5-2b"
     assert {e["status"] for c in report["cards"].values() for e in c["needs"]} == {"missing"}
     assert len(transfer["needs"]) == 7  # pipeline, four controlnets, two guardrail repos
-    assert report["cards"]["synthetic"] == {"ready": True, "needs": [], "pull": None}
+    synthetic = report["cards"]["synthetic"]
+    assert (synthetic["ready"], synthetic["needs"], synthetic["pull"]) == (True, [], None)
+    assert synthetic["can"]["backends"] == ["synthetic"]
     assert report["other"] == []
     table = _cli(["ls", "--cache-dir", str(tmp_path / "no-cache-yet")], None, tmp_path / "home")
     assert table.code == 0, table.text
@@ -663,3 +665,18 @@ def test_ls_on_a_locally_built_cache_reports_incomplete_and_other_repos(hub: Fak
     table = _cli(["ls", "--cache-dir", str(cache)], None, home)
     assert "incomplete: 1 file(s) missing" in table.out
     assert "someone/unrelated-model" in table.out
+
+
+def test_models_ls_says_what_each_card_can_do() -> None:
+    """Every card with its modes, fps rule, chunk, sizes, controls and the backends that run it."""
+    from worldmill.cli.models_commands import card_abilities  # noqa: PLC0415
+    from worldmill.contracts.cards import builtin_cards  # noqa: PLC0415
+
+    cards = builtin_cards()
+    transfer = card_abilities(cards["cosmos-transfer2.5-2b"])
+    assert transfer["modes"] == ["transfer"] and transfer["controls"] == ["depth", "edge", "seg", "vis"]
+    assert "diffusers" in transfer["backends"] and transfer["native_fps"] == "the input's"
+    predict = card_abilities(cards["cosmos-predict2.5-2b"])
+    assert predict["native_fps"].startswith("16") and predict["frames_per_chunk"] == 93
+    assert "synthetic" not in predict["backends"]  # the stand-in is not offered for a real model
+    assert card_abilities(cards["synthetic"])["backends"] == ["synthetic"]

@@ -141,6 +141,15 @@ async def _qa_format(store: ObjectStore, job: GpuJob, tmp: Path) -> dict[str, bo
     return {f.check: f.passed for f in findings if f.check in FORMAT_CHECKS}
 
 
+async def _delivered(bus: Bus, store: ObjectStore, checkpoints: Path, job: GpuJob, tmp: Path) -> dict[str, Any]:
+    """Run one job on the tiny checkpoints (no guardrail); assert it completed and passes QA's format checks."""
+    runner, _ = await _run(bus, store, BackendConfig(checkpoint_root=checkpoints, safety_checker=False), [job])
+    assert runner.stats.completed == 1
+    qa = await _qa_format(store, job, tmp)
+    assert qa == dict.fromkeys(FORMAT_CHECKS, True), qa
+    return await _provenance(store, job)
+
+
 async def _provenance(store: ObjectStore, job: GpuJob) -> dict[str, Any]:
     raw = await store.get_bytes(ARTIFACTS_BUCKET, job.output_key.replace("video.mp4", "provenance.json"))
     out: dict[str, Any] = json.loads(raw)
@@ -187,13 +196,7 @@ async def test_a_three_chunk_text2world_video_is_exact_and_interpolated_by_flow(
     plan = plan_on_backends(spec, _card(PREDICT), [DIFFUSERS], plan_id=f"plan-{uuid.uuid4().hex[:8]}")
     assert (plan.chunking, len(plan.chunks), plan.native_frames) == ("runner", 3, 193)
     assert [c.seed for c in plan.chunks] == [11, 12, 13]
-    job = _job(spec, plan)
-    config = BackendConfig(checkpoint_root=checkpoints, safety_checker=False)
-    runner, _ = await _run(bus, store, config, [job])
-    assert runner.stats.completed == 1
-    qa = await _qa_format(store, job, tmp_path)
-    assert qa == dict.fromkeys(FORMAT_CHECKS, True), qa
-    prov = await _provenance(store, job)
+    prov = await _delivered(bus, store, checkpoints, _job(spec, plan), tmp_path)
     assert prov["extra"]["model_calls"] == 3 and prov["seeds"] == [11, 12, 13]
     assert prov["extra"]["fps_conversion"].startswith("flow"), prov["extra"]["fps_conversion"]
     assert prov["extra"]["attention_backend"] == "native" and prov["extra"]["compile"] == "off"
@@ -235,7 +238,7 @@ def test_planning_refuses_what_diffusers_cannot_run() -> None:
         plan_on_backends(spec, _card(TRANSFER), [DIFFUSERS], plan_id="p", known=list(builtin_backends().values()))
     assert err.value.field == "controls"
     assert "2 controls (depth+edge)" in err.value.rule and "mixes at most 1" in err.value.rule
-    assert "no worldmill backend can run this combination" in err.value.rule
+    assert "the native-transfer backend can run it" in err.value.rule  # named, though not configured
     long = _spec(PREDICT, frames=288, fps=24, mode=GenerationMode.TEXT2WORLD)
     for overlap in (2, 3, 4):
         with pytest.raises(PlanningError, match=r"overlap \d: the diffusers backend conditions .* on 1 or 5") as err:
@@ -272,3 +275,13 @@ async def test_the_generate_service_refuses_multi_control_on_diffusers_before_qu
     _, event = parse(stored.data, None)
     assert isinstance(event, GenerationRejected) and event.prompt_ids == (spec.prompt_id,)
     assert "controls:" in event.problems[spec.prompt_id]
+
+
+def test_the_default_overlap_is_one_the_backend_takes() -> None:
+    """Predict's default overlap is 5 frames; on a backend that conditions on 1 frame only (NIM), 1 is planned."""
+    nim = builtin_backends()["nim"]
+    assert nim.overlaps is not None and 5 not in nim.overlaps
+    long = _spec(PREDICT, frames=288, fps=24, mode=GenerationMode.TEXT2WORLD)
+    plan = plan_on_backends(long, _card(PREDICT), [nim], plan_id="p")
+    assert {c.condition_frames for c in plan.chunks[1:]} == {1}
+    assert plan_on_backends(long, _card(PREDICT), [DIFFUSERS], plan_id="p").chunks[1].condition_frames == 5

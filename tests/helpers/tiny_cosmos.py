@@ -222,3 +222,42 @@ def build_tiny_transfer(folder: Path) -> Path:
     """Build a tiny random Cosmos-Transfer2.5 pipeline saved into ``folder`` like the hub's diffusers layout
     (no controlnet in the pipeline), with one controlnet per control type under ``controlnets/<type>/``."""
     return _build(folder, transfer=True)
+
+
+def _cosmos3_transformer(tokenizer: Any) -> Any:
+    """A one-layer ``Cosmos3OmniTransformer`` (it embeds the tokens itself: no separate text encoder)."""
+    return _diffusers.Cosmos3OmniTransformer(
+        head_dim=6,
+        hidden_size=6,
+        intermediate_size=12,
+        hidden_act="relu2",
+        latent_channel=16,  # the tiny Wan VAE's z_dim
+        latent_patch_size=1,
+        num_attention_heads=1,
+        num_hidden_layers=1,
+        num_key_value_heads=1,
+        patch_latent_dim=16,
+        qk_norm_for_text=False,
+        rope_axes_dim=[1, 1, 1],
+        vocab_size=len(tokenizer),
+    )
+
+
+def build_tiny_cosmos3(folder: Path) -> Path:
+    """Build a tiny random Cosmos 3 ``Cosmos3OmniPipeline`` (no sound tokenizer) saved into ``folder`` (returned).
+
+    The safety checker is the plain pass-through object, so ``model_index.json`` says
+    ``"safety_checker": [null, null]`` and the loader must be given one, as for Cosmos 2.5.
+    """
+    torch.manual_seed(0)
+    tokenizer = _tokenizer()
+    pipe = _diffusers.Cosmos3OmniPipeline(
+        transformer=_cosmos3_transformer(tokenizer),
+        text_tokenizer=tokenizer,
+        vae=_vae(),
+        scheduler=_scheduler(),
+        safety_checker=PassThroughSafetyChecker(),
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(folder)
+    return folder

@@ -100,4 +100,100 @@ def builtin_backends() -> dict[str, BackendCapabilities]:
         max_controls=4,
         stand_in=True,
     )
-    return {b.name: b for b in (diffusers, synthetic)}
+    return {b.name: b for b in (diffusers, synthetic, *_more_backends())}
+
+
+def _more_backends() -> tuple[BackendCapabilities, ...]:
+    """Backends beyond Cosmos 2.5 on diffusers and the stand-in, one function each (see below)."""
+    return (_nim(), _vllm_omni(), _cosmos3(), _native_transfer())
+
+
+#: Model-card families a served Cosmos engine runs: Cosmos 3 generators and Predict 2.5.
+_SERVED_FAMILIES = frozenset({"cosmos3", "predict"})
+
+
+def _nim() -> BackendCapabilities:
+    """NVIDIA NIM for Cosmos (``POST /v1/infer``, synchronous JSON, base64 MP4 out).
+
+    One request makes one chunk-length video; the runner chains long videos. The documented
+    request conditions on one image (``image``: base64, data URI or URL), so chunk 0 of
+    image2world and every later chunk are conditioned on one frame. Video conditioning on
+    several frames is not in the schema we could verify, so video2world is not offered here.
+    """
+    return BackendCapabilities(
+        name="nim",
+        description="NVIDIA NIM for Cosmos, a served engine: POST /v1/infer, one chunk per request",
+        families=_SERVED_FAMILIES,
+        modes=frozenset({GenerationMode.TEXT2WORLD, GenerationMode.IMAGE2WORLD}),
+        max_controls=0,
+        overlaps=frozenset({1}),
+        condition_frames=frozenset({1}),
+        in_process=False,
+    )
+
+
+def _vllm_omni() -> BackendCapabilities:
+    """vLLM-Omni's OpenAI-style Videos API (``POST /v1/videos``, a job polled until done).
+
+    One request makes one chunk-length video; the runner chains long videos on video conditioning
+    (``input_reference``: an uploaded image or video), as for Predict.
+    """
+    return BackendCapabilities(
+        name="vllm-omni",
+        description="vLLM-Omni Videos API, a served engine: POST /v1/videos, polled, one chunk per request",
+        families=_SERVED_FAMILIES,
+        modes=frozenset({GenerationMode.TEXT2WORLD, GenerationMode.IMAGE2WORLD, GenerationMode.VIDEO2WORLD}),
+        max_controls=0,
+        overlaps=_ONE_OR_TWO_LATENT_FRAMES,
+        condition_frames=_ONE_OR_TWO_LATENT_FRAMES,
+        in_process=False,
+    )
+
+
+#: Pixel lengths that are whole Wan latent frames (4k + 1) within one 189-frame Cosmos 3 generation.
+_WHOLE_LATENT_FRAMES_189 = frozenset(range(1, 189, 4))
+
+
+def _cosmos3() -> BackendCapabilities:
+    """Cosmos 3 through diffusers' ``Cosmos3OmniPipeline`` (0.42.1), in the runner's process.
+
+    The pipeline takes ``image`` (anchors latent frame 0: one pixel frame) or ``video`` with
+    ``condition_frame_indexes_vision`` (the latent frames kept clean; ``condition_video_keep="last"``
+    takes them from the end of the clip): any whole number of latent frames, 1, 5, 9, … pixel
+    frames (the card bounds the overlap). It has no chunk loop (one ``num_frames`` generation per
+    call) and no controlnet: the runner chains chunks on the previous chunk's last frames, as for Predict.
+    """
+    return BackendCapabilities(
+        name="cosmos3",
+        description="Cosmos 3 through Hugging Face diffusers (Cosmos3OmniPipeline) in the runner's process",
+        families=frozenset({"cosmos3"}),
+        modes=frozenset({GenerationMode.TEXT2WORLD, GenerationMode.IMAGE2WORLD, GenerationMode.VIDEO2WORLD}),
+        max_controls=0,
+        overlaps=_WHOLE_LATENT_FRAMES_189,
+        condition_frames=_WHOLE_LATENT_FRAMES_189,
+    )
+
+
+def _native_transfer() -> BackendCapabilities:
+    """NVIDIA's own Cosmos-Transfer2.5 inference in a resident worker process (docs/native-transfer.md).
+
+    What diffusers cannot do: several controls in one generation with per-control weights (any
+    union of edge, vis, depth, seg loads NVIDIA's multibranch checkpoint), the distilled edge
+    checkpoint, and context-parallel multi-GPU under torchrun. NVIDIA's ``generate_img2world``
+    chunks the whole input itself with the planner's boundaries. ``num_conditional_frames`` is
+    ``Literal[0, 1, 2]`` in pixel frames (frames ``[n:]`` of a later chunk are kept; it conditions
+    on ``1 + (n - 1) // 4`` latent frames), so later chunks overlap by 1 or 2 frames.
+    """
+    return BackendCapabilities(
+        name="native-transfer",
+        description=(
+            "Cosmos-Transfer2.5 through NVIDIA's cosmos-transfer2.5 inference in a resident worker "
+            "(multi-control with per-control weights, distilled checkpoints, context-parallel multi-GPU)"
+        ),
+        families=frozenset({"transfer"}),
+        modes=frozenset({GenerationMode.TRANSFER}),
+        max_controls=4,
+        overlaps=frozenset({1, 2}),
+        chunking={GenerationMode.TRANSFER: "pipeline"},
+        in_process=False,
+    )

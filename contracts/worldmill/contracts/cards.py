@@ -50,6 +50,7 @@ class FpsPolicy(StrEnum):
     FIXED = "fixed"  # always native_fps (Predict2.5 writes 16 fps)
     INPUT = "input"  # the input video's fps (Transfer2.5)
     ANY = "any"  # whatever is asked (the synthetic stand-in)
+    NATIVE_SET = "native_set"  # one of native_fps_choices, generated natively (Cosmos 3 takes ``fps``)
 
 
 class FrameRule(Contract):
@@ -82,12 +83,16 @@ class ModelCard(Contract):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]+$")
     display_name: str
-    family: str = Field(description="predict | transfer | synthetic")
+    family: str = Field(description="predict | transfer | cosmos3 | synthetic")
     hub_id: str | None = Field(default=None, description="Hugging Face repo id of the weights.")
     diffusers_pipeline: str | None = Field(default=None, description="diffusers pipeline class name.")
     modes: frozenset[GenerationMode]
     native_fps: int = Field(gt=0)
     fps_policy: FpsPolicy
+    native_fps_choices: frozenset[int] = Field(
+        default_factory=frozenset,
+        description="FpsPolicy native_set: the rates the model generates natively (native_fps is its default).",
+    )
     frames_per_chunk: int = Field(gt=0, description="Pixel frames one generation produces.")
     frame_rule: FrameRule
     conditional_frames: dict[GenerationMode, int] = Field(
@@ -123,6 +128,10 @@ class ModelCard(Contract):
     def _chunk_follows_rule(self) -> ModelCard:
         if not self.frame_rule.is_valid(self.frames_per_chunk):
             raise ValueError(f"frames_per_chunk {self.frames_per_chunk} breaks the card's frame rule")
+        if self.fps_policy is FpsPolicy.NATIVE_SET and self.native_fps not in self.native_fps_choices:
+            raise ValueError(f"fps_policy native_set needs native_fps {self.native_fps} among native_fps_choices")
+        if self.fps_policy is not FpsPolicy.NATIVE_SET and self.native_fps_choices:
+            raise ValueError("native_fps_choices only go with fps_policy native_set")
         return self
 
     def resolutions(self) -> list[Resolution]:
@@ -212,6 +221,71 @@ def _predict(size: str, seconds: float, vram: float | None) -> ModelCard:
     )
 
 
+# Cosmos 3 (``Cosmos3OmniPipeline``, diffusers 0.42.1, read in the installed source; NVIDIA's
+# "Model Reference" page docs.nvidia.com/cosmos/latest/cosmos3/model_reference.html):
+# * fps: the pipeline takes ``fps`` (default 24; it feeds the mRoPE temporal modulation and the
+#   prompt's duration sentence); NVIDIA lists 10, 16, 24 and 30 FPS as supported.
+# * frames: ``num_frames`` defaults to 189 (≈ 7.9 s at 24 fps); NVIDIA lists 5 to 300 frames. The VAE
+#   compresses time 4× (``latent_t = (num_frames − 1) // 4 + 1``), so lengths follow 4k+1. The
+#   brief's "≤ 200 frames at 720p" is not on the pages read (unverified); 189-frame chunks stay under it.
+# * sizes: the pipeline's own resolution bins (``_ACTION_RESOLUTION_BINS``, height × width per
+#   aspect; used by it for action runs) for the 720/480/256 tiers NVIDIA lists; height and width
+#   must be multiples of the VAE's ``scale_factor_spatial`` (16 for the real Wan 2.2 VAE; unverified
+#   in a checkpoint config, all bins are multiples of 16). Default size 1280×720.
+# * sampling: ``guidance_scale`` 6.0 and 35 ``num_inference_steps`` (pipeline defaults). The
+#   guidance range (0–7 as for the other cards) is worldmill's, unverified for Cosmos 3.
+# * conditioning: ``image`` anchors latent frame 0 (1 pixel frame); ``video`` keeps the latent frames
+#   ``condition_frame_indexes_vision`` (default (0, 1) = 5 pixel frames) clean, taken from the first
+#   or last frames of the clip (``condition_video_keep``): chunks chain on the last 5 frames.
+# * the tokenizer does not truncate prompts; 512 is worldmill's common prompt budget.
+# * hub: ``nvidia/Cosmos3-Nano`` (diffusers' own docstring in hooks/sea_cache.py and the model's hub
+#   page). Cosmos3-Super (``nvidia/Cosmos3-Super``) and Cosmos3-Edge have no card yet: no published
+#   single-GPU time for Super was found (it does not fit one 80 GB H100), and Edge's diffusers
+#   weights were not verified.
+# * reference: NVIDIA's published time, Nano 720p / 189 frames / 35 steps: 214.3 s on one H200.
+_TIERS_3 = (
+    _tier(
+        "720",
+        {"16,9": (1280, 720), "9,16": (720, 1280), "4,3": (1104, 832), "3,4": (832, 1104), "1,1": (960, 960)},
+    ),
+    _tier(
+        "480",
+        {"16,9": (832, 480), "9,16": (480, 832), "4,3": (736, 544), "3,4": (544, 736), "1,1": (640, 640)},
+    ),
+    _TIERS_25[2],  # the 256 tier is the same sizes as Cosmos 2.5's
+)
+#: Frame rates Cosmos 3 generates natively (NVIDIA's supported frame rates).
+COSMOS3_FPS = frozenset({10, 16, 24, 30})
+
+
+def _cosmos3(size: str, seconds: float, gpu: str) -> ModelCard:
+    return ModelCard(
+        id=f"cosmos3-{size.lower()}",
+        display_name=f"Cosmos3-{size}",
+        family="cosmos3",
+        hub_id=f"nvidia/Cosmos3-{size}",
+        diffusers_pipeline="Cosmos3OmniPipeline",
+        modes=frozenset(_PREDICT_COND),
+        native_fps=24,
+        fps_policy=FpsPolicy.NATIVE_SET,
+        native_fps_choices=COSMOS3_FPS,
+        frames_per_chunk=189,
+        frame_rule=_RULE_4K1,
+        conditional_frames=_PREDICT_COND,  # image: 1 frame; video: 2 latent frames = 5 pixel frames
+        max_overlap_frames=5,
+        autoregressive=True,
+        native_resolution=Resolution(width=1280, height=720),
+        resolution_tiers=_TIERS_3,
+        resolution_multiple=16,
+        default_guidance=6.0,
+        default_steps=35,
+        deliverable_fps=STANDARD_FPS,
+        max_prompt_tokens=512,
+        reference_seconds_per_chunk=seconds,
+        reference_gpu=gpu,
+    )
+
+
 def builtin_cards() -> dict[str, ModelCard]:
     """The model cards worldmill knows, by id."""
     transfer = ModelCard(
@@ -270,5 +344,11 @@ def builtin_cards() -> dict[str, ModelCard]:
         reference_seconds_per_chunk=0.5,
         reference_gpu="CPU",
     )
-    cards = [_predict("2B", 229.0, 32.5), _predict("14B", 857.0, 56.4), transfer, synthetic]
+    cards = [
+        _predict("2B", 229.0, 32.5),
+        _predict("14B", 857.0, 56.4),
+        transfer,
+        _cosmos3("Nano", 214.3, "H200"),
+        synthetic,
+    ]
     return {c.id: c for c in cards}

@@ -9,6 +9,9 @@ Diffusers weights (from the diffusers pipelines' own examples, ``diffusers==0.42
   (``Cosmos2_5_PredictBasePipeline`` docstring; the 2B repo). The 14B branch is **unverified**: no
   first-party page or code read names it; worldmill assumes the 2B layout (one third-party script does
   the same). If the branch is named differently, ``models pull`` says "revision not found".
+* Cosmos 3: ``nvidia/Cosmos3-Nano`` on ``main`` (``Cosmos3OmniPipeline``: diffusers' ``SeaCache`` docstring
+  loads it with no revision; the hub page's snippet does the same). Gating of the Cosmos 3 repos
+  (OpenMDW licence) is **unverified**; ``gated`` follows the ``nvidia/`` rule below.
 * Cosmos-Transfer2.5: ``nvidia/Cosmos-Transfer2.5-2B`` on ``diffusers/general``, one controlnet per
   control on ``diffusers/controlnet/general/{edge,depth,seg,blur}`` (``Cosmos2_5_TransferPipeline``
   docstring). worldmill's ``vis`` control is the ``blur`` controlnet. The Cosmos 2.5 repos are gated:
@@ -71,6 +74,9 @@ HubRole = Literal["pipeline", "controlnet", "guardrail"]
 PIPELINE_REVISIONS: dict[str, str] = {
     "predict": "diffusers/base/post-trained",
     "transfer": "diffusers/general",
+    # Cosmos 3: the diffusers layout (model_index.json, Cosmos3OmniPipeline) is the repo's main
+    # branch (diffusers' own example: from_pretrained("nvidia/Cosmos3-Nano"), no revision).
+    "cosmos3": "main",
 }
 #: Transfer's controlnets, one branch each; ``vis`` is the blur control.
 CONTROLNET_REVISIONS: dict[ControlType, str] = {

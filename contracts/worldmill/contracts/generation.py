@@ -127,6 +127,9 @@ class ExecutionSignature(Contract):
     checkpoint: str
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     controls: tuple[ControlType, ...] = ()
+    backend: str | None = Field(
+        default=None, description="The runner backend the plan was made for (None: by the model's family)."
+    )
 
 
 class GpuJob(Message):

@@ -112,8 +112,9 @@ GPU_JOBS = ConsumerSpec(
     ack_wait_s=60.0,
     max_deliver=4,
     # Jobs held by all runners together: each runner holds a window (4 by default) plus the job
-    # whose video is still encoding, acked only once its outcome is published.
-    max_ack_pending=32,
+    # whose video is still encoding, acked only once its outcome is published: 64 runners (one per
+    # GPU of eight 8-GPU hosts) x 5.
+    max_ack_pending=320,
     backoff_base_s=5.0,
     backoff_max_s=300.0,
     description="GPU generation and transfer jobs; heartbeats keep long jobs from redelivery.",

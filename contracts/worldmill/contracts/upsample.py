@@ -48,6 +48,10 @@ class UpsampleInfo(Contract):
     cache_key: Sha256
     cached: bool = False
     created_at: datetime
+    format: Literal["text", "cosmos3-json"] = Field(
+        default="text",
+        description="text: one paragraph; cosmos3-json: a Cosmos 3 structured JSON caption (the prompt is that JSON).",
+    )
 
 
 class UpsampleRequested(Message):

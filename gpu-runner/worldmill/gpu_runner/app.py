@@ -31,6 +31,12 @@ def backend_config(settings: RunnerSettings) -> BackendConfig:
         compile=settings.compile,
         load_seconds=settings.synthetic_load_s,
         seconds_per_frame=settings.synthetic_s_per_frame,
+        nim_base_url=settings.nim_base_url,
+        vllm_omni_base_url=settings.vllm_omni_base_url,
+        served_timeout_s=settings.served_timeout_s,
+        served_ready_timeout_s=settings.served_ready_timeout_s,
+        served_concurrency=settings.served_concurrency,
+        native_transfer_url=settings.native_transfer_url,
     )
 
 
@@ -71,6 +77,7 @@ def runner_from(settings: RunnerSettings, ctx: ServiceContext) -> Runner:
         source=ctx.source,
         device=settings.device,
         fps_interpolation=settings.fps_interpolation,
+        served_concurrency=settings.served_concurrency,
     )
 
 

@@ -46,6 +46,30 @@ class RunnerSettings(RuntimeSettings):
     progress_interval_s: float = Field(default=0.5, gt=0)
     synthetic_load_s: float = Field(default=0.0, ge=0)
     synthetic_s_per_frame: float = Field(default=0.0, ge=0)
+    nim_base_url: str | None = Field(
+        default=None, description="Served 'nim' backend: the NIM for Cosmos server, e.g. http://nim:8000."
+    )
+    vllm_omni_base_url: str | None = Field(
+        default=None, description="Served 'vllm-omni' backend: the vLLM-Omni server, e.g. http://vllm-omni:8091."
+    )
+    served_timeout_s: float = Field(
+        default=1800.0, gt=0, description="Served backends: bound of one chunk's generation request or polled job."
+    )
+    served_ready_timeout_s: float = Field(
+        default=600.0, gt=0, description="Served backends: how long a load waits for the engine to report ready."
+    )
+    served_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Jobs of served backends (nim, vllm-omni) a runner runs at once (an engine may batch them); "
+        "in-process backends always run one at a time.",
+    )
+    native_transfer_url: str | None = Field(
+        default=None,
+        description="Base URL of a Cosmos-Transfer2.5 native worker (docker/native_transfer_worker.py), e.g. "
+        "http://transfer-native:8700: jobs planned for the native-transfer backend go there.",
+    )
 
 
 #: The budget on a machine without a GPU (or with the synthetic backend) unless configured.

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from worldmill.contracts.backends import builtin_backends
 from worldmill.contracts.base import Message, ObjectRef
 from worldmill.contracts.cards import GenerationMode
 from worldmill.contracts.envelope import EnvelopeAttributes, wrap
@@ -129,6 +130,7 @@ class Runner:
         source: str = "/worldmill/gpu-runner",
         device: str = "cpu",
         fps_interpolation: Literal["flow", "blend"] = "flow",
+        served_concurrency: int = 1,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -140,6 +142,9 @@ class Runner:
         self.source = source
         self.device = device
         self.fps_interpolation: Literal["flow", "blend"] = fps_interpolation
+        #: Jobs of served backends (capabilities ``in_process=False``) run at once; in-process ones: one.
+        self.served_concurrency = max(1, served_concurrency)
+        self._load_lock = asyncio.Lock()  # concurrent served jobs must not load one signature twice
         self._devices: dict[str, DeviceInfo | None] = {}
         self.flags = CancelFlags(bus)
         self.stats = RunnerStats()
@@ -159,6 +164,8 @@ class Runner:
         await self.queue.open()
         watcher = asyncio.create_task(self.flags.watch(stop))
         finishing: set[asyncio.Task[None]] = set()
+        served: set[asyncio.Task[None]] = set()
+        served_slots = asyncio.Semaphore(self.served_concurrency)
         with tempfile.TemporaryDirectory(prefix="wm-runner-") as tmp:
             try:
                 while not stop.is_set():
@@ -172,6 +179,14 @@ class Runner:
                     self._current = held.job
                     if self._held:  # the next job's inputs download while this one computes
                         self._prefetch(self._peek(), Path(tmp))
+                    if self.served_concurrency > 1 and self._is_served(held.job):
+                        # A served engine computes elsewhere: up to served_concurrency such jobs wait on
+                        # it at once (it may batch them); the loop goes on taking jobs meanwhile.
+                        await served_slots.acquire()
+                        job_task = asyncio.create_task(self._run_served(held, Path(tmp), served_slots, finishing))
+                        served.add(job_task)
+                        job_task.add_done_callback(served.discard)
+                        continue
                     task = await self._run_job(held, Path(tmp))
                     if task is not None:
                         finishing.add(task)
@@ -179,6 +194,8 @@ class Runner:
                         if len(finishing) > 1:  # bound memory: at most one video finishing behind the model
                             await asyncio.wait(finishing, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                if served:
+                    await asyncio.wait(served)
                 if finishing:
                     await asyncio.wait(finishing)
                 for job_id in list(self._fetching):
@@ -188,6 +205,24 @@ class Runner:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watcher
+
+    @staticmethod
+    def _is_served(job: GpuJob) -> bool:
+        """Whether the job's backend is a served engine (its capabilities say ``in_process=False``)."""
+        capabilities = builtin_backends().get(job.signature.backend or "")
+        return capabilities is not None and not capabilities.in_process
+
+    async def _run_served(
+        self, held: Held, tmp: Path, slots: asyncio.Semaphore, finishing: set[asyncio.Task[None]]
+    ) -> None:
+        """One served job beside others; its slot is free once generated (encoding overlaps the next)."""
+        try:
+            task = await self._run_job(held, tmp)
+        finally:
+            slots.release()
+        if task is not None:
+            finishing.add(task)
+            task.add_done_callback(finishing.discard)
 
     async def _fill(self, *, wait: bool) -> None:
         for handle in await self.queue.take(self.window - len(self._held), wait=wait):
@@ -328,7 +363,8 @@ class Runner:
         try:
             self._progress(job, "loading", chunk=0, chunks=len(job.plan.chunks), step=0, steps=1, force=True)
             inputs = await self._inputs(held, tmp)
-            backend, load_s = await self.cache.get(job.signature)
+            async with self._load_lock:
+                backend, load_s = await self.cache.get(job.signature)
             generated = await asyncio.to_thread(self._generate, job, backend, inputs)
         except Canceled:
             await self._outcome(

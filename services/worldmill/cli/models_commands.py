@@ -32,7 +32,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, err_console, fail, fail_usage
-from worldmill.contracts.cards import ControlType, builtin_cards
+from worldmill.contracts.backends import builtin_backends
+from worldmill.contracts.cards import ControlType, FpsPolicy, ModelCard, builtin_cards
 from worldmill.contracts.checkpoints import (
     GUARDRAIL_DOWNLOADS,
     GUARDRAIL_TARGET,
@@ -417,6 +418,31 @@ def _others(cache: Path, matched: set[tuple[str, str]]) -> tuple[list[dict[str, 
     return out, [str(w) for w in info.warnings]
 
 
+def card_abilities(card: ModelCard) -> dict[str, Any]:
+    """What a card can do, as ``models ls`` shows it: modes, frame rates, chunks, sizes, controls, backends."""
+    backends = [b.name for b in builtin_backends().values() if b.runs_family(card.family) and not b.stand_in]
+    if card.fps_policy is FpsPolicy.FIXED:
+        fps = f"{card.native_fps} (converted to others)"
+    elif card.fps_policy is FpsPolicy.NATIVE_SET:
+        fps = f"{', '.join(str(f) for f in sorted(card.native_fps_choices))} (others converted)"
+    else:
+        fps = "the input's" if card.fps_policy is FpsPolicy.INPUT else "any"
+    return {
+        "family": card.family,
+        "modes": sorted(m.value for m in card.modes),
+        "native_fps": fps,
+        "frames_per_chunk": card.frames_per_chunk,
+        "frame_rule": f"{card.frame_rule.step}k+{card.frame_rule.offset}",
+        "long_videos": "chained chunks" if card.autoregressive else "one chunk",
+        "native_resolution": str(card.native_resolution),
+        "tiers": [t.name for t in card.resolution_tiers],
+        "controls": sorted(c.value for c in card.controls),
+        "guidance": f"{card.guidance_min:g}-{card.guidance_max:g} (default {card.default_guidance:g})",
+        "steps": card.default_steps,
+        "backends": backends or ["synthetic"],
+    }
+
+
 def _ls_report(cache: Path) -> dict[str, Any]:
     cards = builtin_cards()
     report: dict[str, Any] = {"cache_dir": str(cache), "cards": {}, "guardrail": [], "other": [], "warnings": []}
@@ -434,6 +460,7 @@ def _ls_report(cache: Path) -> dict[str, Any]:
         entries = [_entry(card_id, d, state_of(d)) for d in hub_downloads(cards[card_id])]
         missing = [e for e in entries if e["status"] != "cached"]
         report["cards"][card_id] = {
+            "can": card_abilities(cards[card_id]),
             "ready": not missing,
             "needs": entries,
             "pull": pull_command(card_id) if missing else None,
@@ -452,7 +479,26 @@ def _status_text(entry: dict[str, Any]) -> str:
     return "[green]cached[/]" + ("" if entry["verified"] else " (no file list to verify)")
 
 
+def _print_abilities(report: dict[str, Any]) -> None:
+    table = Table(title="What each model card can do")
+    for column in ("card", "modes", "fps", "chunk", "size", "controls", "backends"):
+        table.add_column(column, overflow="fold")
+    for card_id, card in report["cards"].items():
+        can = card["can"]
+        table.add_row(
+            card_id,
+            ", ".join(can["modes"]),
+            can["native_fps"],
+            f"{can['frames_per_chunk']} ({can['long_videos']})",
+            f"{can['native_resolution']}; tiers {', '.join(can['tiers'])}",
+            ", ".join(can["controls"]) or "-",
+            ", ".join(can["backends"]),
+        )
+    console.print(table)
+
+
 def _print_ls(report: dict[str, Any]) -> None:
+    _print_abilities(report)
     table = Table(title=f"Model weights in {escape(report['cache_dir'])}")
     for column in ("card", "role", "repo", "revision", "status", "size", "commit"):
         table.add_column(column, overflow="fold")

@@ -200,7 +200,7 @@ def generate_backends(plan: RunnerPlan, environ: Mapping[str, str] | None = None
     if given := environ.get("WM_GENERATE_BACKENDS"):
         return given
     synthetic = not plan.gpus or environ.get("WM_GPU_RUNNER_BACKEND") == "synthetic"
-    return "synthetic" if synthetic else "diffusers,synthetic"
+    return "synthetic" if synthetic else "diffusers,cosmos3,synthetic"
 
 
 def start_local_stack(data_dir: Path, plan: RunnerPlan | None = None) -> LocalStack:

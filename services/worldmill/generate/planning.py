@@ -9,7 +9,9 @@ The numbers, from the model cards (``worldmill.contracts.cards``):
 * **Native timeline.** ``FIXED`` cards (Cosmos-Predict2.5) always generate at ``card.native_fps``
   (16 fps); the native frame count ``N`` must cover the whole target timeline, i.e. the last target
   frame, at ``(T − 1) / F`` seconds, lies within the native one: ``N = ceil((T − 1) × native / F) + 1``.
-  ``ANY`` cards (the synthetic stand-in) generate directly at the target rate (``N = T``); ``INPUT``
+  ``NATIVE_SET`` cards (Cosmos 3, which takes ``fps``) generate at the target rate when it is one of
+  their native rates (24 fps → 24 fps, no conversion), else at the nearest native rate, converted as
+  for ``FIXED``. ``ANY`` cards (the synthetic stand-in) generate directly at the target rate (``N = T``); ``INPUT``
   cards (Cosmos-Transfer2.5) keep the input's rate and length (``N = T``).
 * **Chunks.** Every model call generates ``card.frames_per_chunk`` frames (93, the trained length).
   Chunk 0 is conditioned on the input (image2world: 1 frame, video2world: the last 5 pixel frames)
@@ -51,6 +53,7 @@ __all__ = [
     "chunk_count",
     "default_overlap",
     "native_frames",
+    "native_rate",
     "plan_generation",
     "plan_on_backends",
 ]
@@ -90,10 +93,25 @@ def default_overlap(card: ModelCard, mode: GenerationMode) -> int:
     return card.conditional_frames.get(GenerationMode.VIDEO2WORLD, card.max_overlap_frames)
 
 
+def native_rate(spec: PromptSpec, card: ModelCard) -> int | None:
+    """The rate a ``FIXED`` or ``NATIVE_SET`` card generates ``spec`` at (None: the asked or the input's rate).
+
+    ``NATIVE_SET`` (Cosmos 3): the asked rate when it is one of ``card.native_fps_choices``, else the
+    nearest of them (a tie goes to the higher rate, which covers the timeline with more frames).
+    """
+    if card.fps_policy is FpsPolicy.FIXED:
+        return card.native_fps
+    if card.fps_policy is FpsPolicy.NATIVE_SET:
+        if spec.fps.is_integer() and int(spec.fps) in card.native_fps_choices:
+            return int(spec.fps)
+        return min(card.native_fps_choices, key=lambda rate: (abs(rate - spec.fps), -rate))
+    return None
+
+
 def native_frames(spec: PromptSpec, card: ModelCard) -> tuple[float, int]:
     """``(native fps, native frame count)`` that cover the spec's whole target timeline."""
-    if card.fps_policy is FpsPolicy.FIXED:
-        native = card.native_fps
+    native = native_rate(spec, card)
+    if native is not None:
         if spec.fps == native:
             return float(native), spec.target_frames
         span = Fraction(spec.target_frames - 1) * native / Fraction(spec.fps)
@@ -131,11 +149,18 @@ def _check_request(spec: PromptSpec, card: ModelCard) -> None:
             "sampling.guidance",
             f"guidance {guidance:g} is outside {card.id}'s range {card.guidance_min:g}–{card.guidance_max:g}",
         )
-    if card.fps_policy in (FpsPolicy.FIXED, FpsPolicy.ANY) and not (
+    if card.fps_policy in (FpsPolicy.FIXED, FpsPolicy.ANY, FpsPolicy.NATIVE_SET) and not (
         spec.fps.is_integer() and int(spec.fps) in card.deliverable_fps
     ):
         rates = ", ".join(str(f) for f in sorted(card.deliverable_fps))
         raise PlanningError("fps", f"{_fps_text(spec.fps)} fps is not deliverable by {card.id} (deliverable: {rates})")
+
+
+def _fps_reason(card: ModelCard, native_fps: float) -> str:
+    if card.fps_policy is FpsPolicy.NATIVE_SET:
+        rates = ", ".join(str(f) for f in sorted(card.native_fps_choices))
+        return f"{card.id} generates {rates} fps natively; the nearest is {_fps_text(native_fps)} fps"
+    return f"{card.id} always generates {_fps_text(native_fps)} fps"
 
 
 def _check_overlap(card: ModelCard, overlap: int) -> None:
@@ -251,6 +276,10 @@ def plan_generation(
         raise ValueError(f"max_chunks must be ≥ 1, got {max_chunks}")
     _check_request(spec, card)
     overlap = default_overlap(card, spec.mode) if overlap_frames is None else overlap_frames
+    if overlap_frames is None and backend is not None and backend.overlaps and overlap not in backend.overlaps:
+        # the card's default is not one this backend conditions on: its longest that the card allows
+        fits = [o for o in backend.overlaps if 0 < o <= card.max_overlap_frames]
+        overlap = max(fits, default=overlap)
     _check_overlap(card, overlap)
 
     native_fps, total = native_frames(spec, card)
@@ -301,7 +330,7 @@ def plan_generation(
                 field="fps",
                 requested=_fps_text(spec.fps),
                 delivered=f"{_fps_text(spec.fps)} fps from {_fps_text(native_fps)} fps by interpolation",
-                reason=f"{card.id} always generates {_fps_text(native_fps)} fps",
+                reason=_fps_reason(card, native_fps),
             )
         )
 

@@ -47,11 +47,11 @@ def asset_id_for(run_id: str, attempt: int) -> str:
     return f"asset-{run_id.removeprefix('run-')}-a{attempt}"
 
 
-def signature_for(card: ModelCard, spec: PromptSpec) -> ExecutionSignature:
-    """What a runner must have loaded: the model, its checkpoint, dtype and control set."""
+def signature_for(card: ModelCard, spec: PromptSpec, backend: str | None = None) -> ExecutionSignature:
+    """What a runner must have loaded: the backend, the model, its checkpoint, dtype and control set."""
     dtype = "float32" if card.family == "synthetic" else "bfloat16"
     controls = tuple(sorted({c.type for c in spec.controls}))
-    return ExecutionSignature(model=card.id, checkpoint=card.id, dtype=dtype, controls=controls)
+    return ExecutionSignature(model=card.id, checkpoint=card.id, dtype=dtype, controls=controls, backend=backend)
 
 
 def new_run(
@@ -82,7 +82,7 @@ def job_for(run: RunRecord, spec: PromptSpec, card: ModelCard) -> GpuJob:
         job_id=attempt.job_id,
         run_id=run.run_id,
         attempt=attempt.attempt,
-        signature=signature_for(card, spec),
+        signature=signature_for(card, spec, run.plan.backend),
         plan=run.plan,
         prompt=spec.prompt,
         inputs=(spec.input,) if spec.input else (),

@@ -84,7 +84,7 @@ class GenerateService:
     cancel_flags: CancelFlags | None = None
     source: str = "/worldmill/generate"
     backends: tuple[BackendCapabilities, ...] = field(
-        default_factory=lambda: tuple(builtin_backends()[n] for n in ("diffusers", "synthetic"))
+        default_factory=lambda: tuple(builtin_backends()[n] for n in ("diffusers", "cosmos3", "synthetic"))
     )
     progress: dict[str, JobProgress] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)

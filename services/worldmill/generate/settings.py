@@ -15,10 +15,11 @@ class GenerateSettings(RuntimeSettings):
     """``WM_GENERATE_*``."""
 
     backends: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=("diffusers", "synthetic"),
+        default=("diffusers", "cosmos3", "synthetic"),
         description="Runner backends this deployment runs, in order of preference (comma-separated). Specs are "
-        "planned for the first that can run them and refused when none can. The local stack, whose runner is "
-        "the synthetic CPU stand-in, sets 'synthetic'.",
+        "planned for the first that can run them and refused when none can. Default: the in-process ones; add "
+        "nim, vllm-omni or native-transfer where runners are configured for them. The local stack, whose runner "
+        "is the synthetic CPU stand-in, sets 'synthetic'.",
     )
 
     @field_validator("backends", mode="before")

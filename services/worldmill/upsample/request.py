@@ -38,15 +38,15 @@ def user_text(prompt: str) -> str:
 
 
 def build_messages(
-    profile: ModelProfile, text: str, media_urls: Sequence[str], *, as_video: bool
+    profile: ModelProfile, text: str, media_urls: Sequence[str], *, as_video: bool, system: str | None = None
 ) -> list[dict[str, Any]]:
-    """System prompt, then one user message: hint images (or one hint video), then the text."""
+    """System prompt (the profile's unless given), then one user message: hint images (or one hint video), the text."""
     if as_video and len(media_urls) > 1:
         raise ValueError("a hint video is one item; got several")
     media_type = "video_url" if as_video else "image_url"
     content: list[dict[str, Any]] = [{"type": media_type, media_type: {"url": url}} for url in media_urls]
     content.append({"type": "text", "text": text})
-    return [{"role": "system", "content": profile.system_prompt}, {"role": "user", "content": content}]
+    return [{"role": "system", "content": system or profile.system_prompt}, {"role": "user", "content": content}]
 
 
 def cache_key(
@@ -58,13 +58,14 @@ def cache_key(
     hint_frames: int,
     as_video: bool,
     sampling: Sampling,
+    system: str | None = None,
 ) -> str:
     """sha256 over everything that makes a different answer (canonical JSON)."""
     material = {
         "model": model,
         "profile": profile.name,
         "context": profile.context_tokens,
-        "system": profile.system_prompt,
+        "system": system or profile.system_prompt,
         "text": text,
         "hint": hint_sha256,
         "frames": hint_frames if hint_sha256 else 0,

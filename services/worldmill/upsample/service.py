@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from worldmill.contracts.base import Message, ObjectLocation, ObjectRef
+from worldmill.contracts.cards import builtin_cards
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.contracts.upsample import (
     UPSAMPLE_FINAL_STATES,
@@ -43,6 +44,7 @@ from worldmill.runtime.logs import get_logger
 from worldmill.runtime.spec_copies import SpecCopies, spec_copy
 from worldmill.runtime.store import ObjectStore, sha256_file
 from worldmill.runtime.vlm import VlmUnavailable
+from worldmill.upsample.structured import CaptionTarget
 from worldmill.upsample.upsampler import Hint, Upsampled, UpsampleFailedError, Upsampler
 
 log = get_logger(__name__)
@@ -278,20 +280,24 @@ class UpsampleService:
         """The cached rewrite when there is one (looked up before any download when the hint's digest is
         known), else a new one from the server; and whether it came from the cache."""
         hint_at, known_sha256 = (job.hint, None) if job.hint else _hint_of(spec)
+        structured = caption_target(spec)
         if hint_at is not None and known_sha256 is None:
             known_sha256 = await self._recorded_sha256(hint_at)
         if not job.force and (hint_at is None or known_sha256 is not None):
-            cached = await self._cached(upsampler.key(original, known_sha256), source_version)
+            cached = await self._cached(upsampler.key(original, known_sha256, structured), source_version)
             if cached is not None:
                 return cached, True
         with tempfile.TemporaryDirectory(prefix="wm-upsample-") as tmp:
             hint = await self._fetch_hint(hint_at, known_sha256, Path(tmp)) if hint_at else None
             if hint is not None and known_sha256 is None and not job.force:
-                cached = await self._cached(upsampler.key(original, hint.sha256), source_version)
+                cached = await self._cached(upsampler.key(original, hint.sha256, structured), source_version)
                 if cached is not None:
                     return cached, True
             await self._set(job, spec.version, "running")
-            return await upsampler.upsample(original, source_version=source_version, hint=hint), False
+            upsampled = await upsampler.upsample(
+                original, source_version=source_version, hint=hint, structured=structured
+            )
+            return upsampled, False
 
     async def _done(self, job: UpsampleRequested, version: int, result: Upsampled, *, cache_hit: bool) -> None:
         info = result.info
@@ -373,3 +379,20 @@ def _hint_of(spec: PromptSpec) -> tuple[ObjectLocation | None, str | None]:
     if spec.input is None or PurePosixPath(spec.input.key).suffix.lower() not in HINT_SUFFIXES:
         return None, None
     return ObjectLocation(bucket=spec.input.bucket, key=spec.input.key), spec.input.sha256
+
+
+#: Model families whose prompts are Cosmos 3 structured JSON captions when upsampled.
+STRUCTURED_FAMILIES = frozenset({"cosmos3"})
+
+
+def caption_target(spec: PromptSpec) -> CaptionTarget | None:
+    """What a structured caption of ``spec`` describes, for a model that takes them; None for plain prompts."""
+    card = builtin_cards().get(spec.model)
+    if card is None or card.family not in STRUCTURED_FAMILIES:
+        return None
+    return CaptionTarget(
+        duration_s=spec.target_frames / spec.fps,
+        fps=spec.fps,
+        width=spec.resolution.width,
+        height=spec.resolution.height,
+    )

@@ -24,7 +24,7 @@ from worldmill.contracts.upsample import UpsampleInfo
 from worldmill.runtime.errors import PermanentError
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.vlm import ContextTooLong, VlmClient, VlmError
-from worldmill.upsample.answer import AnswerRejectedError, judge
+from worldmill.upsample.answer import AnswerRejectedError, CleanAnswer, judge
 from worldmill.upsample.budget import (
     BudgetError,
     HintPlan,
@@ -37,6 +37,13 @@ from worldmill.upsample.budget import (
 from worldmill.upsample.hints import HintSource, data_url, encode_hint_video, extract_frames, hints_digest, inspect_hint
 from worldmill.upsample.profiles import ModelProfile
 from worldmill.upsample.request import Sampling, build_messages, cache_key, user_text
+from worldmill.upsample.structured import (
+    STRUCTURED_FORMAT,
+    STRUCTURED_SYSTEM_PROMPT,
+    CaptionTarget,
+    parse_caption,
+    structured_user_text,
+)
 
 log = get_logger(__name__)
 
@@ -102,26 +109,41 @@ class Upsampler:
         #: Observed ÷ estimated prompt tokens, learned from the server's usage (starts at 1).
         self.calibration = calibration
 
-    def key(self, prompt: str, hint_sha256: str | None) -> str:
+    def key(self, prompt: str, hint_sha256: str | None, structured: CaptionTarget | None = None) -> str:
         """The cache key of upsampling ``prompt`` with the hint of that sha256 under this upsampler's settings."""
         return cache_key(
             model=self.model,
             profile=self.profile,
-            text=user_text(prompt),
+            text=_text(prompt, structured),
             hint_sha256=hint_sha256,
             hint_frames=self.hint_frames,
             as_video=self.hint_as_video,
             sampling=self.sampling,
+            system=STRUCTURED_SYSTEM_PROMPT if structured else None,
         )
 
-    async def upsample(self, prompt: str, *, source_version: int, hint: Hint | None = None) -> Upsampled:
-        """The rewrite of ``prompt``; see the module docstring for the retry rules."""
-        text = user_text(prompt)
+    async def upsample(
+        self,
+        prompt: str,
+        *,
+        source_version: int,
+        hint: Hint | None = None,
+        structured: CaptionTarget | None = None,
+    ) -> Upsampled:
+        """The rewrite of ``prompt`` (a Cosmos 3 structured JSON caption with ``structured``); see the module
+        docstring for the retry rules."""
+        text = _text(prompt, structured)
         source = await asyncio.to_thread(inspect_hint, hint.path) if hint else None
         attempt = _Attempt(plan=self._plan(text, source), sampling=self.sampling)
         while True:
             media, digest = await self._media(attempt.plan, hint)
-            messages = build_messages(self.profile, text, media, as_video=attempt.plan.as_video)
+            messages = build_messages(
+                self.profile,
+                text,
+                media,
+                as_video=attempt.plan.as_video,
+                system=STRUCTURED_SYSTEM_PROMPT if structured else None,
+            )
             attempt.requests += 1
             try:
                 answer = await self._ask(messages, attempt.sampling)
@@ -130,7 +152,9 @@ class Upsampler:
                 continue
             except VlmError as exc:
                 raise UpsampleFailedError(str(exc)) from exc
-            return self._accept(answer, prompt, attempt, hint=hint, digest=digest, source_version=source_version)
+            return self._accept(
+                answer, prompt, attempt, hint=hint, digest=digest, source_version=source_version, structured=structured
+            )
 
     async def _ask(self, messages: list[dict[str, Any]], sampling: Sampling) -> dict[str, Any]:
         return await self.client.chat(
@@ -250,6 +274,7 @@ class Upsampler:
         hint: Hint | None,
         digest: str | None,
         source_version: int,
+        structured: CaptionTarget | None = None,
     ) -> Upsampled:
         choices = answer.get("choices") or []
         first = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -257,7 +282,13 @@ class Upsampler:
         content = message.get("content") if isinstance(message, dict) else None
         finish = first.get("finish_reason")
         try:
-            clean = judge(content if isinstance(content, str) else None, prompt, finish_reason=finish)
+            if structured is not None:
+                if finish == "length":
+                    raise AnswerRejectedError("the structured caption hit max_tokens before it was complete")
+                caption = parse_caption(content if isinstance(content, str) else None, prompt, structured)
+                clean = CleanAnswer(text=caption, truncated=False)
+            else:
+                clean = judge(content if isinstance(content, str) else None, prompt, finish_reason=finish)
         except AnswerRejectedError as exc:
             raise UpsampleFailedError(f"answer rejected: {exc}") from exc
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
@@ -288,10 +319,15 @@ class Upsampler:
             context_retries=attempt.context_retries,
             truncated=clean.truncated,
             calibration=round(plan.calibration, 4),
-            cache_key=self.key(prompt, hint.sha256 if hint else None),
+            cache_key=self.key(prompt, hint.sha256 if hint else None, structured),
+            format=STRUCTURED_FORMAT if structured else "text",
             created_at=datetime.now(UTC),
         )
         return Upsampled(prompt=clean.text, info=info)
+
+
+def _text(prompt: str, structured: CaptionTarget | None) -> str:
+    return structured_user_text(prompt, structured) if structured else user_text(prompt)
 
 
 def _int(value: object) -> int | None:

@@ -263,6 +263,22 @@ class BackendConfig:
     """Synthetic backend only: simulated model load time in ``setup()``."""
     seconds_per_frame: float = 0.0
     """Synthetic backend only: simulated compute time per generated frame."""
+    nim_base_url: str | None = None
+    """Served ``nim`` backend: the NIM for Cosmos server (``http://nim:8000``)."""
+    vllm_omni_base_url: str | None = None
+    """Served ``vllm-omni`` backend: the vLLM-Omni server (``http://vllm-omni:8091``)."""
+    served_timeout_s: float = 1800.0
+    """Served backends: read timeout of one generation request (NIM) and bound of one polled job (vLLM-Omni)."""
+    served_ready_timeout_s: float = 600.0
+    """Served backends: how long ``setup()`` waits for the engine's health endpoint to say ready."""
+    served_concurrency: int = 1
+    """Served backends: jobs a runner sends to an engine at once (connection pool size)."""
+    served_poll_s: float = 2.0
+    """Served backends: seconds between health polls and between job-status polls."""
+    served_backoff_s: float = 0.5
+    """Served backends: base of the exponential backoff between retried requests."""
+    native_transfer_url: str | None = None
+    """native-transfer backend only: base URL of the NVIDIA Cosmos-Transfer2.5 worker (docs/native-transfer.md)."""
 
 
 def library_versions(description: Mapping[str, str]) -> dict[str, str]:

@@ -156,8 +156,10 @@ class DiffusersBackend:
     capabilities = builtin_backends()["diffusers"]
 
     def __init__(self, signature: ExecutionSignature, card: ModelCard, config: BackendConfig) -> None:
-        if card.family not in ("predict", "transfer"):
-            raise InvalidInputError("model", f"{card.id} (family {card.family!r}) has no diffusers pipeline")
+        if not self.capabilities.runs_family(card.family):
+            raise InvalidInputError(
+                "model", f"{card.id} (family {card.family!r}) is not run by the {self.name} backend"
+            )
         if card.family == "transfer" and len(signature.controls) != 1:
             raise InvalidInputError(
                 "controls",
