@@ -19,6 +19,11 @@ each with a share of the time budget (a phase that no longer fits is recorded as
 * ``vae``            Wan VAE encode and decode of 720p / 93 frames: seconds and peak memory each;
 * ``transfer``       one ``generate_video`` call of Transfer (edge): 181 frames at 480p (768x432),
                      chunks of 93 with overlap 1: seconds, chunks reported by the progress callback, shape;
+* ``cosmos3``        Cosmos3-Nano: a full-size random ``Cosmos3OmniPipeline`` folder (the 36-layer MoT transformer,
+                     4096 wide, and the Wan2.2 VAE) built, saved, loaded through ``create_backend`` (backend
+                     ``cosmos3``), then seconds per denoising step of a 35-step 720p (1280x720) / 189-frame chunk
+                     with guidance 6 (the ``attn`` timing: stopped after ``--steps`` steps, projected to 35 steps)
+                     and the peak memory of that call; the folder is removed afterwards;
 * ``compile``        the native backend again with ``compile="regional"``: first call (compile) and step time.
 
 Every phase records its wall seconds and peak memory (``PeakMemory``: CUDA peak allocated; on the
@@ -56,6 +61,8 @@ if str(REPO) not in sys.path:
 ATTENTION_BACKENDS = ("native", "_native_cudnn", "_native_flash", "_native_efficient")
 CPU_ATTENTION_BACKENDS = ("native",)
 PREDICT, TRANSFER = "cosmos-predict2.5-2b", "cosmos-transfer2.5-2b"
+COSMOS3, COSMOS3_FOLDER = "cosmos3-nano", "rand-cosmos3-nano"
+COSMOS3_GUIDANCE, COSMOS3_FPS = 6.0, 24.0
 PROMPT = "a robot arm stacks two red cubes on a table"
 FULL_STEPS = 35
 GUIDANCE = 7.0
@@ -82,6 +89,10 @@ class Sizes:
     controlnet_blocks: int
     controlnet_channels: int
     vae: dict[str, Any]  # {} = the Wan2.1 VAE's defaults
+    c3_hd: tuple[int, int]  # Cosmos 3 chunk (height, width) and frames
+    c3_frames: int
+    c3_dit: dict[str, Any]  # Cosmos3OmniTransformer arguments (vocab_size: the tokenizer's when None)
+    c3_vae: dict[str, Any]  # AutoencoderKLWan arguments of the Cosmos 3 VAE
 
     @property
     def label(self) -> str:
@@ -95,6 +106,27 @@ FULL = Sizes(
              "text_embed_dim": 1024, "encoder_hidden_states_channels": 1024},
     img={"img_context_dim_in": 1152, "img_context_dim_out": 2048, "img_context_num_tokens": 256},
     controlnet_every=7, controlnet_blocks=4, controlnet_channels=2048, vae={},
+    # Cosmos3-Nano. diffusers 0.42.1's Cosmos3OmniTransformer defaults (transformer_cosmos3.py __init__) are the
+    # architecture its docs load from "nvidia/Cosmos3-Nano" (docs/api/models/cosmos3_omni_transformer:
+    # ``Cosmos3OmniTransformer.from_pretrained("nvidia/Cosmos3-Nano", subfolder="transformer")``), and they are
+    # Qwen3-VL-8B's text model, which transformers' Cosmos3Omni docs say the Reasoner tower is identical to:
+    # hidden 4096, 36 layers, 32 query / 8 key-value heads x head_dim 128, intermediate 12288 (SiLU), rope_theta 5e6,
+    # mRoPE axes [24, 20, 20], vocab 151936; every layer holds both MoT pathways (separate Q/K/V/O, MLP and norms
+    # for understanding and generation). Latents: 48 channels, patch 2 -> patch_latent_dim 48*2*2 = 192. Assumed
+    # (the hub's config.json was not read): that Nano's config equals these defaults; the bench tokenizer is the
+    # toy BPE one (prompt length differs from Qwen's tokenizer; the embedding is full size).
+    c3_hd=(720, 1280), c3_frames=189,
+    c3_dit={"head_dim": 128, "hidden_size": 4096, "intermediate_size": 12288, "hidden_act": "silu",
+            "num_attention_heads": 32, "num_key_value_heads": 8, "num_hidden_layers": 36, "latent_channel": 48,
+            "latent_patch_size": 2, "patch_latent_dim": 192, "rope_theta": 5000000.0, "rope_axes_dim": [24, 20, 20],
+            "vocab_size": 151936},
+    # The Wan2.2 VAE (z_dim 48, x16 spatial / x4 temporal; the pipeline's vae_scale_factor_spatial is 16): the
+    # Wan2.2-TI2V-5B VAE config of diffusers' scripts/convert_wan_to_diffusers.py (from memory, not re-read);
+    # latents mean 0 / std 1 assumed (only the values differ from the real per-channel statistics).
+    c3_vae={"base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+            "temperal_downsample": [False, True, True], "is_residual": True, "in_channels": 12, "out_channels": 12,
+            "patch_size": 2, "scale_factor_spatial": 16, "scale_factor_temporal": 4,
+            "latents_mean": [0.0] * 48, "latents_std": [1.0] * 48},
 )  # fmt: skip
 TINY = Sizes(
     hd=(32, 32), sd=(32, 32), ld=(32, 32), frames=9, long_frames=17, chunk=9,
@@ -104,10 +136,18 @@ TINY = Sizes(
     img={"img_context_dim_in": 32, "img_context_dim_out": 32, "img_context_num_tokens": 4},
     controlnet_every=1, controlnet_blocks=2, controlnet_channels=32,
     vae={"base_dim": 3, "z_dim": 16, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1},
+    # tests/helpers/tiny_cosmos.py build_tiny_cosmos3: a one-layer transformer on the tiny Wan2.1 VAE (z 16, x8).
+    c3_hd=(32, 32), c3_frames=9,
+    c3_dit={"head_dim": 6, "hidden_size": 6, "intermediate_size": 12, "hidden_act": "relu2", "latent_channel": 16,
+            "latent_patch_size": 1, "num_attention_heads": 1, "num_hidden_layers": 1, "num_key_value_heads": 1,
+            "patch_latent_dim": 16, "qk_norm_for_text": False, "rope_axes_dim": [1, 1, 1], "vocab_size": None},
+    c3_vae={"base_dim": 3, "z_dim": 16, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1,
+            "temperal_downsample": [False, True, True]},
 )  # fmt: skip
 
 #: Rough seconds each phase needs on an H100/H200 (the budget check); CPU toy runs need little.
-NEEDS_GPU = {"build": 60, "setup": 30, "attn": 30, "determinism": 20, "vae": 45, "transfer": 60, "compile": 120}
+NEEDS_GPU = {"build": 60, "setup": 30, "attn": 30, "determinism": 20, "vae": 45, "transfer": 60, "compile": 120,
+             "cosmos3": 240}  # fmt: skip
 
 
 def _dit_config(s: Sizes) -> dict[str, Any]:
@@ -472,6 +512,79 @@ class Bench:
                 "notes": f"{res['chunks_reported']} chunks reported, shape {tuple(out.shape)}; "
                          f"setup {res['setup_s']:.1f} s"}  # fmt: skip
 
+    def build_cosmos3(self, folder: Path, res: dict[str, Any]) -> None:
+        """A random ``Cosmos3OmniPipeline`` (no sound tokenizer) saved into ``folder``: build and save seconds."""
+        import diffusers as d  # noqa: PLC0415
+
+        from tests.helpers.tiny_cosmos import _tokenizer  # noqa: PLC0415
+        from worldmill.gpu_runner.backends.diffusers_backend import PassThroughSafetyChecker  # noqa: PLC0415
+
+        s, torch = self.sizes, self.torch
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        tok = _tokenizer()
+        cfg = s.c3_dit | {"vocab_size": s.c3_dit["vocab_size"] or len(tok)}
+        default = torch.get_default_dtype()
+        try:  # created straight in bf16 on the device: no fp32 copy of its ~16 B parameters
+            torch.set_default_dtype(torch.bfloat16)
+            with torch.device(self.device):
+                transformer = d.Cosmos3OmniTransformer(**cfg).eval()
+        finally:
+            torch.set_default_dtype(default)
+        with torch.device(self.device):
+            vae = d.AutoencoderKLWan(**s.c3_vae).to(torch.float32).eval()  # the VAE kept in fp32, as for 2.5
+        scheduler = d.UniPCMultistepScheduler(use_karras_sigmas=True, use_flow_sigmas=True,
+                                              prediction_type="flow_prediction", sigma_max=200.0, sigma_min=0.01)  # fmt: skip
+        pipe = d.Cosmos3OmniPipeline(transformer=transformer, text_tokenizer=tok, vae=vae, scheduler=scheduler,
+                                     safety_checker=PassThroughSafetyChecker())  # fmt: skip
+        self.sync()
+        res["build_s"] = round(time.perf_counter() - started, 2)
+        res["params"] = {"transformer": sum(p.numel() for p in transformer.parameters()),
+                         "vae": sum(p.numel() for p in vae.parameters())}  # fmt: skip
+        t = time.perf_counter()
+        pipe.save_pretrained(folder)
+        res["save_s"] = round(time.perf_counter() - t, 2)
+        res["folder_bytes"] = _folder_bytes(folder)
+        del pipe, transformer, vae
+        gc.collect()
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+
+    def cosmos3(self, res: dict[str, Any]) -> None:
+        """Cosmos3-Nano: build + save a random pipeline folder, load it through the backend, time denoising steps."""
+        from worldmill.contracts.generation import ExecutionSignature  # noqa: PLC0415
+        from worldmill.gpu_runner.backends import BackendConfig, create_backend  # noqa: PLC0415
+        from worldmill.gpu_runner.devices import PeakMemory  # noqa: PLC0415
+
+        s, folder, backend = self.sizes, self.work / COSMOS3_FOLDER, None
+        try:
+            self.build_cosmos3(folder, res)
+            sig = ExecutionSignature(model=COSMOS3, checkpoint=COSMOS3_FOLDER, backend="cosmos3")
+            backend = create_backend(
+                sig, BackendConfig(checkpoint_root=self.work, device=self.device, safety_checker=False)
+            )
+            t = time.perf_counter()
+            backend.setup()  # from_pretrained, hashing, moving to the device
+            res["setup_s"] = round(time.perf_counter() - t, 2)
+            res["memory_bytes"] = backend.memory_bytes()
+            (h, w), frames = s.c3_hd, s.c3_frames
+            request = self.chunk((h, w), frames=frames, guidance=COSMOS3_GUIDANCE, fps=COSMOS3_FPS)
+            with PeakMemory(self.device) as peak:
+                res |= self.step_times(backend, request, self.args.steps)
+                self.sync()
+            res["generate_peak_bytes"], res["generate_peak_kind"] = peak.bytes, peak.kind
+        finally:
+            if backend is not None:
+                backend.close()
+            shutil.rmtree(folder, ignore_errors=True)  # ~32 GB at full size: the disk is not endless
+        res |= {"what": f"Cosmos3-Nano s per {FULL_STEPS}-step {w}x{h}/{frames}f chunk, guidance "
+                        f"{COSMOS3_GUIDANCE:g} (projected)",
+                "seconds": res["projected_chunk_s"],
+                "notes": f"{res['step_s']:.3f} s/step over {res['steps_timed']}; first step {res['first_step_s']:.2f} s; "
+                         f"generate peak {_fmt_bytes(res['generate_peak_bytes'])}; "
+                         f"{res['params']['transformer'] / 1e9:.3f} B params; build {res['build_s']:.1f} s, "
+                         f"save {res['save_s']:.1f} s, setup {res['setup_s']:.1f} s"}  # fmt: skip
+
     def compile(self, res: dict[str, Any]) -> None:
         backend = self.backend(PREDICT, self.config(compile="regional"))
         try:
@@ -502,6 +615,7 @@ class Bench:
             self.phase("determinism", NEEDS_GPU["determinism"], self.determinism, no_predict)
             self.phase("vae", NEEDS_GPU["vae"], self.vae, no_predict)
             self.phase("transfer", NEEDS_GPU["transfer"], self.transfer, None if built else "no checkpoint folders")
+            self.phase("cosmos3", NEEDS_GPU["cosmos3"], self.cosmos3)
             for name in ATTENTION_BACKENDS[1:]:
                 why = no_predict or (None if on_cpu is None or name in CPU_ATTENTION_BACKENDS else
                                      f"{on_cpu}: CUDA-only attention kernels")  # fmt: skip
@@ -538,6 +652,9 @@ class Bench:
             "vae_decode_s": p["vae"].get("decode_s"),
             "transfer_2chunk_s": p["transfer"].get("generate_video_s"),
             "transfer_chunks_reported": p["transfer"].get("chunks_reported"),
+            "cosmos3_s_per_35_step_chunk": p["cosmos3"].get("projected_chunk_s"),
+            "cosmos3_step_s": p["cosmos3"].get("step_s"),
+            "cosmos3_peak_bytes": p["cosmos3"].get("generate_peak_bytes"),
             "deterministic": [p["determinism"].get("same_seed_identical"), p["determinism"].get("other_seed_differs")],
             "errors": sorted(k for k, v in p.items() if v.get("status") == "error"),
             "skipped": sorted(k for k, v in p.items() if v.get("status") == "skipped"),
@@ -552,7 +669,7 @@ def print_table(report: dict[str, Any]) -> None:
         title=f"Cosmos 2.5 diffusers path on {report['device']}{' (tiny: toy sizes)' if report['tiny'] else ''}, "
         f"random weights, bf16",
         title_justify="left",
-        caption=f"attn/compile: {report['sizes']['steps_measured']} steps timed, projected to {FULL_STEPS} "
+        caption=f"attn/compile/cosmos3: {report['sizes']['steps_measured']} steps timed, projected to {FULL_STEPS} "
         "(CFG included, VAE decode not); peak memory: CUDA peak allocated, on the CPU the process's peak RSS",
         caption_justify="left",
     )

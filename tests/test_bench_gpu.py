@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "gpu.py"
-PHASES = {"env", "build", "setup", "attn:native", "determinism", "vae", "transfer", "compile"}
+PHASES = {"env", "build", "setup", "attn:native", "determinism", "vae", "transfer", "cosmos3", "compile"}
 ATTENTION = ("native", "_native_cudnn", "_native_flash", "_native_efficient")
 
 
@@ -79,6 +79,15 @@ def test_tiny_bench_runs_every_phase_on_the_cpu(tmp_path: Path) -> None:
     vae = phases["vae"]
     assert _positive(vae["encode_s"]) and _positive(vae["decode_s"])
     assert vae["decode_shape"] == [1, 3, 9, 32, 32]
+
+    cosmos3 = phases["cosmos3"]  # Cosmos3-Nano's phase at the tiny builder's sizes, through the cosmos3 backend
+    assert cosmos3["status"] == "ok", cosmos3.get("error")
+    assert all(_positive(cosmos3[k]) for k in ("step_s", "first_step_s", "projected_chunk_s", "setup_s", "build_s"))
+    assert cosmos3["projected_chunk_s"] == pytest.approx(cosmos3["step_s"] * 35, rel=0.01, abs=0.002)
+    assert cosmos3["steps_timed"] >= 1 and cosmos3["folder_bytes"] > 0
+    assert cosmos3["generate_peak_bytes"] is None or cosmos3["generate_peak_bytes"] > 0
+    assert report["summary"]["cosmos3_s_per_35_step_chunk"] == cosmos3["projected_chunk_s"]
+    assert report["summary"]["cosmos3_step_s"] == cosmos3["step_s"]
 
     build = phases["build"]
     assert set(build["folder_bytes"]) == {"rand-predict", "rand-transfer"}
