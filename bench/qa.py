@@ -28,6 +28,13 @@ each, so every file is in the page cache); medians of wall time and files/s are 
 what each variant actually checks (ours: the check names found in its own JSON report). Without
 ffmpeg/ffprobe on PATH the seeds000 baseline is skipped with a note (the JSON says so).
 
+Part 3 - within one video (issue #15). The labelled corpus of ``tests/helpers/qa_corpus.py``
+(clean clips at several sizes, frame rates and encoder settings, loops of a 4-5.8 s clip to 10 and
+30 s, compilations of unrelated shots, re-encoded copies) is analysed and checked; reported per
+fault class (``loop``, ``cuts``): precision and recall of the failed finding (target ≥ 0.95 each),
+and whether the reported period / cut times match the truth. Part 1's analyze() timings include
+``check()`` (so the new checks are on) and are reported as QA cost in plain decodes (target ≤ 1.3).
+
 The last line of stdout is one JSON object with every figure.
 
     .venv/bin/python bench/qa.py [--files 12] [--frames 720] [--width 320 --height 192] [--repeats 9]
@@ -67,12 +74,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # tests.helpers.video (--encoder test)
     sys.path.insert(0, str(REPO))
 
+from tests.helpers import qa_corpus  # noqa: E402
 from tests.helpers.video import write_video  # noqa: E402
 from worldmill.gpu_runner.video import encode_mp4  # noqa: E402
 from worldmill.qa import cli as qa_cli  # noqa: E402
-from worldmill.qa.analyze import analyze  # noqa: E402
+from worldmill.qa.analyze import analyze, check  # noqa: E402
 
 TARGET_RATIO = 1.5
+#: Issue #15: QA (decode pass + every check, loops and cuts included) in plain decodes.
+TARGET_QA_COST = 1.3
+#: Issue #15: precision and recall of the loop and cuts findings on the corpus.
+TARGET_PR = 0.95
 #: What each folder approach checks (ours: confirmed against the check names of its own report).
 OUR_CHECKS = (
     "decodes (every declared frame)",
@@ -126,6 +138,13 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
+def qa(path: Path) -> Any:
+    """The QA of one file as the service runs it: the decode pass and every check (loop and cuts included)."""
+    analysis = analyze(path)
+    check(analysis, None)
+    return analysis
+
+
 def plain_decode(path: Path) -> int:
     n = 0
     with av.open(str(path)) as container:
@@ -167,7 +186,7 @@ def part1(videos: list[dict[str, Any]], repeats: int, profile: int) -> list[dict
         for r in range(repeats):
             order = ("decode", "analyze") if r % 2 == 0 else ("analyze", "decode")
             for which in order:
-                wall, cpu, _ = timed(functools.partial(plain_decode if which == "decode" else analyze, path))
+                wall, cpu, _ = timed(functools.partial(plain_decode if which == "decode" else qa, path))
                 walls[which].append(wall)
                 cpus[which].append(cpu)
         dec, ana = median(walls["decode"]), median(walls["analyze"])
@@ -201,6 +220,84 @@ def part1(videos: list[dict[str, Any]], repeats: int, profile: int) -> list[dict
             }
         )
     return out
+
+
+# -- part 3 ------------------------------------------------------------------------------------
+
+
+def part3(folder: Path) -> dict[str, Any]:
+    """Precision and recall of ``loop`` and ``cuts`` on the labelled corpus, and how right the ranges are."""
+    t0 = time.perf_counter()
+    items = qa_corpus.build(folder)
+    made = time.perf_counter() - t0
+    rows = []
+    for item in items:
+        analysis = analyze(item.path)
+        named = {f.check: f for f in check(analysis, None)}
+        loop_f, cuts_f = named["loop"], named["cuts"]
+        cut_times = [float(x) for x in cuts_f.measured] if isinstance(cuts_f.measured, list) else []
+        truth_times = [b / item.fps for b in item.cut_frames]
+        rows.append(
+            {
+                "name": item.name,
+                "tags": list(item.tags),
+                "frames": analysis.frames,
+                "loop_true": item.loop,
+                "loop_found": not loop_f.passed,
+                "loop_ranges": loop_f.measured,
+                "loop_period_true": item.loop_period_s,
+                "cuts_true": item.cuts,
+                "cuts_found": not cuts_f.passed,
+                "cut_times": cut_times,
+                "cut_times_true": [round(t, 3) for t in truth_times],
+                "cut_times_match": len(cut_times) == len(truth_times)
+                and all(abs(a - b) <= 1.5 / item.fps for a, b in zip(cut_times, truth_times, strict=True)),
+            }
+        )
+    classes = {}
+    for what in ("loop", "cuts"):
+        tp = sum(1 for r in rows if r[f"{what}_true"] and r[f"{what}_found"])
+        fp = sum(1 for r in rows if not r[f"{what}_true"] and r[f"{what}_found"])
+        fn = sum(1 for r in rows if r[f"{what}_true"] and not r[f"{what}_found"])
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        recall = tp / (tp + fn) if tp + fn else 1.0
+        classes[what] = {
+            "positives": tp + fn,
+            "negatives": len(rows) - tp - fn,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "precision": round(precision, 3),
+            "recall": round(recall, 3),
+            "met": precision >= TARGET_PR and recall >= TARGET_PR,
+        }
+    return {"files": len(rows), "make_s": round(made, 2), "classes": classes, "rows": rows}
+
+
+def print_part3(p3: dict[str, Any]) -> None:
+    table = Table(title=f"part 3 - loops and cuts on the labelled corpus ({p3['files']} files)")
+    for col in ("class", "positives", "negatives", "tp", "fp", "fn", "precision", "recall", f"≥ {TARGET_PR}"):
+        table.add_column(col, justify="right")
+    for what, c in p3["classes"].items():
+        table.add_row(
+            what,
+            *(str(c[k]) for k in ("positives", "negatives", "tp", "fp", "fn", "precision", "recall")),
+            "yes" if c["met"] else "no",
+        )
+    console.print(table)
+    files = Table(title="part 3 - per file")
+    for col in ("file", "loop (truth/found)", "loop ranges", "cuts (truth/found)", "cut times", "times right"):
+        files.add_column(col)
+    for r in p3["rows"]:
+        files.add_row(
+            r["name"],
+            f"{r['loop_true']}/{r['loop_found']}",
+            ", ".join(r["loop_ranges"] or []) if isinstance(r["loop_ranges"], list) else "",
+            f"{r['cuts_true']}/{r['cuts_found']}",
+            ", ".join(f"{t:g}" for t in r["cut_times"]),
+            "" if not r["cuts_true"] else str(r["cut_times_match"]),
+        )
+    console.print(files)
 
 
 # -- part 2 ------------------------------------------------------------------------------------
@@ -473,7 +570,7 @@ def make_inputs(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
     return videos, folder, paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 (one flat script)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--frames", type=int, default=720, help="part 1 small video: frames (default 720)")
@@ -498,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--profile", type=int, default=8, help="functions listed from one cProfile run of analyze() (0: none)")
     add("--keep", action="store_true", help="keep the temporary folder (printed)")
     add("--strict", action="store_true", help="exit 1 when a part 1 ratio is over the target")
+    add("--no-structure", action="store_true", help="skip part 3 (loops and cuts on the labelled corpus)")
     args = parser.parse_args(argv)
 
     have_ffmpeg = bool(shutil.which("ffmpeg") and shutil.which("ffprobe") and shutil.which("md5sum"))
@@ -519,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.files:
             p2 = part2(paths, folder, tmp, args.audit_repeats, have_ffmpeg)
             print_part2(p2, args.audit_repeats)
+        p3 = None if args.no_structure else part3(tmp / "corpus")
+        if p3 is not None:
+            print_part3(p3)
         verdict = all(r["within_target"] for r in p1)
         console.print(
             ("[green]" if verdict else "[red]")
@@ -548,6 +649,12 @@ def main(argv: list[str] | None = None) -> int:
         "target_met": verdict,
         "part1": [dict(r) for r in p1],
         "part2": p2,
+        "qa_cost_decodes": {r["name"]: r["ratio"] for r in p1},
+        "qa_cost_target": TARGET_QA_COST,
+        "qa_cost_met": all(r["ratio"] <= TARGET_QA_COST for r in p1),
+        "part3": p3,
+        "structure_pr": None if p3 is None else {k: [v["precision"], v["recall"]] for k, v in p3["classes"].items()},
+        "structure_met": None if p3 is None else all(v["met"] for v in p3["classes"].values()),
         "ffmpeg_available": have_ffmpeg,
         "seeds000_skipped": None if have_ffmpeg else "ffmpeg/ffprobe not on PATH",
         "config": dict(vars(args)),

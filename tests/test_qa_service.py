@@ -108,6 +108,26 @@ async def test_a_copied_video_fails_as_identical_and_asks_for_a_regeneration(
     assert len(regen) == 1 and regen[0].prompt_ids == (items[1].prompt_id,)
 
 
+
+async def _generated(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, qa: TestClient, spec: Any
+) -> tuple[dict[str, Any], VideoReady]:
+    """Generate one spec on the synthetic runner; its run and its video.ready, once QA has judged it."""
+    with generate_client(nats, s3, tmp_path) as gen, runner_client(nats, s3, tmp_path):
+        for _ in range(50):
+            resp = gen.post("/generations", json={"prompt_ids": [spec.prompt_id]}, headers=AUTH)
+            if resp.status_code == 202:
+                break
+            time.sleep(0.1)
+        [run] = wait_runs(gen, resp.json()["request_id"], 1)
+    _verdict(qa, run["asset_id"])
+    [ready] = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
+        if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]
+    ]
+    return run, ready
+
 async def test_the_same_bytes_from_a_rerun_of_the_same_spec_are_a_warning_not_a_failure(
     nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, qa: TestClient
 ) -> None:
@@ -115,19 +135,7 @@ async def test_the_same_bytes_from_a_rerun_of_the_same_spec_are_a_warning_not_a_
     name = f"q-{uuid.uuid4().hex[:8]}"
     items = specs(name, durations=(5,))
     await announce(bus, items)
-    with generate_client(nats, s3, tmp_path) as gen, runner_client(nats, s3, tmp_path):
-        for _ in range(50):
-            resp = gen.post("/generations", json={"prompt_ids": [items[0].prompt_id]}, headers=AUTH)
-            if resp.status_code == 202:
-                break
-            time.sleep(0.1)
-        [run] = wait_runs(gen, resp.json()["request_id"], 1)
-    _verdict(qa, run["asset_id"])
-    [original] = [
-        m
-        async for _, m in bus.replay(EVENTS.name, event_subject("video.ready"))
-        if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]
-    ]
+    run, original = await _generated(nats, s3, bus, tmp_path, qa, items[0])
     rerun = original.model_copy(update={"asset_id": f"asset-rerun-{name}", "run_id": f"run-rerun-{name}"})
     await bus.publish(wrap(rerun, source="/test"))
     verdict = _verdict(qa, rerun.asset_id)
@@ -188,3 +196,107 @@ def test_the_regeneration_policy_is_bounded_and_configurable() -> None:
     assert not policy.wants([flicker], done=0)
     assert not RegenerationPolicy(max_regenerations=0).wants([frames], done=0)
     assert RegenerationPolicy(checks=frozenset({"flicker"})).wants([flicker], done=0)
+
+
+def _reencode(src: Path, dest: Path, crf: int) -> Path:
+    """The same picture in other bytes (another crf)."""
+    import av  # noqa: PLC0415
+
+    with av.open(str(src)) as inp, av.open(str(dest), mode="w") as out:
+        vin = inp.streams.video[0]
+        stream = out.add_stream("libx264", rate=vin.average_rate)
+        stream.width, stream.height, stream.pix_fmt = vin.width, vin.height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": str(crf)}
+        for frame in inp.decode(video=0):
+            for packet in stream.encode(frame.reformat(format="yuv420p")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return dest
+
+
+async def test_the_same_clip_under_another_id_fails_copy_of_naming_the_first_even_after_a_restart(
+    nats: NatsEndpoint,
+    s3: S3Endpoint,
+    bus: Bus,
+    store: ObjectStore,
+    tmp_path: Path,
+) -> None:
+    """A re-encode (other bytes, same picture) delivered for another spec: copy_of fails; the index survives a restart."""
+    name, other = f"q-{uuid.uuid4().hex[:8]}", f"r-{uuid.uuid4().hex[:8]}"
+    items, others = specs(name, durations=(5,)), specs(other, durations=(5,))
+    await announce(bus, items + others)
+    fields = settings(nats, s3, tmp_path, "qa")
+    with TestClient(create_app(RuntimeSettings(**fields))) as qa:
+        run, original = await _generated(nats, s3, bus, tmp_path, qa, items[0])
+        first = _verdict(qa, run["asset_id"])
+        assert next(f for f in first["findings"] if f["check"] == "copy_of")["passed"] is True
+        src = tmp_path / "original.mp4"
+        await store.download(original.video.bucket, original.video.key, src)
+        copy_file = _reencode(src, tmp_path / "copy.mp4", crf=40)
+        ref = await store.put_file(original.video.bucket, f"copies/{name}/copy.mp4", copy_file)
+        assert ref.sha256 != original.video.sha256
+        copy = original.model_copy(
+            update={
+                "asset_id": f"asset-copy-{name}",
+                "prompt_id": others[0].prompt_id,  # another scenario: not a sibling, not the same bytes
+                "run_id": f"run-copy-{name}",
+                "video": ref,
+            }
+        )
+        await bus.publish(wrap(copy, source="/test"))
+        verdict = _verdict(qa, copy.asset_id)
+        checks = {f["check"]: f for f in verdict["findings"]}
+        assert checks["identical"]["passed"] is True and checks["near_duplicate"]["passed"] is True
+        found = checks["copy_of"]
+        assert found["passed"] is False and found["severity"] == "error", found
+        assert found["measured"][:2] == [run["asset_id"], "equal"] and run["asset_id"] in found["message"]
+        assert found["measured"][-1] >= 0.8
+        await bus.publish(wrap(copy, source="/test", event_id="a-redelivery"))  # the same event again
+        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(service.index) < 2:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert len(service.index) == 2
+    # A restart: the index is rebuilt from the stored fingerprints.
+    with TestClient(create_app(RuntimeSettings(**fields))) as qa:
+        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        assert sorted(service.index.asset_ids()) == sorted([run["asset_id"], copy.asset_id])
+        third = copy.model_copy(update={"asset_id": f"asset-third-{name}", "run_id": f"run-third-{name}"})
+        await bus.publish(wrap(third, source="/test"))
+        verdict = _verdict(qa, third.asset_id)
+        found = next(f for f in verdict["findings"] if f["check"] == "copy_of")
+        assert found["passed"] is False and found["severity"] == "error"
+        assert run["asset_id"] in found["message"]  # the first one, known only from the store
+
+
+async def test_a_video_made_from_another_asset_follows_it_without_being_a_copy(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, store: ObjectStore, tmp_path: Path
+) -> None:
+    """A Transfer of an uploaded asset (the asset is its input) may share its picture: copy_of passes, saying why."""
+    name, other = f"d-{uuid.uuid4().hex[:8]}", f"e-{uuid.uuid4().hex[:8]}"
+    items, others = specs(name, durations=(5,)), specs(other, durations=(5,))
+    await announce(bus, items + others)
+    with TestClient(create_app(RuntimeSettings(**settings(nats, s3, tmp_path, "qa")))) as qa:
+        run, original = await _generated(nats, s3, bus, tmp_path, qa, items[0])
+        src = tmp_path / "original.mp4"
+        await store.download(original.video.bucket, original.video.key, src)
+        ref = await store.put_file(original.video.bucket, f"derived/{name}.mp4", _reencode(src, tmp_path / "d.mp4", crf=38))
+        base = original.model_copy(update={"prompt_id": others[0].prompt_id, "video": ref})
+        derived = base.model_copy(
+            update={
+                "asset_id": f"asset-derived-{name}",
+                "run_id": f"run-derived-{name}",
+                "provenance": original.provenance.model_copy(update={"inputs": (original.video,)}),
+            }
+        )
+        await bus.publish(wrap(derived, source="/test"))
+        found = next(f for f in _verdict(qa, derived.asset_id)["findings"] if f["check"] == "copy_of")
+        assert found["passed"] is True and "follows only its own input" in found["message"], found
+        assert run["asset_id"] in found["message"]
+        stranger = base.model_copy(update={"asset_id": f"asset-stranger-{name}", "run_id": f"run-stranger-{name}"})
+        await bus.publish(wrap(stranger, source="/test"))  # the same picture without that lineage: a copy
+        found = next(f for f in _verdict(qa, stranger.asset_id)["findings"] if f["check"] == "copy_of")
+        assert found["passed"] is False and found["severity"] == "error"
+

@@ -39,6 +39,8 @@ from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 from worldmill.contracts.generation import GenerationPlan
 from worldmill.contracts.qa import Finding, Severity
 from worldmill.qa.findings import finding, jpeg
+from worldmill.qa.fingerprint import DEFAULT_RATE, Fingerprint, phash_batch, sample_indices
+from worldmill.qa.structure import Loop, find_cuts, find_loop
 
 __all__ = [
     "Analysis",
@@ -46,8 +48,10 @@ __all__ = [
     "Thresholds",
     "analyze",
     "check",
+    "cuts_of",
     "hamming",
     "jpeg",
+    "loop_of",
     "near_duplicate",
     "sha256_file",
 ]
@@ -106,6 +110,8 @@ class Expectation:
     codec: str | None = "h264"
     container: str | None = "mp4"
     boundaries: tuple[int, ...] = ()
+    #: The video is meant to be one continuous shot: a cut (away from ``boundaries``) or a loop fails it.
+    one_shot: bool = True
 
     @classmethod
     def from_plan(cls, plan: GenerationPlan) -> Expectation:
@@ -176,6 +182,27 @@ class Thresholds:
     seam_min_diff: float = 2.0
     #: Mean Hamming distance (of 64) between sampled dHashes at or below which two videos are near duplicates.
     near_duplicate_bits: int = 10
+    #: Fingerprint samples per second of video time (:mod:`worldmill.qa.fingerprint`).
+    fingerprint_rate: float = DEFAULT_RATE
+    #: A fingerprint sample matches the one a period later within this many bits (of 64); the mean over
+    #: the repetition must be ≤ half of it (a clip and its own repeat: 0-3 bits, unrelated samples 25-40).
+    loop_match_bits: float = 8.0
+    #: ... and samples half a period apart must differ by this many bits on average (the content moves).
+    loop_novelty_bits: float = 14.0
+    #: A repetition is a loop (a clip played again) when the frames where it restarts jump by ≥ this × the
+    #: median difference; without such a jump it is smoothly periodic motion and passes (noted in the message).
+    loop_restart_factor: float = 3.0
+    #: Shortest period reported as a loop (seconds).
+    loop_min_period_s: float = 1.0
+    #: Shortest stretch that must repeat (seconds; also at least half a period).
+    loop_min_repeat_s: float = 2.0
+    #: A cut: a frame differing from the previous one by ≥ this many gray levels ...
+    cut_min_diff: float = 8.0
+    #: ... and ≥ this × the median difference of the frames around it (± ``cut_window`` frames) ...
+    cut_factor: float = 5.0
+    cut_window: int = 12
+    #: ... whose pHash differs from the previous frame's by ≥ this many bits (ordinary motion: 0-8).
+    cut_hash_bits: int = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,6 +241,12 @@ class Analysis:
     flat_frames: int = 0
     flicker: float = 0.0
     phash: tuple[int, ...] = ()
+    #: Every frame's 64-bit DCT pHash (:func:`~worldmill.qa.fingerprint.phash` of its small gray image).
+    frame_hashes: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    #: Every frame's start in seconds from the first frame.
+    frame_times: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, np.float64))
+    #: The pHash of a frame every ``1 / rate`` s; ``None`` when nothing decoded.
+    fingerprint: Fingerprint | None = None
     screenshots: dict[str, Image8] = field(default_factory=dict)
     contact_sheet: Image8 | None = None
 
@@ -340,6 +373,7 @@ class _Pass:
         self.luma: list[Floats] = []
         self.contrast: list[Floats] = []
         self.hashes: list[npt.NDArray[np.uint64]] = []
+        self.phashes: list[npt.NDArray[np.uint64]] = []
         rate = stream.average_rate or stream.guessed_rate
         self.fps = Fraction(rate.numerator, rate.denominator) if rate else None
         # Screenshot times, earliest first. The frame shown at a time is the last one that starts
@@ -468,7 +502,9 @@ class _Pass:
         self.contrast.append((np.sqrt(np.maximum(square - mean * mean, 0)) * scale).astype(np.float32))
         offset = np.float32(16) if self.limited else np.float32(0)
         self.luma.append(np.clip((mean - offset) * scale, 0, 255).astype(np.float32))
-        cells = np.matmul(self.rows, np.matmul(values.reshape(self.block[:count].shape), self.columns))
+        images = values.reshape(self.block[:count].shape)
+        self.phashes.append(phash_batch(images))  # pHash: gain and offset free, no range scaling needed
+        cells = np.matmul(self.rows, np.matmul(images, self.columns))
         bits = np.packbits((cells[:, :, 1:] > cells[:, :, :-1]).reshape(count, 64), axis=1)
         self.hashes.append(bits.view(">u8").reshape(-1).astype(np.uint64))
         self.filled = 0
@@ -477,9 +513,18 @@ class _Pass:
         """A full-size RGB copy of a frame (for screenshots only)."""
         return np.asarray(self.scaler.reformat(frame, format="rgb24", threads=1).to_ndarray(), dtype=np.uint8)
 
+    def _frame_times(self) -> npt.NDArray[np.float64]:
+        """Each frame's start in seconds from the first (from the timestamps, else from the frame rate)."""
+        if not self.missing_pts and len(self.pts) == self.count and self.time_base is not None and self.pts:
+            pts = np.asarray(self.pts, dtype=np.float64)
+            return np.asarray((pts - pts[0]) * self.time_base, dtype=np.float64)
+        step = 1 / float(self.fps) if self.fps else 1.0
+        return np.arange(self.count, dtype=np.float64) * step
+
     def finish(self, path: Path, sample_frames: int, thresholds: Thresholds) -> Analysis:
         """The measurements (status still to be decided by the caller)."""
         self._flush()
+        frame_hashes = np.concatenate(self.phashes) if self.phashes else np.zeros(0, np.uint64)
         diffs = np.concatenate(self.diffs) if self.diffs else np.zeros(0, np.float32)
         luma = np.concatenate(self.luma) if self.luma else np.zeros(0, np.float32)
         contrast = np.concatenate(self.contrast) if self.contrast else np.zeros(0, np.float32)
@@ -490,6 +535,12 @@ class _Pass:
             shots |= {label: self.last for label, _ in self.targets}  # not passed: the last frame
             shots.setdefault("end", self.last)  # duration unknown: the last frame
         black, flat = count_bad_frames(luma, contrast, thresholds)
+        times = self._frame_times()
+        fingerprint = None
+        if len(frame_hashes) and len(frame_hashes) == len(times):
+            rate = thresholds.fingerprint_rate
+            picks = sample_indices(times, duration or float(times[-1]) + 1e-3, rate)
+            fingerprint = Fingerprint(rate=rate, hashes=tuple(int(frame_hashes[i]) for i in picks))
         return Analysis(
             path=path,
             status="ok",
@@ -508,6 +559,9 @@ class _Pass:
             flat_frames=flat,
             flicker=flicker_score(luma),
             phash=tuple(int(hashes[i]) for i in _evenly(len(hashes), sample_frames)),
+            frame_hashes=frame_hashes,
+            frame_times=times,
+            fingerprint=fingerprint,
             screenshots={label: self.rgb(frame) for label, frame in shots.items()},
             contact_sheet=self._sheet(),
         )
@@ -845,6 +899,126 @@ def _content_checks(a: Analysis, e: Expectation | None, t: Thresholds) -> list[F
         )
     if e is not None and e.boundaries and a.frames >= 3:
         out.append(_seams(a, e.boundaries, t))
+    out += _structure(a, e, t)
+    return out
+
+
+def loop_of(a: Analysis, t: Thresholds | None = None) -> Loop | None:
+    """The repetition in an analysed video (:func:`~worldmill.qa.structure.find_loop` with ``t``'s limits)."""
+    t = t or Thresholds()
+    if a.fingerprint is None:
+        return None
+    return find_loop(
+        a.fingerprint,
+        match_bits=t.loop_match_bits,
+        novelty_bits=t.loop_novelty_bits,
+        min_period_s=t.loop_min_period_s,
+        min_repeat_s=t.loop_min_repeat_s,
+        frame_hashes=a.frame_hashes,
+        fps=float(a.fps) if a.fps else None,
+        diffs=a.diffs,
+        restart_factor=t.loop_restart_factor,
+    )
+
+
+def cuts_of(a: Analysis, e: Expectation | None = None, t: Thresholds | None = None) -> list[int]:
+    """Frames that start a new shot, except within a frame of ``e``'s chunk joins or next to a flat frame."""
+    t = t or Thresholds()
+    near = {b + k for b in (e.boundaries if e else ()) for k in (-1, 0, 1)}
+    flat = np.flatnonzero(a.contrast < t.flat_std)  # into or out of a blank frame: the black/flat checks' business
+    near |= {int(i) for i in flat} | {int(i) + 1 for i in flat}
+    return find_cuts(
+        a.diffs,
+        a.frame_hashes,
+        min_diff=t.cut_min_diff,
+        factor=t.cut_factor,
+        hash_bits=t.cut_hash_bits,
+        window=t.cut_window,
+        exclude=near,
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _structure(a: Analysis, e: Expectation | None, t: Thresholds) -> list[Finding]:
+    """``fingerprint`` (computed at all), ``loop`` (repeats itself) and ``cuts`` (changes shot)."""
+    fp = a.fingerprint
+    if fp is None or not fp.hashes:
+        return [
+            finding(
+                "fingerprint",
+                False,
+                Severity.ERROR,
+                measured=0,
+                expected=None,
+                message="no fingerprint: no frame with a timestamp to sample, so repeats and copies cannot be checked",
+            )
+        ]
+    out = [
+        finding(
+            "fingerprint",
+            True,
+            Severity.ERROR,
+            measured=len(fp.hashes),
+            expected=None,
+            message=f"{len(fp.hashes)} pHash samples at {fp.rate:g} per second",
+        )
+    ]
+    one_shot = e.one_shot if e is not None else True
+    severity = Severity.ERROR if one_shot else Severity.INFO
+    loop = loop_of(a, t)
+    fps = float(a.fps) if a.fps else None
+    loop_starts: set[int] = set()
+    if loop is None or loop.seamless:
+        periodic = (
+            f"; periodic motion with a {loop.period_s:.2f} s period but no jump where it restarts "
+            f"({loop.restart_ratio:.1f} × median < {t.loop_restart_factor:g}), so no clip played again"
+            if loop
+            else ""
+        )
+        out.append(
+            finding(
+                "loop",
+                True,
+                severity,
+                measured=None,
+                expected=None,
+                message=f"does not repeat itself (no stretch of ≥ {t.loop_min_repeat_s:g} s plays again{periodic})",
+            )
+        )
+    else:
+        ranges = loop.ranges()
+        # A loop's own restarts are jumps too: they are reported here, not as cuts.
+        loop_starts = {r + k for r in loop.restarts for k in range(-1, 2)}
+        spans = ", ".join(f"{_seconds(r0)}-{_seconds(r1)} s" for r0, r1 in ranges)
+        out.append(
+            finding(
+                "loop",
+                False,
+                severity,
+                measured=[f"{r0:g}-{r1:g}" for r0, r1 in ranges],
+                expected=None,
+                message=f"repeats itself: a {loop.period_s:.2f} s period played {loop.repeats:.1f} times "
+                f"({spans}; {loop.distance_bits:.1f} bits apart a period later)",
+            )
+        )
+    cuts = [i for i in cuts_of(a, e, t) if i not in loop_starts]
+    times = [float(a.frame_times[i]) if i < len(a.frame_times) else i / (fps or 1.0) for i in cuts]
+    at = ", ".join(f"{_seconds(s)} s (frame {i})" for s, i in zip(times, cuts, strict=True))
+    out.append(
+        finding(
+            "cuts",
+            not cuts,
+            severity,
+            measured=[round(s, 3) for s in times] or None,
+            expected=None,
+            message=f"{len(cuts)} hard cut(s) in a video meant to be one shot: at {at}"
+            if cuts
+            else "one continuous shot (no hard cut" + (" away from the planned joins)" if e and e.boundaries else ")"),
+        )
+    )
     return out
 
 

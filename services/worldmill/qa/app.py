@@ -12,9 +12,12 @@ from worldmill.qa.policy import REGENERABLE, RegenerationPolicy
 from worldmill.qa.service import QaService
 from worldmill.qa.settings import QaSettings
 from worldmill.runtime.consumer import Consumer, Delivery
+from worldmill.runtime.logs import get_logger
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
 from worldmill.runtime.vlm import VlmClient, VlmConfig
+
+log = get_logger(__name__)
 
 VIDEOS = ConsumerSpec(
     durable="qa-videos",
@@ -63,9 +66,11 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
             max_regenerations=qa_settings.max_regenerations,
             checks=frozenset(qa_settings.regenerate_checks) if qa_settings.regenerate_checks else REGENERABLE,
         )
-        ctx.state["qa"] = QaService(
-            docs=ctx.docs, bus=ctx.bus, store=ctx.store, critic=critic, policy=policy, source=ctx.source
-        )
+        qa = QaService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, critic=critic, policy=policy, source=ctx.source)
+        # Every stored fingerprint, before the first video is consumed: copies are found across restarts.
+        held = await qa.load_index()
+        log.info("qa.index_loaded", fingerprints=held, samples=qa.index.samples)
+        ctx.state["qa"] = qa
         ctx.state["audits"] = AuditRunner(docs=ctx.docs, store=ctx.store)
 
     async def shutdown(ctx: ServiceContext) -> None:

@@ -46,6 +46,8 @@ from worldmill.contracts.prompts import PromptSpec
 from worldmill.contracts.qa import Finding, Severity
 from worldmill.qa.analyze import Analysis, Expectation, Thresholds, analyze, check, near_duplicate
 from worldmill.qa.findings import finding, jpeg, passed
+from worldmill.qa.fingerprint import Fingerprint
+from worldmill.qa.fpindex import FingerprintIndex
 
 __all__ = [
     "SCREENSHOT_LABELS",
@@ -218,6 +220,8 @@ class FileResult:
     phash: tuple[int, ...] = ()
     screenshots: dict[str, bytes] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The content fingerprint (a pHash every 0.25 s) for cross-file indexes; ``None`` when nothing decoded.
+    fingerprint: Fingerprint | None = None
 
     @property
     def passed(self) -> bool:
@@ -383,6 +387,7 @@ class Auditor:
             phash=a.phash,
             screenshots=shots,
             seconds=round(seconds, 4),
+            fingerprint=a.fingerprint,
         )
 
     def finish(self) -> Audit:
@@ -425,6 +430,8 @@ class Auditor:
                     else f"differs from its {count} sibling(s) with other bytes",
                 )
             )
+        for name, copied in _copies(results).items():
+            extra[name].append(copied)
         files = tuple(replace(r, findings=(*r.findings, *extra[r.name])) for r in results)
         return Audit(
             source=self.source,
@@ -513,6 +520,37 @@ def _near_edges(results: Sequence[FileResult], bits: int) -> dict[str, set[str]]
                     edges[a.name].add(b.name)
                     edges[b.name].add(a.name)
     return edges
+
+
+def _copies(results: Sequence[FileResult]) -> dict[str, Finding]:
+    """``copy_of`` for every fingerprinted file: the same picture as another file of the folder, in whole or part.
+
+    Byte-identical files are the ``identical`` check's; this finds re-encodes, trims, copies starting
+    elsewhere and loops made of another file, across ids (the QA service's dataset-wide index, over the folder).
+    """
+    index = FingerprintIndex()
+    printed = [r for r in results if r.fingerprint is not None and r.fingerprint.hashes]
+    index.add_many([(r.name, r.fingerprint, {"sha256": r.sha256}) for r in printed if r.fingerprint is not None])
+    out: dict[str, Finding] = {}
+    for r in printed:
+        if r.fingerprint is None:
+            continue
+        matches = [m for m in index.lookup(r.fingerprint, exclude={r.name}) if m.meta.get("sha256") != r.sha256]
+        top = matches[0] if matches else None
+        # Without lineage, "inside a longer file" may be the original a loop or extension was made of:
+        # the longer one fails (contains), the shorter one is warned (contained in); equal copies both fail.
+        severe = any(m.relation != "contained_in" for m in matches)
+        out[r.name] = finding(
+            "copy_of",
+            top is None,
+            Severity.ERROR if severe or top is None else Severity.WARNING,
+            measured=None if top is None else [top.asset_id, top.relation, *top.query_range, *top.other_range],
+            expected=None,
+            message="; ".join(m.describe() for m in matches[:5])
+            if matches
+            else f"shares no frames with the other {len(printed) - 1} file(s)",
+        )
+    return out
 
 
 def _near_groups(results: Sequence[FileResult], edges: dict[str, set[str]]) -> tuple[Group, ...]:

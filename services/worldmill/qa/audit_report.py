@@ -22,6 +22,8 @@ __all__ = ["REPORT_FORMAT", "render_html", "render_json", "report", "write_html"
 
 #: Bumped when a key of :func:`report` changes meaning or disappears.
 REPORT_FORMAT = 1
+#: Within-file structure findings listed in their own HTML section (loop: time ranges; cuts: timestamps).
+_STRUCTURE_CHECKS = ("loop", "cuts")
 
 
 def _finding(f: Finding) -> dict[str, Any]:
@@ -76,6 +78,7 @@ def _file(r: FileResult) -> dict[str, Any]:
         "findings": [_finding(f) for f in r.findings],
         "screenshots": [label for label in SCREENSHOT_LABELS if label in r.screenshots],
         "seconds": r.seconds,
+        "fingerprint": r.fingerprint.to_json() if r.fingerprint is not None else None,
     }
 
 
@@ -213,6 +216,15 @@ def _summary(audit: Audit) -> str:
         parts.append("<h2>Near-identical siblings</h2>")
         parts.append(
             _table(["scenario", "files"], [[_e(g.scenario), _e(", ".join(g.files))] for g in audit.near_identical])
+        )
+    structure = [(r.name, f) for r in audit.files for f in r.findings if f.check in _STRUCTURE_CHECKS and not f.passed]
+    if structure:
+        parts.append("<h2>Loops and cuts</h2>")
+        parts.append(
+            _table(
+                ["file", "check", "time ranges / timestamps (s)", "what"],
+                [[_e(name), _e(f.check), _value(f.measured), _e(f.message)] for name, f in structure],
+            )
         )
     if audit.missing:
         parts.append("<h2>Missing variants</h2>")

@@ -5,13 +5,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from worldmill.contracts.qa import Finding
+from worldmill.contracts.qa import Finding, Severity
 
 _VARIANT = re.compile(r"^(?P<group>.+)-[0-9_]+s-v\d+$")
 
 #: Checks whose failure a new generation can fix (a wrong file, not a wrong request).
 REGENERABLE = frozenset(
-    {"decodes", "frames", "fps", "duration", "resolution", "static", "black", "seams", "identical", "near_duplicate"}
+    {
+        "decodes",
+        "frames",
+        "fps",
+        "duration",
+        "resolution",
+        "static",
+        "black",
+        "seams",
+        "identical",
+        "near_duplicate",
+        "copy_of",
+    }
 )
 
 
@@ -25,6 +37,19 @@ def sibling_group(prompt_id: str | None, asset_id: str) -> str:
         return f"asset:{asset_id}"
     m = _VARIANT.match(prompt_id)
     return m.group("group") if m else prompt_id
+
+
+def copy_severity(prompt_id: str | None, other_prompt_id: str | None) -> Severity:
+    """How much a perceptual copy (``copy_of``) of another asset matters.
+
+    The same picture under another spec is seeds/000's copied clip delivered twice (an error); a
+    rendition of the same spec (a deterministic re-run with the same seed, a regeneration, a
+    re-augmentation of the same input) is expected to look like it (a warning: one is redundant).
+    Look-alikes of one scenario made with other seeds are not copies at all: the index's thresholds
+    keep them apart, so they never reach this rule.
+    """
+    same_spec = prompt_id is not None and prompt_id == other_prompt_id
+    return Severity.WARNING if same_spec else Severity.ERROR
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@
 One decode pass per video (``analyze``), checks against the plan's expected output (``check``),
 then the cross-video checks a single file cannot tell: byte-identical to any other asset (sha256
 index) and near-identical to a sibling (the other durations and variants of the same scenario,
-by perceptual hashes). Screenshots and a contact sheet are stored next to the video. The verdict,
-the asset record and (when the policy says so) a regeneration request are written in one
-transaction with their events; a failed video is never replaced silently: a new run makes a new asset.
+by perceptual hashes), and a perceptual copy of ANY other asset of the store at any time offset
+(``copy_of``: the dataset-wide fingerprint index of ``qa/fpindex.py``; fingerprints are stored with
+each verdict and the index is rebuilt from them at start-up). Screenshots and a contact sheet are
+stored next to the video. The verdict, the asset record, the fingerprint and (when the policy says
+so) a regeneration request are written in one transaction with their events; a failed video is
+never replaced silently: a new run makes a new asset.
 """
 
 from __future__ import annotations
@@ -23,19 +26,42 @@ from worldmill.contracts.keys import contact_sheet_key, screenshot_key
 from worldmill.contracts.qa import Finding, QaFailed, QaPassed, Severity
 from worldmill.qa.analyze import Analysis, Expectation, Thresholds, analyze, check, hamming
 from worldmill.qa.findings import jpeg, passed
-from worldmill.qa.policy import RegenerationPolicy, sibling_group
+from worldmill.qa.fpindex import FingerprintIndex, FingerprintLike, Match
+from worldmill.qa.policy import RegenerationPolicy, copy_severity, sibling_group
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
 from worldmill.runtime.store import ObjectStore
 from worldmill.runtime.vlm import VlmClient, VlmError
 
-ASSET, VERDICT = "asset", "verdict"
+ASSET, VERDICT, FINGERPRINT = "asset", "verdict", "fingerprint"
 CHECKER_VERSION = "qa-1"
+PAGE = 1000  # the document store's largest page
+
+
+@dataclass(frozen=True)
+class StoredFingerprint:
+    """A fingerprint as the ``fingerprint`` documents hold it (rate + hashes as 16-digit hex)."""
+
+    rate: float
+    hashes: tuple[int, ...]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"rate": self.rate, "hashes": [f"{h:016x}" for h in self.hashes]}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> StoredFingerprint:
+        return cls(float(body["rate"]), tuple(int(h, 16) for h in body["hashes"]))
+
+
+def fingerprint_of(analysis: Analysis) -> FingerprintLike | None:
+    """``analysis.fingerprint`` (the decode pass's, ``qa/fingerprint.py``), None when it has no samples."""
+    fp = analysis.fingerprint
+    return fp if fp is not None and len(fp.hashes) else None
 
 
 @dataclass
 class QaService:
-    """Verdicts for videos. Holds no state of its own."""
+    """Verdicts for videos. Its only state is the fingerprint index, rebuilt from the store (:meth:`load_index`)."""
 
     docs: DocumentStore
     bus: Bus | None
@@ -44,7 +70,24 @@ class QaService:
     policy: RegenerationPolicy = field(default_factory=RegenerationPolicy)
     critic: VlmClient | None = None
     source: str = "/worldmill/qa"
+    index: FingerprintIndex = field(default_factory=FingerprintIndex)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _index_loaded: bool = False
+
+    async def load_index(self) -> int:
+        """(Re)build the fingerprint index from every stored ``fingerprint`` document; how many it holds."""
+        items: list[tuple[str, FingerprintLike, dict[str, Any]]] = []
+        after: str | None = None
+        while True:
+            page = await self.docs.find(FINGERPRINT, limit=PAGE, after=after)
+            items += [(d.doc_id, StoredFingerprint.from_body(d.body), _meta(d.body)) for d in page]
+            if len(page) < PAGE:
+                break
+            after = page[-1].doc_id
+        index = FingerprintIndex(self.index.rate, self.index.params)
+        await asyncio.to_thread(index.add_many, items)
+        self.index, self._index_loaded = index, True
+        return len(index)
 
     def _event(self, message: Message, event_id: str) -> OutboxItem:
         return OutboxItem.of(message, source=self.source, event_id=event_id)
@@ -64,10 +107,14 @@ class QaService:
             analysis = await asyncio.to_thread(analyze, path)
         findings = check(analysis, Expectation.from_plan(event.plan), self.thresholds)
         group = sibling_group(event.prompt_id, event.asset_id)
+        fp = fingerprint_of(analysis)
         async with self._lock:
+            if not self._index_loaded:
+                await self.load_index()
             findings += await self._cross_checks(
                 event.asset_id, group, event.video.sha256, analysis, prompt_id=event.prompt_id
             )
+            findings.append(self._copy_check(event, fp))
             findings += await self._critique(event.video)
             shots, sheet = await self._images(event.asset_id, analysis)
             cls = QaPassed if passed(findings) else QaFailed
@@ -83,6 +130,24 @@ class QaService:
                 attempt=event.attempt,
             )
             docs, events = self._records(event, verdict, analysis, group)
+            meta = {
+                "prompt_id": event.prompt_id,
+                "seeds": list(event.provenance.seeds),
+                "group": group,
+                "sha256": event.video.sha256,
+            }
+            if fp is not None:
+                stored = StoredFingerprint(float(fp.rate), tuple(int(h) for h in fp.hashes))
+                docs.append(
+                    NewDocument(
+                        kind=FINGERPRINT,
+                        doc_id=event.asset_id,
+                        version=1,
+                        content_hash=event.video.sha256,
+                        body={"asset_id": event.asset_id, **meta, **stored.to_body()},
+                        index={"prompt_id": (event.prompt_id,)},
+                    )
+                )
             if isinstance(verdict, QaFailed):
                 regen = await self._regeneration(event, findings)
                 if regen is not None:
@@ -90,7 +155,10 @@ class QaService:
             try:
                 await self.docs.commit(docs, events)
             except VersionConflictError:
-                return None  # another replica checked it meanwhile
+                await self._index_stored(event.asset_id)  # another replica checked it meanwhile
+                return None
+            if fp is not None:
+                self.index.add(event.asset_id, fp, meta)
         if self.bus is not None and self.bus.connected:
             await OutboxRelay(self.docs, self.bus).flush()
         return verdict
@@ -149,6 +217,49 @@ class QaService:
             )
         )
         return out
+
+    async def _index_stored(self, asset_id: str) -> None:
+        doc = await self.docs.get(FINGERPRINT, asset_id)
+        if doc is not None:
+            self.index.add(asset_id, StoredFingerprint.from_body(doc.body), _meta(doc.body))
+
+    def _copy_check(self, event: VideoReady, fp: FingerprintLike | None) -> Finding:
+        """``copy_of``: the same picture as any other asset (equal, inside it, containing it, overlapping)."""
+        if fp is None:
+            return Finding(check="copy_of", passed=True, severity=Severity.INFO, message="not checked: no fingerprint")
+        matches = self.index.lookup(fp, exclude={event.asset_id}, limit=20)
+        if not matches:
+            return Finding(
+                check="copy_of",
+                passed=True,
+                severity=Severity.ERROR,
+                message=f"shares no frames with any of {len(self.index)} other asset(s)",
+            )
+        # A video made from another asset's video (a Transfer of it, uploaded as an input: the same bytes)
+        # is meant to follow its picture: that match is its lineage, not a copy.
+        inputs = {ref.sha256 for ref in event.provenance.inputs if ref.sha256}
+        derived = [m for m in matches if m.meta.get("sha256") in inputs]
+        matches = [m for m in matches if m.meta.get("sha256") not in inputs]
+        if not matches:
+            return Finding(
+                check="copy_of",
+                passed=True,
+                severity=Severity.ERROR,
+                message="follows only its own input: " + "; ".join(m.describe() for m in derived[:3]),
+            )
+        severities = [copy_severity(event.prompt_id, m.meta.get("prompt_id")) for m in matches]
+        errors = [m for m, s in zip(matches, severities, strict=True) if s is Severity.ERROR]
+        shown = errors or matches
+        top = shown[0]
+        label = "a copy of" if errors else "a copy of earlier run(s) of the same spec:"
+        return Finding(
+            check="copy_of",
+            passed=False,
+            severity=Severity.ERROR if errors else Severity.WARNING,
+            measured=_measured(top),
+            expected=None,
+            message=f"{label} " + "; ".join(m.describe() for m in shown[:5]),
+        )
 
     async def _critique(self, video: ObjectRef) -> list[Finding]:
         if self.critic is None:
@@ -226,3 +337,12 @@ class QaService:
             requested_by=f"qa:{event.asset_id}",
         )
         return self._event(request, f"generation.requested-regen-{event.asset_id}")
+
+
+def _meta(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body.get(k) for k in ("prompt_id", "seeds", "group", "sha256")}
+
+
+def _measured(m: Match) -> list[str | int | float]:
+    """The best match, machine-readable: other asset, relation, ranges here and there (s), similarity."""
+    return [m.asset_id, m.relation, *m.query_range, *m.other_range, m.similarity]
