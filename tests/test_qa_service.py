@@ -300,3 +300,14 @@ async def test_a_video_made_from_another_asset_follows_it_without_being_a_copy(
         found = next(f for f in _verdict(qa, stranger.asset_id)["findings"] if f["check"] == "copy_of")
         assert found["passed"] is False and found["severity"] == "error"
 
+
+
+def test_copy_severity_another_spec_fails_a_rendition_or_the_same_input_warns() -> None:
+    """A copy across specs is an error; the same spec re-rendered, or two augmentations of one input, warn."""
+    from worldmill.contracts.qa import Severity  # noqa: PLC0415
+    from worldmill.qa.policy import copy_severity  # noqa: PLC0415
+
+    assert copy_severity("a-5s-v0", "b-5s-v0") is Severity.ERROR
+    assert copy_severity("a-5s-v0", "a-5s-v0") is Severity.WARNING
+    assert copy_severity("aug-1", "aug-2", shared_input=True) is Severity.WARNING
+    assert copy_severity(None, None) is Severity.ERROR

@@ -39,7 +39,7 @@ def sibling_group(prompt_id: str | None, asset_id: str) -> str:
     return m.group("group") if m else prompt_id
 
 
-def copy_severity(prompt_id: str | None, other_prompt_id: str | None) -> Severity:
+def copy_severity(prompt_id: str | None, other_prompt_id: str | None, *, shared_input: bool = False) -> Severity:
     """How much a perceptual copy (``copy_of``) of another asset matters.
 
     The same picture under another spec is seeds/000's copied clip delivered twice (an error); a
@@ -49,7 +49,8 @@ def copy_severity(prompt_id: str | None, other_prompt_id: str | None) -> Severit
     keep them apart, so they never reach this rule.
     """
     same_spec = prompt_id is not None and prompt_id == other_prompt_id
-    return Severity.WARNING if same_spec else Severity.ERROR
+    # Two augmentations of one input (a forced re-run, other parameters) follow the same picture by design.
+    return Severity.WARNING if same_spec or shared_input else Severity.ERROR
 
 
 @dataclass(frozen=True)

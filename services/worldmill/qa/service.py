@@ -135,6 +135,7 @@ class QaService:
                 "seeds": list(event.provenance.seeds),
                 "group": group,
                 "sha256": event.video.sha256,
+                "inputs": sorted({ref.sha256 for ref in event.provenance.inputs if ref.sha256}),
             }
             if fp is not None:
                 stored = StoredFingerprint(float(fp.rate), tuple(int(h) for h in fp.hashes))
@@ -247,7 +248,12 @@ class QaService:
                 severity=Severity.ERROR,
                 message="follows only its own input: " + "; ".join(m.describe() for m in derived[:3]),
             )
-        severities = [copy_severity(event.prompt_id, m.meta.get("prompt_id")) for m in matches]
+        severities = [
+            copy_severity(
+                event.prompt_id, m.meta.get("prompt_id"), shared_input=bool(inputs & set(m.meta.get("inputs") or ()))
+            )
+            for m in matches
+        ]
         errors = [m for m, s in zip(matches, severities, strict=True) if s is Severity.ERROR]
         shown = errors or matches
         top = shown[0]
@@ -340,7 +346,7 @@ class QaService:
 
 
 def _meta(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: body.get(k) for k in ("prompt_id", "seeds", "group", "sha256")}
+    return {k: body.get(k) for k in ("prompt_id", "seeds", "group", "sha256", "inputs")}
 
 
 def _measured(m: Match) -> list[str | int | float]:
