@@ -293,6 +293,8 @@ async def test_an_augmentation_no_configured_backend_can_run_is_rejected_with_th
     with ExitStack() as stack:
         stack.enter_context(TestClient(create_prompt_app(RuntimeSettings(**settings(nats, s3, tmp_path, "prompt")))))
         stack.enter_context(generate_client(nats, s3, tmp_path, backends=("diffusers", "synthetic")))
+        # Jobs other tests left queued (single-control ones this generate service accepts) run here, not later.
+        stack.enter_context(runner_client(nats, s3, tmp_path))
         aug = stack.enter_context(augment_client(nats, s3, tmp_path, prefix))
         done = settled(aug, f"{prefix}clip.mp4", timeout_s=120)
     assert done["state"] == "rejected", done
