@@ -442,7 +442,10 @@ def test_unknown_card_or_control_exits_2_naming_the_field() -> None:
     card = runner.invoke(app, ["models", "pull", "cosmos-predict9", "synthetic"], env={"COLUMNS": "250"})
     assert card.exit_code == 2, card.output
     assert "CARD: unknown model card(s) 'cosmos-predict9'" in card.output
-    assert "cosmos-predict2.5-14b, cosmos-predict2.5-2b, cosmos-transfer2.5-2b, cosmos3-nano, synthetic, guardrail" in card.output
+    assert (
+        "cosmos-predict2.5-14b, cosmos-predict2.5-2b, cosmos-transfer2.5-2b, cosmos3-nano, synthetic, guardrail"
+        in card.output
+    )
     control = runner.invoke(
         app, ["models", "pull", "cosmos-transfer2.5-2b", "--controls", "edge,sky"], env={"COLUMNS": "250"}
     )

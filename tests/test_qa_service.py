@@ -108,7 +108,6 @@ async def test_a_copied_video_fails_as_identical_and_asks_for_a_regeneration(
     assert len(regen) == 1 and regen[0].prompt_ids == (items[1].prompt_id,)
 
 
-
 async def _generated(
     nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, qa: TestClient, spec: Any
 ) -> tuple[dict[str, Any], VideoReady]:
@@ -127,6 +126,7 @@ async def _generated(
         if isinstance(m, VideoReady) and m.asset_id == run["asset_id"]
     ]
     return run, ready
+
 
 async def test_the_same_bytes_from_a_rerun_of_the_same_spec_are_a_warning_not_a_failure(
     nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, qa: TestClient
@@ -282,7 +282,9 @@ async def test_a_video_made_from_another_asset_follows_it_without_being_a_copy(
         run, original = await _generated(nats, s3, bus, tmp_path, qa, items[0])
         src = tmp_path / "original.mp4"
         await store.download(original.video.bucket, original.video.key, src)
-        ref = await store.put_file(original.video.bucket, f"derived/{name}.mp4", _reencode(src, tmp_path / "d.mp4", crf=38))
+        ref = await store.put_file(
+            original.video.bucket, f"derived/{name}.mp4", _reencode(src, tmp_path / "d.mp4", crf=38)
+        )
         base = original.model_copy(update={"prompt_id": others[0].prompt_id, "video": ref})
         derived = base.model_copy(
             update={
@@ -299,7 +301,6 @@ async def test_a_video_made_from_another_asset_follows_it_without_being_a_copy(
         await bus.publish(wrap(stranger, source="/test"))  # the same picture without that lineage: a copy
         found = next(f for f in _verdict(qa, stranger.asset_id)["findings"] if f["check"] == "copy_of")
         assert found["passed"] is False and found["severity"] == "error"
-
 
 
 def test_copy_severity_another_spec_fails_a_rendition_or_the_same_input_warns() -> None:

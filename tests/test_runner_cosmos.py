@@ -10,7 +10,6 @@ frozen) are not asserted here.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -22,17 +21,16 @@ import numpy as np
 import pytest
 
 from tests.helpers.generation import AUTH, announce, generate_client
+from tests.helpers.runner import outcomes, run_jobs
 from worldmill.contracts.augment import ControlSpec
 from worldmill.contracts.backends import builtin_backends
 from worldmill.contracts.base import ObjectRef, Resolution
 from worldmill.contracts.cards import ControlType, GenerationMode, ModelCard, builtin_cards
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import (
     ExecutionSignature,
     GenerationPlan,
     GenerationRejected,
     GpuJob,
-    JobCompleted,
     JobFailed,
 )
 from worldmill.contracts.keys import ARTIFACTS_BUCKET, video_key
@@ -109,43 +107,11 @@ def _job(spec: PromptSpec, plan: GenerationPlan, **extra: Any) -> GpuJob:
     )
 
 
-async def _run(bus: Bus, store: ObjectStore, config: BackendConfig, jobs: list[GpuJob]) -> tuple[Runner, list[Any]]:
-    """Run the jobs through a runner until each of THEM settled; return it and every event of their runs.
-
-    The job queue is shared by the session's tests: a job another test left queued may reach this
-    runner too, so settling is judged by these jobs' own outcome events, not the runner's counters.
-    """
-    events: list[Any] = []
-    runs = {j.run_id for j in jobs}
-
-    async def seen(msg: Any) -> None:
-        _, message = parse(msg.data, None)
-        if getattr(message, "run_id", None) in runs:
-            events.append(message)
-
-    def settled() -> int:
-        return len({e.run_id for e in events if isinstance(e, JobCompleted | JobFailed)})
-
-    sub = await bus.nc.subscribe(event_subject("job.>"), cb=seen)
+async def _run(bus: Bus, store: ObjectStore, config: BackendConfig, jobs: list[GpuJob]) -> list[Any]:
+    """Run the jobs on a fresh runner with these backends; every event of their runs."""
     cache = ModelCache(lambda sig: create_backend(sig, config), budget_bytes=10**10)
     runner = Runner(bus, store, cache, name=f"tiny-{uuid.uuid4().hex[:6]}", window=1, progress_interval_s=0.01)
-    for job in jobs:
-        await bus.publish(wrap(job, source="/test", event_id=job.job_id))
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        deadline = time.monotonic() + 240
-        while settled() < len(jobs):
-            assert time.monotonic() < deadline, f"stats={runner.stats}"
-            assert not task.done(), task.exception()
-            await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-        await cache.close()
-        await asyncio.sleep(0.3)
-        await sub.unsubscribe()
-    return runner, events
+    return await run_jobs(runner, cache, bus, jobs)
 
 
 async def _qa_format(store: ObjectStore, job: GpuJob, tmp: Path) -> dict[str, bool]:
@@ -157,8 +123,8 @@ async def _qa_format(store: ObjectStore, job: GpuJob, tmp: Path) -> dict[str, bo
 
 async def _delivered(bus: Bus, store: ObjectStore, checkpoints: Path, job: GpuJob, tmp: Path) -> dict[str, Any]:
     """Run one job on the tiny checkpoints (no guardrail); assert it completed and passes QA's format checks."""
-    _, events = await _run(bus, store, BackendConfig(checkpoint_root=checkpoints, safety_checker=False), [job])
-    assert [type(e).__name__ for e in events if isinstance(e, JobCompleted | JobFailed)] == ["JobCompleted"], events
+    events = await _run(bus, store, BackendConfig(checkpoint_root=checkpoints, safety_checker=False), [job])
+    assert outcomes(events) == {job.run_id: "JobCompleted"}, events
     qa = await _qa_format(store, job, tmp)
     assert qa == dict.fromkeys(FORMAT_CHECKS, True), qa
     return await _provenance(store, job)
@@ -189,8 +155,8 @@ async def test_a_long_edge_transfer_runs_as_one_pipeline_call(
     assert [c.frames for c in plan.chunks] == [93, 93] and plan.chunks[1].condition_frames == 1
     job = _job(spec, plan, inputs=(input_ref,), controls=controls)
     config = BackendConfig(checkpoint_root=checkpoints, safety_checker=False)
-    _, events = await _run(bus, store, config, [job])
-    assert any(isinstance(e, JobCompleted) for e in events), events
+    events = await _run(bus, store, config, [job])
+    assert outcomes(events) == {job.run_id: "JobCompleted"}, events
     qa = await _qa_format(store, job, tmp_path)
     assert qa == dict.fromkeys(FORMAT_CHECKS, True), qa
     prov = await _provenance(store, job)
@@ -234,8 +200,8 @@ async def test_a_guardrail_block_fails_for_good_with_its_reason(
     plan = plan_on_backends(spec, _card(PREDICT), [DIFFUSERS], plan_id=f"plan-{uuid.uuid4().hex[:8]}")
     job = _job(spec, plan)
     config = BackendConfig(checkpoint_root=checkpoints, safety_checker=True, guardrail_loader=_BlockingGuardrail)
-    _, events = await _run(bus, store, config, [job])
-    assert not any(isinstance(e, JobCompleted) for e in events)
+    events = await _run(bus, store, config, [job])
+    assert outcomes(events) == {job.run_id: "JobFailed"}
     [failed] = [e for e in events if isinstance(e, JobFailed)]
     assert failed.retryable is False
     assert "blocked by the _BlockingGuardrail guardrail: the prompt 'a man waves a weapon'" in failed.error

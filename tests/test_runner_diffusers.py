@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.runner import outcomes, run_jobs
 from worldmill.contracts.base import Resolution
 from worldmill.contracts.cards import GenerationMode
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import (
     ChunkPlan,
     ExecutionSignature,
@@ -75,24 +73,6 @@ def _job(run_id: str, dtype: str, seed: int) -> GpuJob:
     )
 
 
-async def _run_until_settled(runner: Runner, cache: ModelCache, bus: Bus, jobs: list[GpuJob]) -> None:
-    """Publish the jobs, run the runner until each completed or failed, then stop it and free the cache."""
-    for job in jobs:
-        await bus.publish(wrap(job, source="/test", event_id=job.job_id))
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        deadline = time.monotonic() + 180
-        while runner.stats.completed + runner.stats.failed < len(jobs):
-            assert time.monotonic() < deadline, f"stats={runner.stats}"
-            assert not task.done(), task.exception()
-            await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-        await cache.close()
-
-
 async def test_the_tiny_pipeline_runs_through_the_runner_loaded_once_per_signature(
     bus: Bus, store: ObjectStore, checkpoints: Path, tmp_path: Path
 ) -> None:
@@ -105,8 +85,8 @@ async def test_the_tiny_pipeline_runs_through_the_runner_loaded_once_per_signatu
     config = BackendConfig(checkpoint_root=checkpoints, safety_checker=False)
     cache = ModelCache(lambda sig: create_backend(sig, config), budget_bytes=10**10)
     runner = Runner(bus, store, cache, name=f"tiny-{tag}", window=1)
-    await _run_until_settled(runner, cache, bus, jobs)
-    assert runner.stats.completed == len(jobs)
+    events = await run_jobs(runner, cache, bus, jobs)
+    assert set(outcomes(events).values()) == {"JobCompleted"} and len(outcomes(events)) == len(jobs)
     assert cache.stats.loads == 2
     assert [s.dtype for s in cache.stats.loaded_signatures] == ["float32", "bfloat16"]
     for job in jobs:
@@ -146,8 +126,8 @@ async def test_a_transfer_job_with_a_cpu_edge_control_runs_on_the_tiny_transfer_
     config = BackendConfig(checkpoint_root=checkpoints, safety_checker=False)
     cache = ModelCache(lambda sig: create_backend(sig, config), budget_bytes=10**10)
     runner = Runner(bus, store, cache, name=f"tiny-t-{tag}", window=1)
-    await _run_until_settled(runner, cache, bus, [job])
-    assert runner.stats.completed == 1, runner.stats
+    events = await run_jobs(runner, cache, bus, [job])
+    assert outcomes(events) == {job.run_id: "JobCompleted"}, events
     path = tmp_path / "out.mp4"
     await store.download(ARTIFACTS_BUCKET, job.output_key, path)
     assert probe(path).frames == 9

@@ -10,7 +10,6 @@ S3 fixtures and check the delivered video's exact frames and fps.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.parser
 import email.policy
@@ -30,10 +29,10 @@ import numpy as np
 import pytest
 import respx
 
+from tests.helpers.runner import outcomes, run_jobs
 from worldmill.contracts.backends import builtin_backends
 from worldmill.contracts.base import Resolution
 from worldmill.contracts.cards import FrameRule, GenerationMode, ModelCard, ResolutionTier, builtin_cards
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import ExecutionSignature, GenerationPlan, GpuJob
 from worldmill.contracts.keys import ARTIFACTS_BUCKET, video_key
 from worldmill.contracts.prompts import PromptSpec, SamplingParams
@@ -383,25 +382,11 @@ def _job(plan: GenerationPlan, backend: str) -> GpuJob:
     )
 
 
-async def _run(bus: Bus, store: ObjectStore, jobs: list[GpuJob], *, concurrency: int = 1) -> Runner:
+async def _run(bus: Bus, store: ObjectStore, jobs: list[GpuJob], *, concurrency: int = 1) -> list[Any]:
     cfg = config(served_concurrency=concurrency)
     cache = ModelCache(lambda sig: create_backend(sig, cfg, cards=CARDS), budget_bytes=10**10)
     runner = Runner(bus, store, cache, name=f"served-{uuid.uuid4().hex[:6]}", window=4, served_concurrency=concurrency)
-    for job in jobs:
-        await bus.publish(wrap(job, source="/test", event_id=job.job_id))
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        deadline = time.monotonic() + 60
-        while runner.stats.completed + runner.stats.failed < len(jobs):
-            assert time.monotonic() < deadline, f"stats={runner.stats}"
-            assert not task.done(), task.exception()
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await cache.close()
-    return runner
+    return await run_jobs(runner, cache, bus, jobs, timeout_s=60)
 
 
 def _delivered(path: Path) -> tuple[int, Fraction, str]:
@@ -425,8 +410,8 @@ async def test_a_two_chunk_nim_job_runs_through_the_runner_and_delivers_exact_fr
         mock.route(host="localhost").pass_through()
         nim_routes(mock)
         infer = mock.post(f"{NIM}/v1/infer").mock(side_effect=lambda _req: nim_answer())
-        runner = await _run(bus, store, [job])
-    assert runner.stats.completed == 1, runner.stats
+        events = await _run(bus, store, [job])
+    assert outcomes(events) == {job.run_id: "JobCompleted"}, events
     bodies = [json.loads(call.request.content) for call in infer.calls]
     assert [b["model_mode"] for b in bodies] == ["text2video", "image2video"]
     assert [b["seed"] for b in bodies] == [c.seed for c in plan.chunks]
@@ -462,5 +447,5 @@ async def test_served_concurrency_overlaps_jobs_on_the_engine(bus: Bus, store: O
         mock.route(host="localhost").pass_through()
         nim_routes(mock)
         mock.post(f"{NIM}/v1/infer").mock(side_effect=answer)
-        runner = await _run(bus, store, jobs, concurrency=2)
-    assert (runner.stats.completed, runner.stats.failed) == (2, 0), runner.stats
+        events = await _run(bus, store, jobs, concurrency=2)
+    assert outcomes(events) == dict.fromkeys((j.run_id for j in jobs), "JobCompleted"), events

@@ -22,6 +22,7 @@ from worldmill.cli.stack_commands import (
     MAX_RUNNERS,
     RunnerOptionError,
     RunnerPlan,
+    generate_backends,
     is_runner_process,
     local_services,
     plan_runners,
@@ -97,6 +98,19 @@ def test_local_services_put_every_runner_after_the_services() -> None:
     assert names[:-3] == default[:-1] and names[-3:] == ["gpu-runner", "gpu-runner-1", "gpu-runner-2"]
     assert all(is_runner_process(n) for n in names[-3:]) and not any(is_runner_process(n) for n in names[:-3])
     assert not is_runner_process("gpu-runner-x")
+
+
+def test_the_generate_service_plans_for_the_backends_the_runners_have(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synthetic runners: the stand-in for every model; runners on GPUs: the real backends; the environment wins."""
+    gpus = RunnerPlan(runners=2, gpus=(0, 1))
+    assert generate_backends(RunnerPlan(), {}) == "synthetic"
+    assert generate_backends(gpus, {}) == "diffusers,cosmos3,synthetic"
+    assert generate_backends(gpus, {"WM_GPU_RUNNER_BACKEND": "synthetic"}) == "synthetic"
+    assert generate_backends(RunnerPlan(), {"WM_GENERATE_BACKENDS": "nim,synthetic"}) == "nim,synthetic"
+    monkeypatch.delenv("WM_GENERATE_BACKENDS", raising=False)
+    monkeypatch.delenv("WM_GPU_RUNNER_BACKEND", raising=False)
+    [generate] = [c for c in local_services(gpus) if c.name == "generate"]
+    assert dict(generate.env)["WM_GENERATE_BACKENDS"] == "diffusers,cosmos3,synthetic"
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ from worldmill.gpu_runner.backends.base import (
     VideoProgress,
     VideoRequest,
 )
-from worldmill.gpu_runner.backends.diffusers_backend import DiffusersBackend, _pil_frames, _to_uint8
+from worldmill.gpu_runner.backends.diffusers_backend import DiffusersBackend, _pil_frames
 from worldmill.runtime.errors import InvalidInputError, PermanentError
 
 __all__ = ["Cosmos3Backend"]
@@ -90,31 +90,15 @@ class Cosmos3Backend(DiffusersBackend):
         self._loaded()
         if request.controls:
             raise InvalidInputError("controls", f"{self.card.id} takes no control videos")
-
-        def step_end(_pipe: Any, i: int, _t: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
-            on_step(i + 1, request.steps)  # may raise Canceled: it propagates out of the pipeline
-            return {}
-
         kwargs: dict[str, Any] = {
+            **self._chunk_arguments(request, on_step),
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
-            "height": request.height,
-            "width": request.width,
-            "num_frames": request.frames,
             "fps": float(request.fps),
-            "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance,
-            "generator": self._generator(request.seed),
-            "output_type": "np",
-            "callback_on_step_end": step_end,
             "enable_safety_check": False,  # the guardrail screens once per video (screen_prompt/screen_video)
             **self._conditioning(request.condition),
         }
-        frames = _to_uint8(self._call(kwargs).video)
-        expected = (request.frames, request.height, request.width, 3)
-        if frames.shape != expected:
-            raise PermanentError(f"Cosmos3OmniPipeline returned frames shaped {frames.shape}, expected {expected}")
-        return frames
+        return self._frames(self._call(kwargs).video, (request.frames, request.height, request.width, 3))
 
     @staticmethod
     def _conditioning(condition: Frames | None) -> dict[str, Any]:

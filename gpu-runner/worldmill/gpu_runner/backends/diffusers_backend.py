@@ -359,12 +359,23 @@ class DiffusersBackend:
     def generate(self, request: ChunkRequest, on_step: StepCallback) -> Frames:
         """Run one chunk; ``on_step(step, steps)`` after each denoising step, where ``Canceled`` stops it."""
         self._loaded()
+        kwargs = self._chunk_arguments(request, on_step)
+        if self.card.family == "transfer":
+            kwargs |= self._text(request.prompt, request.negative_prompt, embed=False)
+            kwargs |= self._transfer_chunk(request)
+        else:
+            kwargs |= self._text(request.prompt, request.negative_prompt, embed=True, guidance=request.guidance)
+            kwargs |= self._predict_arguments(request)
+        return self._frames(self._call(kwargs).frames[0], (request.frames, request.height, request.width, 3))
+
+    def _chunk_arguments(self, request: ChunkRequest, on_step: StepCallback) -> dict[str, Any]:
+        """What every one-chunk pipeline call takes: size, length, sampling, seeded generator, step callback."""
 
         def step_end(_pipe: Any, i: int, _t: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
             on_step(i + 1, request.steps)  # may raise Canceled: it propagates out of the pipeline
             return {}
 
-        kwargs: dict[str, Any] = {
+        return {
             "height": request.height,
             "width": request.width,
             "num_frames": request.frames,
@@ -374,13 +385,6 @@ class DiffusersBackend:
             "output_type": "np",
             "callback_on_step_end": step_end,
         }
-        if self.card.family == "transfer":
-            kwargs |= self._text(request.prompt, request.negative_prompt, embed=False)
-            kwargs |= self._transfer_chunk(request)
-        else:
-            kwargs |= self._text(request.prompt, request.negative_prompt, embed=True, guidance=request.guidance)
-            kwargs |= self._predict_arguments(request)
-        return self._frames(self._call(kwargs), (request.frames, request.height, request.width, 3))
 
     def generate_video(self, request: VideoRequest, on_progress: VideoProgress) -> Frames:
         """A whole Transfer video in one pipeline call: the pipeline chunks and conditions by itself."""
@@ -414,7 +418,7 @@ class DiffusersBackend:
             "callback_on_step_end": step_end,
             **self._text(request.prompt, request.negative_prompt, embed=False),
         }
-        frames = self._frames(self._call(kwargs), (request.frames, request.height, request.width, 3))
+        frames = self._frames(self._call(kwargs).frames[0], (request.frames, request.height, request.width, 3))
         if calls != request.steps * request.chunks:
             raise PermanentError(
                 f"the Transfer pipeline ran {calls} denoising steps; the plan's {request.chunks} chunk(s) of "
@@ -422,8 +426,9 @@ class DiffusersBackend:
             )
         return frames
 
-    def _frames(self, output: Any, expected: tuple[int, int, int, int]) -> Frames:
-        frames = _to_uint8(output.frames[0])
+    def _frames(self, video: Any, expected: tuple[int, int, int, int]) -> Frames:
+        """The pipeline's ``np`` video in [0, 1] as uint8, refused unless shaped exactly as planned."""
+        frames = _to_uint8(video)
         if frames.shape != expected:
             raise PermanentError(
                 f"{type(self._pipe).__name__} returned frames shaped {frames.shape}, expected {expected}"
