@@ -380,11 +380,25 @@ class NativeTransferBackend:
             )
         self._send(client, "POST", "/v1/jobs", "the job", json={"job_id": job_id, "spec": spec, "files": dict(hashes)})
 
+    def _resubmit(self, client: httpx.Client, job: _Submission, failing_since: float | None) -> float | None:
+        """Send a lost job again; None when sent. A worker still restarting refuses connections: retried on
+        the next poll within the same grace as polling (the time it has been failing is returned)."""
+        try:
+            self._submit(client, job)
+        except TransientError:
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > self.unreachable_grace_s:
+                raise
+            time.sleep(self.poll_interval_s)
+            return failing_since
+        return None
+
     def _wait(self, client: httpx.Client, job: _Submission, request: VideoRequest, on_progress: VideoProgress) -> None:
         """Poll until the job succeeded; progress (and so cancel) on every poll; a forgotten job is sent again."""
         job_id = job.job_id
         resubmitted = 0
         failing_since: float | None = None
+        resubmit_failing: float | None = None
         while True:
             try:
                 response = client.get(f"/v1/jobs/{job_id}")
@@ -410,8 +424,9 @@ class NativeTransferBackend:
             if lost:
                 if resubmitted >= self.resubmits:
                     raise TransientError(f"the native Transfer worker lost job {job_id} {resubmitted + 1} times")
-                resubmitted += 1
-                self._submit(client, job)
+                resubmit_failing = self._resubmit(client, job, resubmit_failing)
+                if resubmit_failing is None:
+                    resubmitted += 1
                 continue
             if response.status_code >= 400:
                 raise _refusal(response, f"the status of job {job_id}")
