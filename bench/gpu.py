@@ -31,7 +31,7 @@ CPU the process's peak RSS, which only grows). Pixels are meaningless. The table
 what, seconds, peak memory and notes; the last stdout line is one JSON object with every figure,
 also written to ``$OUT/gpu.json`` (after every phase) when ``$OUT`` is set.
 
-    python bench/gpu.py [--budget-s 540] [--steps 3]     # on a CUDA GPU
+    python bench/gpu.py [--budget-s 540] [--steps 3] [--phases env,build,setup,attn:native,compile]  # on a CUDA GPU
     .venv/bin/python bench/gpu.py --tiny                 # the same code on the CPU at toy sizes (CI)
 """
 
@@ -226,6 +226,8 @@ class Bench:
         from worldmill.gpu_runner.devices import PeakMemory  # noqa: PLC0415
 
         need = 0.0 if self.tiny else need_s
+        if skip is None and self.args.phases and name not in self.args.phases:
+            skip = "not asked for (--phases)"
         if skip is None and self.left() < need:
             skip = f"budget: {self.left():.0f} s left, needs ~{need:.0f} s"
         if skip is not None:
@@ -699,7 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     add("--steps", type=int, default=3, help="denoising steps timed per attention backend (default 3, at least 2)")
     add("--work", default=None, help="parent folder of the temporary checkpoint folders (default: the temp dir)")
     add("--keep", action="store_true", help="keep the checkpoint folders (printed)")
+    add("--phases", default="", help="comma-separated phases to run (default: all), e.g. env,build,setup,attn:native,compile")
     args = parser.parse_args(argv)
+    args.phases = frozenset(filter(None, args.phases.split(",")))
     args.steps = max(2, args.steps)
 
     import torch  # noqa: PLC0415
