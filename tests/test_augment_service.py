@@ -301,3 +301,65 @@ async def test_an_augmentation_no_configured_backend_can_run_is_rejected_with_th
     assert done["reason"].startswith("controls:"), done["reason"]
     assert "2 controls (edge+vis)" in done["reason"] and "mixes at most 1" in done["reason"]
     assert done["run_id"] is None and done["output"] is None
+
+
+async def test_a_control_video_named_in_the_request_is_used_and_checked(
+    nats: NatsEndpoint, s3: S3Endpoint, store: ObjectStore, tmp_path: Path
+) -> None:
+    """``controls[].video`` (any bucket) is the control used; a changed file or a missing one is refused by name."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    video = write_video(tmp_path / "clip.mp4", width=64, height=48, fps=24, frames=12, seed=4)
+    depth = write_video(tmp_path / "depth.mp4", width=64, height=48, fps=24, frames=12, seed=5)
+    await store.put_file(INPUTS_BUCKET, f"{prefix}clip.mp4", video)
+    given = await store.put_file(ARTIFACTS_BUCKET, f"{prefix}elsewhere/depth-render.mp4", depth)
+    wrong = given.model_copy(update={"sha256": "0" * 64}).model_dump(mode="json")
+    gone = given.model_copy(update={"key": f"{prefix}elsewhere/none.mp4"}).model_dump(mode="json")
+
+    def body(ref: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return {
+            "inputs": [{"bucket": INPUTS_BUCKET, "key": f"{prefix}clip.mp4"}],
+            "params": {"controls": [{"type": "depth", "weight": 1, "video": ref}], **kw},
+        }
+
+    with augment_client(nats, s3, tmp_path, prefix, poll=False) as aug:
+        ids = {}
+        for name, b in {
+            "ok": body(given.model_dump(mode="json")),
+            "wrong": body(wrong, prompt="another"),
+            "gone": body(gone, prompt="a third"),
+        }.items():
+            resp = aug.post("/augmentations", json=b, headers=AUTH)
+            assert resp.status_code == 202, resp.text
+            ids[name] = resp.json()["outcomes"][0]["augmentation_id"]
+        done = {
+            name: wait_for(
+                lambda i=i: aug.get(f"/augmentations/{i}", headers=AUTH).json(), lambda a: a["state"] != "received"
+            )
+            for name, i in ids.items()
+        }
+    assert done["ok"]["state"] == "queued", done["ok"]
+    (control,) = done["ok"]["controls"]
+    assert control["source"] == "provided" and control["video"]["sha256"] == given.sha256
+    assert done["wrong"]["state"] == "rejected" and done["wrong"]["reason"].startswith("controls.depth.video:")
+    assert "not the" in done["wrong"]["reason"] and given.sha256 in done["wrong"]["reason"]
+    assert done["gone"]["state"] == "rejected" and "none.mp4 does not exist" in done["gone"]["reason"]
+
+
+async def test_a_prefix_in_a_missing_bucket_and_an_oversized_requester_are_422_not_500(
+    nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path
+) -> None:
+    """Found by fuzzing: NoSuchBucket answered 500, and ``requested_by`` had no length limit."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    with augment_client(nats, s3, tmp_path, prefix, poll=False) as aug:
+        no_bucket = aug.post(
+            "/augmentations", json={"prefix": {"bucket": "no-such-bucket-x", "prefix": ""}}, headers=AUTH
+        )
+        huge = aug.post(
+            "/augmentations",
+            json={"prefix": {"bucket": INPUTS_BUCKET, "prefix": prefix}, "requested_by": "x" * 200_000},
+            headers=AUTH,
+        )
+    assert no_bucket.status_code == 422, no_bucket.text
+    assert no_bucket.json()["detail"][0]["loc"] == ["prefix", "bucket"]
+    assert "'no-such-bucket-x' does not exist" in no_bucket.text
+    assert huge.status_code == 422 and "requested_by" in huge.text and "200" in huge.text

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from worldmill.contracts.base import Contract, Identifier, Message, ObjectLocation, ObjectRef
+from worldmill.contracts.base import Contract, Identifier, Message, ObjectLocation, ObjectRef, Requester
 from worldmill.contracts.cards import ControlType, Preset
 
 
@@ -59,7 +59,7 @@ class AugmentRequested(Message):
     input_etag: str | None = Field(default=None, description="The upload's etag; looked up when not given.")
     params: AugmentParams = Field(default_factory=AugmentParams)
     force: bool = Field(default=False, description="Augment again even when a passing augmentation exists.")
-    requested_by: str = Field(default="api", max_length=200)
+    requested_by: Requester = "api"
     upload_event_id: str | None = Field(default=None, description="The object.created event that started it.")
 
     def entity_id(self) -> str | None:
@@ -81,7 +81,7 @@ class InputSpecRequested(Message):
     params: AugmentParams
     controls: tuple[ControlSpec, ...] = Field(min_length=1, description="Every control with its video.")
     generation_request_id: Identifier
-    requested_by: str = Field(max_length=200)
+    requested_by: Requester
 
     def entity_id(self) -> str | None:
         return self.augmentation_id
@@ -108,7 +108,7 @@ class Augmentation(Contract):
 
     augmentation_id: Identifier
     request_id: Identifier
-    requested_by: str
+    requested_by: Requester
     state: AugmentState
     reason: str | None = Field(default=None, description="Why it was rejected or failed.")
     input: ObjectLocation
@@ -179,7 +179,7 @@ class AugmentSubmission(Contract):
     params: AugmentParams = Field(default_factory=AugmentParams)
     force: bool = False
     request_id: Identifier | None = None
-    requested_by: str = Field(default="api", max_length=200)
+    requested_by: Requester = "api"
 
     @model_validator(mode="after")
     def _something_to_do(self) -> AugmentSubmission:

@@ -13,6 +13,10 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 #: Identifiers: short, URL- and subject-safe (no dots, so they can be NATS subject tokens).
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")]
 
+#: Who asked for something (``api``, ``cli``, ``auto``, ``qa:…``, a user or system name): bounded, as it is
+#: stored with every run and served in every page of runs.
+Requester = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
 
 

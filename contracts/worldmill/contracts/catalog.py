@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef
+from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Requester
 from worldmill.contracts.qa import Finding
 
 QaStatus = Literal["pending", "passed", "failed"]
@@ -170,7 +170,7 @@ class AssetDetail(Contract):
     provenance: dict[str, Any] | None = None
     plan: dict[str, Any] | None = None
     request_id: str | None = None
-    requested_by: str | None = None
+    requested_by: Requester | None = None
     lineage_nodes: tuple[LineageNode, ...] = ()
     lineage_edges: tuple[LineageEdge, ...] = ()
     ratings_by_rater: dict[str, int] = Field(default_factory=dict)

@@ -3,16 +3,24 @@
 Every message on the bus is one JSON object with the CloudEvents context attributes and our
 extensions (lower-case, as the spec requires), and the typed payload under ``data``. The ``id``
 is also sent as the ``Nats-Msg-Id`` header, so JetStream drops a republish of the same id.
+
+Other systems may publish plain CloudEvents 1.0 (only ``specversion``, ``id``, ``source``, ``type``
+and ``data`` required, as any CloudEvents SDK writes them): our extensions are then derived
+(``correlationid`` = ``id``, ``schemaversion`` = the ``.vN`` of ``type``, ``time`` = when it was
+read), ``datacontenttype`` may carry parameters (``application/json; charset=utf-8``), and other
+extension attributes (``traceparent``, ``partitionkey``…) are kept and passed on if their names and
+values follow the spec. Binary data (``data_base64``) is refused with the reason.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from worldmill.contracts.base import Contract, Message
 
@@ -20,23 +28,79 @@ from worldmill.contracts.base import Contract, Message
 CONTENT_TYPE = "application/cloudevents+json"
 #: Largest encoded envelope we accept (CloudEvents intermediaries must forward at least 64 KiB).
 MAX_ENVELOPE_BYTES = 256 * 1024
+#: CloudEvents 1.0: extension attribute names are lower-case ASCII letters or digits, at most 20 of them.
+EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_TYPE_VERSION = re.compile(r"\.v([0-9]+)$")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class EnvelopeAttributes(Contract):
-    """The CloudEvents 1.0 context attributes plus worldmill's extensions: everything but data."""
+    """The CloudEvents 1.0 context attributes plus worldmill's extensions: everything but data.
+
+    Unknown attributes are CloudEvents extensions: kept (``model_extra``) when their names and values
+    follow the spec, refused otherwise.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=False)
 
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(min_length=1, max_length=200, description="Unique per event; also the Nats-Msg-Id.")
     source: str = Field(min_length=1, max_length=200, description="URI-reference of the producer.")
     type: str = Field(pattern=r"^io\.worldmill\.[a-z0-9_.]+\.v[0-9]+$")
     subject: str | None = Field(default=None, max_length=1100, description="Id of the entity concerned.")
-    time: datetime
+    time: datetime = Field(
+        default_factory=_now, description="When it happened; absent in a plain CloudEvent: read time."
+    )
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str | None = None
     # Extensions (CloudEvents: lower-case alphanumerics only).
-    correlationid: str = Field(min_length=1, max_length=200, description="Shared by one whole flow.")
+    correlationid: str = Field(
+        min_length=1, max_length=200, description="Shared by one whole flow; absent in a plain CloudEvent: its id."
+    )
     causationid: str | None = Field(default=None, max_length=200, description="Id of the message that caused this one.")
-    schemaversion: int = Field(ge=1)
+    schemaversion: int = Field(ge=1, description="Version of data's schema; absent in a plain CloudEvent: type's .vN.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_cloudevent(cls, value: Any) -> Any:
+        """Derive our extensions for an event written by any CloudEvents 1.0 producer."""
+        if not isinstance(value, dict):
+            return value
+        if "data_base64" in value:
+            raise ValueError("data_base64: binary data is not accepted; send the data as a JSON object")
+        content_type = value.get("datacontenttype")
+        plain = "correlationid" not in value or "schemaversion" not in value
+        if not plain and (not isinstance(content_type, str) or content_type == "application/json"):
+            return value  # our own envelopes: the fast path
+        value = dict(value)
+        if "correlationid" not in value and isinstance(value.get("id"), str):
+            value["correlationid"] = value["id"]
+        kind = value.get("type")
+        if "schemaversion" not in value and isinstance(kind, str) and (found := _TYPE_VERSION.search(kind)):
+            value["schemaversion"] = int(found.group(1))
+        if isinstance(content_type, str) and content_type.split(";")[0].strip().lower() == "application/json":
+            value["datacontenttype"] = "application/json"
+        return value
+
+    @model_validator(mode="after")
+    def _extensions_follow_the_spec(self) -> EnvelopeAttributes:
+        found = _TYPE_VERSION.search(self.type)
+        if found is not None and int(found.group(1)) != self.schemaversion:
+            raise ValueError(f"schemaversion {self.schemaversion} must equal the version in type {self.type!r}")
+        for name, value in (self.model_extra or {}).items():
+            if not EXTENSION_NAME.match(name):
+                raise ValueError(
+                    f"{name!r}: not an attribute of a worldmill event, and not a CloudEvents extension name "
+                    "(1-20 lower-case letters or digits)"
+                )
+            if not isinstance(value, str | int) or (isinstance(value, str) and len(value) > 2048):
+                raise ValueError(
+                    f"{name}: an extension attribute is a string (at most 2048 characters), an integer or a boolean"
+                )
+        return self
 
 
 class Envelope(EnvelopeAttributes):

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from worldmill.contracts.augment import ControlSpec
-from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Resolution, Sha256
+from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Requester, Resolution, Sha256
 from worldmill.contracts.cards import ControlType, GenerationMode
 from worldmill.contracts.prompts import SamplingParams
 
@@ -22,7 +22,7 @@ class GenerationRequested(Message):
     prompt_ids: tuple[Identifier, ...] = Field(min_length=1, max_length=10000)
     max_attempts: int = Field(default=3, ge=1, le=20)
     priority: int = Field(default=0, ge=-10, le=10)
-    requested_by: str = "api"
+    requested_by: Requester = "api"
 
     def entity_id(self) -> str | None:
         return self.request_id
@@ -40,7 +40,7 @@ class GenerationRejected(Message):
     request_id: Identifier
     prompt_ids: tuple[Identifier, ...] = Field(min_length=1, max_length=10000)
     problems: dict[str, str] = Field(description="prompt id → 'field: rule'")
-    requested_by: str = "api"
+    requested_by: Requester = "api"
 
     def entity_id(self) -> str | None:
         return self.request_id
@@ -254,7 +254,7 @@ class CancelRequested(Message):
 
     run_id: Identifier
     reason: str = Field(default="", max_length=1000)
-    requested_by: str = "api"
+    requested_by: Requester = "api"
 
     def entity_id(self) -> str | None:
         return self.run_id
@@ -288,7 +288,9 @@ class VideoReady(Message):
     plan: GenerationPlan
     provenance: Provenance
     request_id: Identifier | None = Field(default=None, description="The generation request of the run.")
-    requested_by: str | None = Field(default=None, description="Who asked for the run (auto, cli, qa:…, augment:…).")
+    requested_by: Requester | None = Field(
+        default=None, description="Who asked for the run (auto, cli, qa:…, augment:…)."
+    )
 
     def entity_id(self) -> str | None:
         return self.asset_id
@@ -329,7 +331,7 @@ class RunRecord(Contract):
     provenance_ref: ObjectRef | None = None
     error: str | None = Field(default=None, max_length=4000)
     cancel_reason: str | None = None
-    requested_by: str = "api"
+    requested_by: Requester = "api"
     created_at: datetime
     updated_at: datetime
 
@@ -340,7 +342,7 @@ class GenerationSubmission(Contract):
     prompt_ids: tuple[Identifier, ...] = Field(min_length=1, max_length=10000)
     request_id: Identifier | None = Field(default=None, description="Repeat it to make the request idempotent.")
     max_attempts: int = Field(default=3, ge=1, le=20)
-    requested_by: str = "api"
+    requested_by: Requester = "api"
 
 
 class RunUpdated(Message):

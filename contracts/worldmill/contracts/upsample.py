@@ -13,7 +13,16 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from worldmill.contracts.base import Contract, Identifier, Message, ObjectLocation, ObjectRef, Resolution, Sha256
+from worldmill.contracts.base import (
+    Contract,
+    Identifier,
+    Message,
+    ObjectLocation,
+    ObjectRef,
+    Requester,
+    Resolution,
+    Sha256,
+)
 
 UpsampleState = Literal["queued", "running", "done", "unavailable", "failed"]
 SkipStatus = Literal["unavailable", "failed"]
@@ -65,7 +74,7 @@ class UpsampleRequested(Message):
     hint: ObjectLocation | None = Field(default=None, description="Image or video to take hint frames from.")
     force: bool = Field(default=False, description="Ask the model again even when a cached answer exists.")
     request_id: Identifier | None = None
-    requested_by: str = Field(default="api", max_length=200)
+    requested_by: Requester = "api"
 
     def entity_id(self) -> str | None:
         return self.prompt_id
@@ -111,7 +120,7 @@ class UpsampleSubmission(Contract):
     force: bool = False
     hint: ObjectLocation | None = Field(default=None, description="Hint image/video for every listed spec.")
     request_id: Identifier | None = None
-    requested_by: str = Field(default="api", max_length=200)
+    requested_by: Requester = "api"
 
 
 class UpsampleAccepted(Contract):

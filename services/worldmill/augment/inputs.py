@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from worldmill.contracts.augment import AugmentParams, ControlSpec
+from worldmill.contracts.base import ObjectRef
 from worldmill.contracts.cards import ControlType, Preset
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
@@ -176,6 +177,8 @@ class ChosenControl:
     normalized_weight: float
     preset: Preset | None
     provided_key: str | None  # None: computed on CPU
+    #: The control video the request named (``controls[].video``): its bucket, and the size and sha256 it must have.
+    given: ObjectRef | None = None
 
 
 def normalize(weights: Mapping[ControlType, float]) -> dict[ControlType, float]:
@@ -195,13 +198,13 @@ def choose_controls(params: AugmentParams, provided: Mapping[ControlType, str]) 
         asked = [ControlSpec(type=t) for t in sorted(provided)] or [ControlSpec(type=ControlType.EDGE)]
     chosen: list[tuple[ControlSpec, str | None]] = []
     for spec in asked:
-        key = provided.get(spec.type)
+        key = spec.video.key if spec.video is not None else provided.get(spec.type)
         if key is None and spec.type not in COMPUTED:
             names = " or ".join(n for n, t in CONTROL_NAMES.items() if t is spec.type)
             raise ControlsError(
                 f"controls.{spec.type.value}",
-                f"no {spec.type.value} video was provided next to the input ({names}.mp4 in its folder, or "
-                f"<name>_{spec.type.value}.mp4), and {spec.type.value} needs a model to compute "
+                f"no {spec.type.value} video was provided (controls[].video in the request, {names}.mp4 in the "
+                f"input's folder, or <name>_{spec.type.value}.mp4), and {spec.type.value} needs a model to compute "
                 "(only edge and vis are computed here)",
             )
         chosen.append((spec, key))
@@ -213,6 +216,7 @@ def choose_controls(params: AugmentParams, provided: Mapping[ControlType, str]) 
             normalized_weight=round(weights[spec.type], 6),
             preset=spec.preset if spec.type in COMPUTED else None,
             provided_key=key,
+            given=spec.video,
         )
         for spec, key in chosen
     ]

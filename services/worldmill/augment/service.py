@@ -220,7 +220,10 @@ class AugmentService:
         request_id = req.request_id or f"augreq-{secrets.token_hex(8)}"
         locations = list(req.inputs)
         if req.prefix is not None:
-            listed = await self.store.list(req.prefix.bucket, req.prefix.prefix)
+            try:
+                listed = await self.store.list(req.prefix.bucket, req.prefix.prefix)
+            except ObjectNotFoundError as exc:  # NoSuchBucket: the caller's mistake, not the server's
+                raise InvalidInputError("prefix.bucket", f"bucket {req.prefix.bucket!r} does not exist") from exc
             keys = [o.key for o in listed]
             locations += [ObjectLocation(bucket=req.prefix.bucket, key=k) for k in keys if classify(k, keys) == "video"]
         outcomes = []
@@ -442,23 +445,36 @@ class AugmentService:
         return used
 
     async def _provided(self, loc: ObjectLocation, control: ChosenControl, info: VideoInfo, tmp: Path) -> ObjectRef:
-        """A provided control video, checked: it must have the input's frame count and size."""
+        """A provided control video, checked: it must have the input's frame count and size.
+
+        A video named in the request (``controls[].video``) may be in any bucket and must have the size
+        and sha256 the request gave; one found next to the input is in the input's bucket.
+        """
         key = control.provided_key
         assert key is not None  # noqa: S101 - only called for provided controls
-        field = f"controls.{control.type.value}"
+        given = control.given
+        bucket = given.bucket if given is not None else loc.bucket
+        field = f"controls.{control.type.value}" + (".video" if given is not None else "")
         path = tmp / f"provided-{control.type.value}{split(key)[2]}"
         try:
-            stat = await self.store.download(loc.bucket, key, path)
+            stat = await self.store.download(bucket, key, path)
             control_info = await asyncio.to_thread(probe, path)
         except ObjectNotFoundError as exc:
-            raise Rejected(field, f"s3://{loc.bucket}/{key} disappeared") from exc
+            gone = "does not exist" if given is not None else "disappeared"
+            raise Rejected(field, f"s3://{bucket}/{key} {gone}") from exc
         except InvalidInputError as exc:
-            raise Rejected(field, f"s3://{loc.bucket}/{key} is not a readable video: {exc.rule}") from exc
+            raise Rejected(field, f"s3://{bucket}/{key} is not a readable video: {exc.rule}") from exc
         mismatch = control_frames_match(control_info, info)
         if mismatch is not None:
-            raise Rejected(field, f"s3://{loc.bucket}/{key} {mismatch}")
+            raise Rejected(field, f"s3://{bucket}/{key} {mismatch}")
         digest = stat.sha256 or (await asyncio.to_thread(sha256_file, path))[0]
-        return ObjectRef(bucket=loc.bucket, key=key, size=stat.size, sha256=digest, content_type="video/mp4")
+        if given is not None and (digest != given.sha256 or stat.size != given.size):
+            raise Rejected(
+                field,
+                f"s3://{bucket}/{key} is {stat.size} bytes with sha256 {digest}, not the {given.size} bytes with "
+                f"sha256 {given.sha256} the request gave (changed since?)",
+            )
+        return ObjectRef(bucket=bucket, key=key, size=stat.size, sha256=digest, content_type="video/mp4")
 
     # -- results --------------------------------------------------------------------------------
 
