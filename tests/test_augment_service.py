@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -27,6 +28,7 @@ from tests.helpers.video import write_video
 from worldmill.augment.app import create_app as create_augment_app
 from worldmill.augment.settings import AugmentSettings
 from worldmill.contracts.augment import AugmentCompleted, AugmentRejected
+from worldmill.contracts.envelope import wrap
 from worldmill.contracts.keys import ARTIFACTS_BUCKET, INPUTS_BUCKET
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import EVENTS, MINIO_NOTIFICATIONS, event_subject
@@ -363,3 +365,29 @@ async def test_a_prefix_in_a_missing_bucket_and_an_oversized_requester_are_422_n
     assert no_bucket.json()["detail"][0]["loc"] == ["prefix", "bucket"]
     assert "'no-such-bucket-x' does not exist" in no_bucket.text
     assert huge.status_code == 422 and "requested_by" in huge.text and "200" in huge.text
+
+
+async def test_an_upload_event_with_a_hostile_key_is_rejected_at_once_with_a_trace(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path
+) -> None:
+    """``object.created`` with ``..``, a control character or ``//`` in the key: rejected for good, not retried."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}/"
+    keys = [f"{prefix}../escape.mp4", f"{prefix}bell\x07.mp4", f"{prefix}a//b.mp4"]
+    with augment_client(nats, s3, tmp_path, prefix, poll=False) as aug:
+        for n, key in enumerate(keys):
+            event = ObjectCreated(
+                bucket=INPUTS_BUCKET, key=key, size=10, etag=f"e{n}", origin="api", event_time=datetime.now(UTC)
+            )
+            await bus.publish(wrap(event, source="/other/system"))
+        found = {key: wait_for(lambda k=key: of_input(aug, k), lambda items: len(items) == 1)[0] for key in keys}
+        nacked = {c.spec.durable: c.stats.nacked for c in aug.app.state.ctx.consumers}
+    for aug_record in found.values():
+        assert aug_record["state"] == "rejected", aug_record
+        assert aug_record["reason"].startswith("input.key: object key"), aug_record["reason"]
+    rejected = [
+        m
+        async for _, m in bus.replay(EVENTS.name, event_subject("augment.rejected"))
+        if isinstance(m, AugmentRejected) and m.input_key in keys
+    ]
+    assert sorted(m.input_key for m in rejected) == sorted(keys) and {m.field for m in rejected} == {"input.key"}
+    assert sum(nacked.values()) == 0, nacked  # refused at the first delivery, never retried as if transient

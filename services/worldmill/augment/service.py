@@ -182,6 +182,19 @@ class AugmentService:
         """An object appeared: a video in the inputs bucket is augmented (parameters from its sidecar JSON)."""
         if event.bucket != self.settings.inputs_bucket or event.key.endswith("/"):
             return None
+        request_id = f"upl-{(event_id or secrets.token_hex(8))[-40:]}".replace(".", "-")
+        try:
+            check_key(event.key)
+        except InvalidKeyError as exc:  # before any store call: such a key is refused for good, not retried
+            request = AugmentRequested(
+                request_id=request_id,
+                input_bucket=event.bucket,
+                input_key=event.key,
+                input_etag=event.etag,
+                requested_by=f"upload:{event.origin}",
+                upload_event_id=event_id,
+            )
+            return await self.start(request, problem=Rejected("input.key", str(exc)))
         folder, _, _ = split(event.key)
         siblings = [o.key for o in await self.store.list(event.bucket, f"{folder}/" if folder else "")]
         kind = classify(event.key, siblings)
@@ -198,7 +211,7 @@ class AugmentService:
             except ControlsError as exc:
                 problem = Rejected(exc.field, exc.rule)
         request = AugmentRequested(
-            request_id=f"upl-{(event_id or secrets.token_hex(8))[-40:]}".replace(".", "-"),
+            request_id=request_id,
             input_bucket=event.bucket,
             input_key=event.key,
             input_etag=event.etag,
