@@ -28,6 +28,7 @@ from worldmill.prompt.expand import (
     format_path,
 )
 from worldmill.prompt.source import MAX_BYTES, MAX_NODES
+from worldmill.prompt.versioning import content_hash
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 FPS = (8, 10, 12, 15, 16, 20, 24, 25, 30, 48, 50, 60)
@@ -1015,3 +1016,96 @@ def test_estimate_tokens_examples() -> None:
     assert estimate_tokens("a") == 2
     assert estimate_tokens(" ".join(["go"] * 100)) == 135
     assert estimate_tokens("x" * 400) == 100
+
+
+# --------------------------------------------------------------------------------------------- G. qa: the critic's gate
+
+QA = doc(
+    """
+    name: gated
+    durations: [5]
+    qa:
+      critic: {gate: fail, kind: anomaly, threshold: 0.75}
+    series:
+      - id: R
+        qa:
+          critic: {kind: plausibility}
+        scenarios:
+          - id: R1
+            prompt: A wet street at night.
+          - id: R2
+            prompt: A dry street at noon.
+            qa:
+              critic: {gate: off, threshold: 4.5}
+      - id: P
+        scenarios:
+          - id: P1
+            prompt: A pedestrian waits at a crossing.
+    """
+)
+
+
+def test_qa_critic_keys_inherit_scenario_over_series_over_manifest() -> None:
+    """Each key from the innermost level; a series changing the kind drops the manifest's threshold; bare off is off."""
+    exp = check(QA)
+    assert exp.ok, exp.problems
+    critic = {s.scenario: s.qa.critic for s in exp.specs if s.qa is not None}
+    assert critic["P1"] is not None and critic["P1"].model_dump() == {
+        "gate": "fail",
+        "kind": "anomaly",
+        "threshold": 0.75,
+    }
+    assert critic["R1"] is not None and critic["R1"].model_dump() == {
+        "gate": "fail",
+        "kind": "plausibility",
+        "threshold": None,
+    }
+    assert critic["R2"] is not None and critic["R2"].model_dump() == {
+        "gate": "off",
+        "kind": "plausibility",
+        "threshold": 4.5,
+    }
+
+
+def test_a_manifest_without_qa_keeps_its_ids_seeds_and_content_hashes() -> None:
+    """Specs that ask nothing of QA carry no 'qa' key (their content hash is what it was); adding qa keeps ids and seeds."""
+    plain = check(SIMPLE)
+    gated = check(SIMPLE.replace("durations: [5]", "durations: [5]\nqa: {critic: {gate: warn}}"))
+    assert plain.ok and gated.ok
+    [before], [after] = plain.specs, gated.specs
+    assert before.qa is None and "qa" not in before.model_dump(mode="json")
+    assert content_hash(before) == content_hash(before.model_copy(update={"qa": None}))
+    assert (after.prompt_id, after.seed) == (before.prompt_id, before.seed)
+    assert after.model_dump(mode="json")["qa"] == {"critic": {"gate": "warn", "kind": None, "threshold": None}}
+    assert content_hash(after) != content_hash(before)  # a new version, so its plans carry the gate
+
+
+@pytest.mark.parametrize(
+    ("qa", "path", "rule", "says"),
+    [
+        ("{critic: {gate: block}}", "qa.critic.gate", "literal error", "'off', 'warn' or 'fail'"),
+        ("{critic: {kind: vibes}}", "qa.critic.kind", "literal error", "'anomaly' or 'plausibility'"),
+        ("{critic: {kind: anomaly, threshold: 1.5}}", "qa.critic.threshold", "threshold out of range", "0–1"),
+        ("{critic: {kind: plausibility, threshold: 0.75}}", "qa.critic.threshold", "threshold out of range", "1–5"),
+        ("{critic: {gate: fail, threshold: 0.75}}", "qa.critic.threshold", "threshold needs a kind", "anomaly"),
+        ("{critic: {kind: anomaly, threshold: .nan}}", "qa.critic.threshold", "finite number", "finite"),
+        ("{critic: {gate: fail, treshold: 0.75}}", "qa.critic.treshold", "unknown field", "not permitted"),
+        ("{critics: {gate: fail}}", "qa.critics", "unknown field", "not permitted"),
+    ],
+)
+def test_bad_qa_critic_values_are_refused_with_path_and_rule(qa: str, path: str, rule: str, says: str) -> None:
+    """An unknown gate or kind, a threshold outside its kind's range or without a kind, a typo: refused where it is."""
+    text = SIMPLE.replace("durations: [5]", f"durations: [5]\nqa: {qa}")
+    p = only_problem(check(text), rule)
+    assert p.path == path and says in p.message, p
+    assert p.line == where(text, "qa:")[0]
+
+
+def test_a_scenario_threshold_is_checked_against_the_kind_it_inherits() -> None:
+    """A scenario's 0.9 under the manifest's plausibility kind is out of 1–5: reported at the scenario's threshold."""
+    text = SIMPLE.replace("durations: [5]", "durations: [5]\nqa: {critic: {kind: plausibility}}")
+    text += "        qa: {critic: {gate: fail, threshold: 0.9}}\n"
+    p = only_problem(check(text), "threshold out of range")
+    assert p.path == "series[R].scenarios[R1].qa.critic.threshold"
+    assert "0.9 is outside 1–5 for kind plausibility" in p.message
+    assert (p.line, p.column) == where(text, "0.9")

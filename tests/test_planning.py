@@ -18,6 +18,7 @@ from worldmill.contracts.base import ObjectRef, Resolution
 from worldmill.contracts.cards import ControlType, GenerationMode, ModelCard, builtin_cards
 from worldmill.contracts.generation import GenerationPlan
 from worldmill.contracts.prompts import PromptSpec, SamplingParams
+from worldmill.contracts.qa import CriticRequirement, QaRequirements
 from worldmill.generate.planning import PlanningError, chunk_count, plan_generation
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -391,3 +392,13 @@ def test_overlap_must_be_shorter_than_a_chunk() -> None:
     err = refusal(make_spec(SYNTHETIC), loose, overlap_frames=93)
     assert err.field == "overlap_frames"
     assert "less than frames_per_chunk 93" in err.rule
+
+
+def test_the_specs_qa_requirements_are_copied_onto_the_plan() -> None:
+    """The qa service reads the plan of video.ready: the spec's critic gate is on it; a spec without one adds nothing."""
+    wanted = QaRequirements(critic=CriticRequirement(gate="fail", kind="plausibility", threshold=3.5))
+    plan = plan_generation(make_spec(qa=wanted), PREDICT, plan_id="plan-qa")
+    assert plan.qa == wanted
+    assert GenerationPlan.model_validate_json(plan.model_dump_json()).qa == wanted
+    plain = plan_generation(make_spec(), PREDICT, plan_id="plan-plain")
+    assert plain.qa is None and "qa" not in plain.model_dump(mode="json")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import respx
 
-from worldmill.runtime.vlm import ContextTooLong, VlmClient, VlmConfig, VlmError, VlmUnavailable
+from worldmill.runtime.vlm import ContextTooLong, MalformedCritique, VlmClient, VlmConfig, VlmError, VlmUnavailable
 
 BASE = "http://vllm.test:8000/v1"
 VIDEO = "http://store.test/clips/clip-1.mp4"
@@ -265,3 +265,26 @@ async def test_concurrency_is_limited() -> None:
     assert calls == 6
     assert peak == 2
     assert all(r.score == 1.0 for r in results)
+
+
+async def test_results_and_malformed_answers_keep_what_was_asked() -> None:
+    """A result names the prompts and fps it was sent; a malformed answer keeps every trial's text for the verdict."""
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/chat/completions").mock(
+            side_effect=[
+                httpx.Response(200, json=completion(verdict("3"), model="reason-x")),
+                httpx.Response(200, json=completion("no tags", "<answer>perhaps</answer>", model="reason-x")),
+            ]
+        )
+        client = VlmClient(config(fps=2, trials=2))
+        result = await client.critique_video(VIDEO, kind="plausibility")
+        with pytest.raises(MalformedCritique) as caught:
+            await client.critique_video(VIDEO, kind="plausibility")
+        await client.aclose()
+    first = json.loads(route.calls[0].request.content)
+    assert result.system_prompt == first["messages"][0]["content"]
+    assert result.question == first["messages"][1]["content"][1]["text"]
+    assert result.fps == 2
+    bad = caught.value
+    assert bad.raw == ("no tags", "<answer>perhaps</answer>") and bad.model == "reason-x" and bad.kind == "plausibility"
+    assert (bad.system_prompt, bad.question) == (result.system_prompt, result.question)

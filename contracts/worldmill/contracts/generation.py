@@ -11,6 +11,7 @@ from worldmill.contracts.augment import ControlSpec
 from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Requester, Resolution, Sha256
 from worldmill.contracts.cards import ControlType, GenerationMode
 from worldmill.contracts.prompts import SamplingParams
+from worldmill.contracts.qa import QaRequirements
 
 
 class GenerationRequested(Message):
@@ -110,6 +111,11 @@ class GenerationPlan(Contract):
         default="runner",
         description="runner: one model call per chunk, chained by the runner; pipeline: one call per video, the "
         "pipeline chunks (same boundaries) and conditions by itself.",
+    )
+    qa: QaRequirements | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The spec's QA requirements (the VLM critic's gate), for the qa service, which reads the plan.",
     )
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from worldmill.contracts.augment import ControlSpec
 from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Resolution, Sha256
 from worldmill.contracts.cards import GenerationMode
+from worldmill.contracts.qa import QaRequirements
 from worldmill.contracts.upsample import UpsampleInfo
 
 #: Values allowed in a spec's metadata map (JSON scalars).
@@ -56,6 +57,13 @@ class PromptSpec(Contract):
     tags: tuple[str, ...] = ()
     risk_level: str | None = None
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    # Left out of the JSON when unset, so the content hash (and "unchanged" on re-submit) of a spec
+    # that asks nothing of QA is what it was before the field existed.
+    qa: QaRequirements | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="What QA must check beyond the plan's numbers (the VLM critic's gate); copied onto the plan.",
+    )
     created_at: datetime
 
     @model_validator(mode="after")

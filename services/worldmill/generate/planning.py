@@ -29,6 +29,9 @@ The numbers, from the model cards (``worldmill.contracts.cards``):
   lengths it does not take. A backend whose pipeline chunks by itself (diffusers Transfer) gets a
   ``chunking="pipeline"`` plan: the same chunk boundaries, one call per video, and one seed for the
   whole video (the pipeline draws every chunk's noise from one generator seeded once).
+* **QA requirements.** The spec's ``qa`` (the VLM critic's gate) is copied onto the plan as it is:
+  ``video.ready`` carries the plan, so the qa service learns what the manifest asked without asking
+  another service.
 * **Joins.** A video of several chunks whose later chunks take no frames from the previous one
   (overlap 0) would be a hard cut at every join: refused.
 """
@@ -366,6 +369,7 @@ def plan_generation(
         estimated_gpu_seconds=round(estimate, 1),
         backend=backend.name if backend is not None else None,
         chunking=chunking,
+        qa=spec.qa,
     )
 
 

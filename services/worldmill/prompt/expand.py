@@ -23,6 +23,7 @@ from worldmill.contracts.cards import GenerationMode, ModelCard, builtin_cards
 from worldmill.contracts.prompts import ManifestProblem, PromptSpec, SamplingParams
 from worldmill.prompt.identity import derive_seed, distinct_seeds, duration_token, prompt_id
 from worldmill.prompt.manifest import Manifest, Scalar, Scenario, Series, Settings
+from worldmill.prompt.qa_options import effective_qa
 from worldmill.prompt.source import Path, Source, SourceError, load
 from worldmill.prompt.templates import render
 
@@ -370,6 +371,9 @@ def _scenario_specs(
                     f"the {what} is about {tokens} tokens, over {card.id}'s limit of {card.max_prompt_tokens}",
                 )
     meta = _checked_metadata(manifest, si, ci, problems)
+    qa, qa_problems = effective_qa(manifest, si, ci)
+    for qp in qa_problems:
+        problems.add(qp.loc, qp.rule, qp.message)
     durations, dloc = _durations(si, ci, manifest)
     variants, vloc = _variants(si, ci, manifest)
     _check_durations(durations, dloc, variants, vloc, problems)
@@ -421,6 +425,7 @@ def _scenario_specs(
                 tags=tuple(tags),
                 risk_level=scenario.risk_level or series.risk_level,
                 metadata=meta,
+                qa=qa,
                 created_at=now,
             )
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from worldmill.contracts.base import Resolution
 from worldmill.contracts.cards import GenerationMode
+from worldmill.contracts.qa import CriticGate, CriticKind
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 #: Manifest names become part of every prompt id, so they are lower-case slugs (no two names collide).
@@ -61,6 +62,30 @@ class Settings(_Strict):
     mode: GenerationMode | None = None
 
 
+def _gate(value: Any) -> Any:
+    """Gates in any case; a bare YAML ``off`` loads as ``false``, which means ``off`` too."""
+    if value is False:
+        return "off"
+    return value.lower() if isinstance(value, str) else value
+
+
+class CriticOptions(_Strict):
+    """What the VLM critic must do for these videos; unset keys come from the enclosing level, then qa settings.
+
+    The threshold's range depends on the kind, which may be set at another level: ``expand`` checks it.
+    """
+
+    gate: Annotated[CriticGate, BeforeValidator(_gate)] | None = None
+    kind: Annotated[CriticKind, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] | None = None
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class QaOptions(_Strict):
+    """QA requirements of a manifest, a series or a scenario (``qa:``)."""
+
+    critic: CriticOptions | None = None
+
+
 class Scenario(_Strict):
     """One scenario: a prompt (or a template with variables) and its overrides."""
 
@@ -74,6 +99,7 @@ class Scenario(_Strict):
     variants: Variants | None = None
     overrides: Settings | None = None
     metadata: dict[str, Scalar] = Field(default_factory=dict)
+    qa: QaOptions | None = None
 
     @model_validator(mode="after")
     def _one_prompt_source(self) -> Scenario:
@@ -96,6 +122,7 @@ class Series(_Strict):
     variants: Variants | None = None
     overrides: Settings | None = None
     metadata: dict[str, Scalar] = Field(default_factory=dict)
+    qa: QaOptions | None = None
     scenarios: list[Scenario] = Field(min_length=1)
 
 
@@ -111,4 +138,5 @@ class Manifest(_Strict):
     templates: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, Scalar] = Field(default_factory=dict)
     seed_salt: str = Field(default="", max_length=200, description="Change it to re-roll every seed.")
+    qa: QaOptions | None = None
     series: list[Series] = Field(min_length=1)

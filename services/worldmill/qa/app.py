@@ -8,6 +8,7 @@ from worldmill.contracts.generation import VideoReady
 from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
 from worldmill.qa.api import router
 from worldmill.qa.audits import AuditRunner
+from worldmill.qa.critic_gate import CriticDefaults
 from worldmill.qa.policy import REGENERABLE, RegenerationPolicy
 from worldmill.qa.service import QaService
 from worldmill.qa.settings import QaSettings
@@ -51,8 +52,15 @@ def critic_from(settings: QaSettings) -> VlmClient | None:
             api_key=key,
             trials=settings.vlm_trials,
             fps=settings.vlm_fps,
+            timeout_s=settings.vlm_timeout_s,
+            max_retries=settings.vlm_max_retries,
         )
     )
+
+
+def critic_defaults_from(settings: QaSettings) -> CriticDefaults:
+    """The gate, kind and threshold a spec's ``qa.critic`` overrides."""
+    return CriticDefaults(gate=settings.vlm_gate, kind=settings.vlm_kind, threshold=settings.critic_threshold)
 
 
 def create_app(settings: RuntimeSettings) -> FastAPI:
@@ -66,7 +74,15 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
             max_regenerations=qa_settings.max_regenerations,
             checks=frozenset(qa_settings.regenerate_checks) if qa_settings.regenerate_checks else REGENERABLE,
         )
-        qa = QaService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, critic=critic, policy=policy, source=ctx.source)
+        qa = QaService(
+            docs=ctx.docs,
+            bus=ctx.bus,
+            store=ctx.store,
+            critic=critic,
+            critic_defaults=critic_defaults_from(qa_settings),
+            policy=policy,
+            source=ctx.source,
+        )
         # Every stored fingerprint, before the first video is consumed: copies are found across restarts.
         held = await qa.load_index()
         log.info("qa.index_loaded", fingerprints=held, samples=qa.index.samples)

@@ -9,7 +9,9 @@ from worldmill.contracts.qa import Finding, Severity
 
 _VARIANT = re.compile(r"^(?P<group>.+)-[0-9_]+s-v\d+$")
 
-#: Checks whose failure a new generation can fix (a wrong file, not a wrong request).
+#: Checks whose failure a new generation can fix (a wrong file, not a wrong request). ``vlm_critic``
+#: (a ``fail`` gate's score under its threshold) is one: another attempt may well be judged
+#: plausible. ``vlm_critic_unjudged`` (no critic, no valid answer) is not: a new video changes nothing.
 REGENERABLE = frozenset(
     {
         "decodes",
@@ -23,6 +25,7 @@ REGENERABLE = frozenset(
         "identical",
         "near_duplicate",
         "copy_of",
+        "vlm_critic",
     }
 )
 

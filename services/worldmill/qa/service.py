@@ -6,9 +6,13 @@ index) and near-identical to a sibling (the other durations and variants of the 
 by perceptual hashes), and a perceptual copy of ANY other asset of the store at any time offset
 (``copy_of``: the dataset-wide fingerprint index of ``qa/fpindex.py``; fingerprints are stored with
 each verdict and the index is rebuilt from them at start-up). Screenshots and a contact sheet are
-stored next to the video. The verdict, the asset record, the fingerprint and (when the policy says
-so) a regeneration request are written in one transaction with their events; a failed video is
-never replaced silently: a new run makes a new asset.
+stored next to the video. The VLM critic, when the spec or the settings ask for it, is asked first,
+outside the service's lock (``qa/critic_gate.py`` decides the gate; its question and answers go into
+the verdict's ``critic`` record); a ``fail`` gate whose critic is unreachable raises
+:class:`~worldmill.runtime.vlm.VlmUnavailable`, so the message is retried, not judged. The verdict,
+the asset record, the fingerprint and (when the policy says so) a regeneration request are written
+in one transaction with their events; a failed video is never replaced silently: a new run makes a
+new asset.
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ from typing import Any
 from worldmill.contracts.base import Message, ObjectRef
 from worldmill.contracts.generation import GenerationRequested, VideoReady
 from worldmill.contracts.keys import contact_sheet_key, screenshot_key
-from worldmill.contracts.qa import Finding, QaFailed, QaPassed, Severity
+from worldmill.contracts.qa import CriticRecord, Finding, QaFailed, QaPassed, Severity
 from worldmill.qa.analyze import Analysis, Expectation, Thresholds, analyze, check, hamming
+from worldmill.qa.critic_gate import CriticDefaults, judged, malformed, not_configured, resolve, unjudged
 from worldmill.qa.findings import jpeg, passed
 from worldmill.qa.fpindex import FingerprintIndex, FingerprintLike, Match
 from worldmill.qa.policy import RegenerationPolicy, copy_severity, sibling_group
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
 from worldmill.runtime.store import ObjectStore
-from worldmill.runtime.vlm import VlmClient, VlmError
+from worldmill.runtime.vlm import ContextTooLong, MalformedCritique, VlmClient, VlmError, VlmUnavailable
 
 ASSET, VERDICT, FINGERPRINT = "asset", "verdict", "fingerprint"
 CHECKER_VERSION = "qa-1"
@@ -69,6 +74,7 @@ class QaService:
     thresholds: Thresholds = field(default_factory=Thresholds)
     policy: RegenerationPolicy = field(default_factory=RegenerationPolicy)
     critic: VlmClient | None = None
+    critic_defaults: CriticDefaults = field(default_factory=CriticDefaults)
     source: str = "/worldmill/qa"
     index: FingerprintIndex = field(default_factory=FingerprintIndex)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -101,6 +107,7 @@ class QaService:
         """Check a new video; None when it was checked already (redelivery)."""
         if await self.docs.get(VERDICT, event.asset_id) is not None:
             return None
+        critique, critic_record = await self._critique(event)  # may raise VlmUnavailable: retried
         with tempfile.TemporaryDirectory(prefix="wm-qa-") as tmp:
             path = Path(tmp) / "video.mp4"
             await self.store.download(event.video.bucket, event.video.key, path)
@@ -115,7 +122,7 @@ class QaService:
                 event.asset_id, group, event.video.sha256, analysis, prompt_id=event.prompt_id
             )
             findings.append(self._copy_check(event, fp))
-            findings += await self._critique(event.video)
+            findings += critique
             shots, sheet = await self._images(event.asset_id, analysis)
             cls = QaPassed if passed(findings) else QaFailed
             verdict = cls(
@@ -128,6 +135,7 @@ class QaService:
                 checked_at=datetime.now(UTC),
                 checker_version=CHECKER_VERSION,
                 attempt=event.attempt,
+                critic=critic_record,
             )
             docs, events = self._records(event, verdict, analysis, group)
             meta = {
@@ -267,25 +275,36 @@ class QaService:
             message=f"{label} " + "; ".join(m.describe() for m in shown[:5]),
         )
 
-    async def _critique(self, video: ObjectRef) -> list[Finding]:
+    async def _critique(self, event: VideoReady) -> tuple[list[Finding], CriticRecord | None]:
+        """The critic's finding and record under the gate the plan and the settings give (none when off).
+
+        With gate ``fail``: an unreachable critic raises (:class:`VlmUnavailable`, transient: the message
+        is retried) and a refused request too (:class:`VlmError`, permanent: dead-lettered with the
+        reason, to replay once the critic is fixed); answers without a valid trial, or a video over the
+        model's context, fail the video with the reason. With ``warn`` each of these is a passing info.
+        """
+        requested = event.plan.qa.critic if event.plan.qa is not None else None
+        gate = resolve(self.critic_defaults, requested, configured=self.critic is not None)
+        if gate is None:
+            return [], None
         if self.critic is None:
-            return []
+            finding, record = not_configured(gate)
+            return [finding], record
+        config = self.critic.config
+        url = self.store.presigned_url(event.video.bucket, event.video.key)
         try:
-            result = await self.critic.critique_video(self.store.presigned_url(video.bucket, video.key))
-        except VlmError as exc:
-            return [Finding(check="vlm_critic", passed=True, severity=Severity.INFO, message=f"not judged: {exc}")]
-        ok = result.score >= 0.5
-        return [
-            Finding(
-                check="vlm_critic",
-                passed=ok,
-                severity=Severity.WARNING,
-                measured=round(result.score, 3),
-                expected=0.5,
-                message=f"{result.valid_trials} of {result.trials} answers: share without "
-                f"anomalies {result.score:.2f} ({result.model})",
-            )
-        ]
+            result = await self.critic.critique_video(url, kind=gate.kind)
+        except MalformedCritique as exc:
+            finding, record = malformed(gate, exc, fps=config.fps)
+        except ContextTooLong as exc:
+            finding, record = unjudged(gate, str(exc), model=config.model, fps=config.fps)
+        except (VlmUnavailable, VlmError) as exc:
+            if gate.mode == "fail":
+                raise
+            finding, record = unjudged(gate, str(exc), model=config.model, fps=config.fps)
+        else:
+            finding, record = judged(gate, result)
+        return [finding], record
 
     async def _images(self, asset_id: str, analysis: Analysis) -> tuple[tuple[ObjectRef, ...], ObjectRef | None]:
         shots = []

@@ -14,7 +14,9 @@ message; frame sampling is set through ``mm_processor_kwargs`` (``fps``, ``do_sa
 
 Errors: 5xx answers, connection errors and timeouts are retried with exponential backoff and
 jitter, then raise :class:`VlmUnavailable` (transient). A 400 about the context length raises
-:class:`ContextTooLong` at once; any other 4xx raises :class:`VlmError` (permanent).
+:class:`ContextTooLong` at once; any other 4xx raises :class:`VlmError` (permanent). Answers none
+of whose trials hold a valid ``<answer>`` raise :class:`MalformedCritique`, which keeps the texts,
+so a verdict can store what the model said.
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ import asyncio
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
+from worldmill.contracts.qa import CriticKind
 from worldmill.runtime.errors import InvalidInputError, PermanentError, TransientError
 from worldmill.runtime.logs import get_logger
 
 log = get_logger(__name__)
-
-CriticKind = Literal["anomaly", "plausibility"]
 
 #: Upper bound of one backoff sleep, whatever the attempt number.
 BACKOFF_MAX_S = 30.0
@@ -148,12 +149,36 @@ class ContextTooLong(VlmError):  # noqa: N818
         )
 
 
+class MalformedCritique(VlmError):  # noqa: N818
+    """No trial of the critic's answer held a valid ``<answer>``; carries what was asked and answered."""
+
+    def __init__(
+        self, message: str, *, kind: CriticKind, model: str, raw: tuple[str, ...], system_prompt: str, question: str
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.model = model
+        self.raw = raw
+        self.system_prompt = system_prompt
+        self.question = question
+
+
+def critic_prompts(kind: CriticKind) -> tuple[str, str]:
+    """The system prompt and the question the critic is sent for ``kind``."""
+    if kind == "anomaly":
+        return ANOMALY_SYSTEM_PROMPT, ANOMALY_QUESTION
+    if kind == "plausibility":
+        return PLAUSIBILITY_SYSTEM_PROMPT, PLAUSIBILITY_QUESTION
+    raise InvalidInputError("kind", "must be 'anomaly' or 'plausibility'")
+
+
 @dataclass(frozen=True)
 class CriticResult:
-    """A critic's verdict over ``trials`` samples.
+    """A critic's verdict over ``trials`` samples, with what it was asked.
 
     ``answers`` holds the valid parsed answers in order ("Yes"/"No", or "1".."5"), so
     ``len(answers) == valid_trials``; ``raw`` holds every choice's full text (thinking included).
+    ``system_prompt`` and ``question`` are the texts sent; ``fps`` the frame sampling asked of the server.
     """
 
     kind: CriticKind
@@ -164,6 +189,9 @@ class CriticResult:
     prompt_tokens: int | None
     model: str
     raw: tuple[str, ...]
+    system_prompt: str = ""
+    question: str = ""
+    fps: float | None = None
 
 
 class VlmClient:
@@ -231,12 +259,7 @@ class VlmClient:
         """Ask the model ``config.trials`` times about the video and score its answers."""
         if not video_url or not video_url.strip():
             raise InvalidInputError("video_url", "must not be empty")
-        if kind == "anomaly":
-            system, question = ANOMALY_SYSTEM_PROMPT, ANOMALY_QUESTION
-        elif kind == "plausibility":
-            system, question = PLAUSIBILITY_SYSTEM_PROMPT, PLAUSIBILITY_QUESTION
-        else:
-            raise InvalidInputError("kind", "must be 'anomaly' or 'plausibility'")
+        system, question = critic_prompts(kind)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system},
             {
@@ -252,10 +275,16 @@ class VlmClient:
         raw = tuple(_choice_text(choice) for choice in answer["choices"])
         parsed = [_parse_answer(text, kind) for text in raw]
         valid = tuple(p for p in parsed if p is not None)
+        model = str(answer.get("model") or self.config.model)
         if not valid:
             first = raw[0].strip()[:200] if raw else ""
-            raise VlmError(
-                f"malformed answer: none of {len(raw)} trial(s) held a valid {kind} <answer> (first: {first!r})"
+            raise MalformedCritique(
+                f"malformed answer: none of {len(raw)} trial(s) held a valid {kind} <answer> (first: {first!r})",
+                kind=kind,
+                model=model,
+                raw=raw,
+                system_prompt=system,
+                question=question,
             )
         if kind == "anomaly":
             score = sum(1 for a in valid if a == "No") / len(valid)
@@ -270,8 +299,11 @@ class VlmClient:
             trials=len(raw),
             valid_trials=len(valid),
             prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
-            model=str(answer.get("model") or self.config.model),
+            model=model,
             raw=raw,
+            system_prompt=system,
+            question=question,
+            fps=self.config.fps,
         )
 
     async def aclose(self) -> None:
