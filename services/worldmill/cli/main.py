@@ -11,6 +11,7 @@ import typer
 from worldmill.augment.cli import augment
 from worldmill.catalog.cli import catalog_app, report
 from worldmill.catalog.export_cli import export
+from worldmill.cli.bus_commands import bus_app
 from worldmill.cli.console import console
 from worldmill.cli.demo import demo
 from worldmill.cli.models_commands import models_app
@@ -49,6 +50,7 @@ app.command()(report)
 app.command()(export)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(models_app, name="models")
+app.add_typer(bus_app, name="bus")
 # The qa package cannot import the prompt package; the CLI (the composition root) connects them.
 set_manifest_expander(lambda raw: check_text(raw, now=datetime.now(UTC)))
 
