@@ -13,9 +13,39 @@ from worldmill.contracts.cards import ControlType, GenerationMode
 from worldmill.contracts.prompts import SamplingParams
 from worldmill.contracts.qa import QaRequirements
 
+#: The highest regeneration number a request may carry (QA asks for at most ``WM_QA_MAX_REGENERATIONS`` ≤ 10).
+MAX_REGENERATION = 1000
+
+
+class Regeneration(Contract):
+    """This generation makes again a video that failed: which regeneration of the spec it is, and why.
+
+    Planning gives a regeneration its own seed (``generate/planning.py`` ``regeneration_seed``): with
+    the spec's seed a deterministic model would make the very video that failed, again.
+    """
+
+    number: int = Field(
+        ge=1, le=MAX_REGENERATION, description="1 for the first regeneration of the spec, 2 for the next, …"
+    )
+    replaces: Identifier | None = Field(default=None, description="The failed asset this video is made to replace.")
+    failed_checks: tuple[str, ...] = Field(
+        default=(), max_length=64, description="The QA checks the replaced video failed (error severity)."
+    )
+
+
+def _check_regeneration(prompt_ids: tuple[str, ...], regeneration: Regeneration | None) -> None:
+    """A regeneration that replaces one asset is for that asset's spec only."""
+    if regeneration is not None and regeneration.replaces is not None and len(prompt_ids) != 1:
+        raise ValueError("a regeneration that replaces an asset is for exactly one prompt id (the asset's spec)")
+
 
 class GenerationRequested(Message):
-    """Someone asks for videos of these prompt specs (HTTP, CLI, another system, auto-generation)."""
+    """Someone asks for videos of these prompt specs (HTTP, CLI, another system, auto-generation).
+
+    ``regeneration`` is set when the request makes a failed video again (QA sets it): the plans get
+    a new seed, recorded as an adaptation, and the runs' ids differ from those of the same request
+    id without it.
+    """
 
     TYPE: ClassVar[str] = "generation.requested"
 
@@ -24,6 +54,17 @@ class GenerationRequested(Message):
     max_attempts: int = Field(default=3, ge=1, le=20)
     priority: int = Field(default=0, ge=-10, le=10)
     requested_by: Requester = "api"
+    regeneration: Regeneration | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Set when these videos replace a failed one: reseeded (see Regeneration). Left out when unset, "
+        "so a request without it is what it was before the field existed.",
+    )
+
+    @model_validator(mode="after")
+    def _one_spec_per_replaced_asset(self) -> GenerationRequested:
+        _check_regeneration(self.prompt_ids, self.regeneration)
+        return self
 
     def entity_id(self) -> str | None:
         return self.request_id
@@ -116,6 +157,12 @@ class GenerationPlan(Contract):
         default=None,
         exclude_if=lambda v: v is None,
         description="The spec's QA requirements (the VLM critic's gate), for the qa service, which reads the plan.",
+    )
+    regeneration: Regeneration | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Set when this plan makes a failed video again: its chunks use the regeneration's seed, not "
+        "the spec's, and a 'seed' adaptation says so.",
     )
 
     @model_validator(mode="after")
@@ -349,6 +396,14 @@ class GenerationSubmission(Contract):
     request_id: Identifier | None = Field(default=None, description="Repeat it to make the request idempotent.")
     max_attempts: int = Field(default=3, ge=1, le=20)
     requested_by: Requester = "api"
+    regeneration: Regeneration | None = Field(
+        default=None, description="Set to make failed videos of these specs again, with a new seed."
+    )
+
+    @model_validator(mode="after")
+    def _one_spec_per_replaced_asset(self) -> GenerationSubmission:
+        _check_regeneration(self.prompt_ids, self.regeneration)
+        return self
 
 
 class RunUpdated(Message):

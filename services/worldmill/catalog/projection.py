@@ -28,6 +28,7 @@ from worldmill.contracts.generation import (
     JobCompleted,
     JobFailed,
     JobProgress,
+    Regeneration,
     RunUpdated,
     VideoReady,
 )
@@ -173,13 +174,21 @@ def _prompt_created(_: EnvelopeAttributes, m: PromptCreated) -> list[Change]:
     return out
 
 
+def _regenerated(regeneration: Regeneration | None, request_id: str) -> list[Change]:
+    """failed asset → the request that makes it again (then run → job → its replacement)."""
+    if regeneration is None or regeneration.replaces is None:
+        return []
+    return [Edge("asset", regeneration.replaces, "request", request_id, "regenerated_by")]
+
+
 def _generation_requested(attrs: EnvelopeAttributes, m: GenerationRequested) -> list[Change]:
     return [
         Upsert(
             "generation_requests",
             {"request_id": m.request_id},
             {"prompt_ids": list(m.prompt_ids), "requested_by": m.requested_by, "requested_at": attrs.time},
-        )
+        ),
+        *_regenerated(m.regeneration, m.request_id),
     ]
 
 
@@ -210,6 +219,7 @@ def _run_updated(_: EnvelopeAttributes, m: RunUpdated) -> list[Change]:
         Edge("request", run.request_id, "run", run.run_id, "requested"),
         Edge("spec", spec_node(run.prompt_id, run.prompt_version), "plan", run.plan.plan_id, "planned"),
         Edge("plan", run.plan.plan_id, "run", run.run_id, "ran_as"),
+        *_regenerated(run.plan.regeneration, run.request_id),
     ]
     for a in run.attempts:
         out.append(

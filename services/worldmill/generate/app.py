@@ -108,6 +108,7 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
                 request_id=m.request_id,
                 max_attempts=m.max_attempts,
                 requested_by=m.requested_by,
+                regeneration=m.regeneration,
             )
             try:
                 await service.submit(submission)

@@ -21,6 +21,11 @@ The numbers, from the model cards (``worldmill.contracts.cards``):
   the last one only what is still needed, so the kept frames add up to ``N`` exactly. The count
   is ``1 + ceil(max(0, N − chunk) / (chunk − overlap))`` (Predict2.5's and Transfer2.5's own rule).
 * **Seeds.** Chunk ``i`` uses ``(seed + i) mod 2**32``, as Predict2.5 does.
+* **Regenerations.** A plan for a :class:`~worldmill.contracts.generation.Regeneration` (QA asks
+  for one when a video fails for a reason a new video can fix) uses
+  :func:`regeneration_seed` instead of the spec's seed, so a deterministic model does not make the
+  very video that failed again; a ``seed`` :class:`Adaptation` says which seed, which
+  regeneration of which asset and after which checks, and the plan carries the regeneration.
 * **Frame rate.** A native rate other than the target one becomes an interpolation to the target
   rate, recorded both as the plan's ``fps_conversion`` and as an :class:`Adaptation`: a difference
   between the request and the delivery is never silent.
@@ -45,12 +50,20 @@ from typing import Literal
 
 from worldmill.contracts.backends import BackendCapabilities
 from worldmill.contracts.cards import FpsPolicy, GenerationMode, ModelCard
-from worldmill.contracts.generation import Adaptation, ChunkPlan, ExpectedOutput, FpsConversion, GenerationPlan
+from worldmill.contracts.generation import (
+    Adaptation,
+    ChunkPlan,
+    ExpectedOutput,
+    FpsConversion,
+    GenerationPlan,
+    Regeneration,
+)
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.runtime.errors import InvalidInputError
 
 __all__ = [
     "SEED_MODULUS",
+    "SEED_WINDOW",
     "PlanningError",
     "backend_problem",
     "chunk_count",
@@ -59,10 +72,20 @@ __all__ = [
     "native_rate",
     "plan_generation",
     "plan_on_backends",
+    "regeneration_seed",
 ]
 
 #: Seeds are 32-bit: chunk ``i`` gets ``(seed + i) % SEED_MODULUS``.
 SEED_MODULUS = 2**32
+#: The chunk seeds of a plan are ``seed … seed + chunks − 1``: a plan has at most this many chunks, and
+#: regeneration seeds (:func:`regeneration_seed`) keep whole windows of this many seeds apart.
+SEED_WINDOW = 2**10
+#: Window offsets a regeneration seed can have from the spec's seed: 1 … _WINDOWS windows, never 0 or 2**32.
+_WINDOWS = SEED_MODULUS // SEED_WINDOW - 1  # 4_194_303 = 3 · 23 · 89 · 683
+#: The step between consecutive regenerations, in windows: ≈ _WINDOWS / φ (Fibonacci hashing: the most
+#: evenly spread sequence), and coprime to _WINDOWS, so the first _WINDOWS regenerations all differ.
+_STEP = 2_592_223
+_MASK32 = 0xFFFFFFFF
 
 Condition = Literal["none", "input", "previous_chunk"]
 
@@ -76,6 +99,49 @@ class PlanningError(InvalidInputError):
 def _fps_text(fps: float) -> str:
     """``24.0`` → ``"24"``, ``29.97`` → ``"29.97"``."""
     return f"{fps:g}"
+
+
+def _mix32(x: int) -> int:
+    """MurmurHash3's 32-bit finalizer (a bijection of 32-bit integers that spreads every input bit)."""
+    x &= _MASK32
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & _MASK32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & _MASK32
+    return x ^ (x >> 16)
+
+
+def regeneration_seed(seed: int, regeneration: int) -> int:
+    """The seed regeneration number ``regeneration`` of a spec whose seed is ``seed`` uses (0: ``seed`` itself).
+
+    ``(seed + SEED_WINDOW × (1 + k)) mod 2**32`` with ``k = ((regeneration − 1) × _STEP + mix32(seed)) mod
+    _WINDOWS``: pure and deterministic (a redelivered request plans the same seed), 32-bit, and spread
+    over the whole seed space (the per-spec ``mix32(seed)`` start, then steps of ≈ 1/φ of it). Because
+    the offset from ``seed`` is a whole number of windows between ``SEED_WINDOW`` and
+    ``2**32 − SEED_WINDOW``, and distinct for the first ``_WINDOWS`` regenerations, the chunk seeds
+    (``seed + i``, ``i < SEED_WINDOW``) of the original and of every regeneration never collide —
+    unlike ``seed + 1``, which is the original's chunk 1.
+    """
+    if regeneration < 0:
+        raise ValueError(f"regeneration must be ≥ 0, got {regeneration}")
+    base = seed % SEED_MODULUS
+    if regeneration == 0:
+        return base
+    windows = 1 + ((regeneration - 1) * _STEP + _mix32(base)) % _WINDOWS
+    return (base + SEED_WINDOW * windows) % SEED_MODULUS
+
+
+def _reseeded(spec: PromptSpec, regeneration: Regeneration, seed: int) -> Adaptation:
+    """The ``seed`` adaptation of a regeneration: which seed instead of the spec's, and why."""
+    of = f" of {regeneration.replaces}" if regeneration.replaces else ""
+    after = f" after {', '.join(regeneration.failed_checks)}" if regeneration.failed_checks else ""
+    return Adaptation(
+        field="seed",
+        requested=str(spec.seed),
+        delivered=f"{seed} (regeneration_seed({spec.seed}, {regeneration.number}))",
+        reason=f"reseeded for regeneration {regeneration.number}{of}{after}: "
+        "the spec's own seed would make the same video again",
+    )
 
 
 def chunk_count(frames: int, chunk: int, overlap: int) -> int:
@@ -227,14 +293,14 @@ def _first_condition(spec: PromptSpec, card: ModelCard) -> tuple[Condition, int]
 
 
 def _chunks(
-    spec: PromptSpec, card: ModelCard, total: int, overlap: int, *, one_seed: bool = False
+    spec: PromptSpec, card: ModelCard, total: int, overlap: int, *, seed: int, one_seed: bool = False
 ) -> tuple[ChunkPlan, ...]:
     chunk = card.frames_per_chunk
     condition, condition_frames = _first_condition(spec, card)
     chunks = [
         ChunkPlan(
             index=0,
-            seed=spec.seed % SEED_MODULUS,
+            seed=seed % SEED_MODULUS,
             frames=chunk,
             condition=condition,
             condition_frames=condition_frames,
@@ -248,7 +314,7 @@ def _chunks(
         chunks.append(
             ChunkPlan(
                 index=len(chunks),
-                seed=(spec.seed + (0 if one_seed else len(chunks))) % SEED_MODULUS,
+                seed=(seed + (0 if one_seed else len(chunks))) % SEED_MODULUS,
                 frames=chunk,
                 condition="previous_chunk" if overlap else "none",
                 condition_frames=overlap,
@@ -268,15 +334,17 @@ def plan_generation(
     overlap_frames: int | None = None,
     max_chunks: int = 64,
     backend: BackendCapabilities | None = None,
+    regeneration: Regeneration | None = None,
 ) -> GenerationPlan:
     """Plan ``spec`` on the model described by ``card``, or raise :class:`PlanningError`.
 
     ``overlap_frames`` overrides the frames a later chunk takes from the previous one (default:
     :func:`default_overlap`); more than ``max_chunks`` model calls are refused. ``backend``: the
     runner backend the plan is for; what it cannot run is refused (see :func:`backend_problem`).
+    ``regeneration``: the plan makes a failed video again, from :func:`regeneration_seed` (recorded).
     """
-    if max_chunks < 1:
-        raise ValueError(f"max_chunks must be ≥ 1, got {max_chunks}")
+    if not 1 <= max_chunks <= SEED_WINDOW:
+        raise ValueError(f"max_chunks must be between 1 and {SEED_WINDOW}, got {max_chunks}")
     _check_request(spec, card)
     overlap = default_overlap(card, spec.mode) if overlap_frames is None else overlap_frames
     if overlap_frames is None and backend is not None and backend.overlaps and overlap not in backend.overlaps:
@@ -309,9 +377,12 @@ def plan_generation(
             f"of {chunk} frames (overlap {overlap}), more than max_chunks {max_chunks}",
         )
     chunking = backend.chunking_for(spec.mode) if backend is not None else "runner"
-    chunks = _chunks(spec, card, total, overlap, one_seed=chunking == "pipeline")
+    seed = spec.seed if regeneration is None else regeneration_seed(spec.seed, regeneration.number)
+    chunks = _chunks(spec, card, total, overlap, seed=seed, one_seed=chunking == "pipeline")
 
     adaptations: list[Adaptation] = []
+    if regeneration is not None:
+        adaptations.append(_reseeded(spec, regeneration, seed))
     if native_fps == spec.fps:
         conversion = FpsConversion(
             source_fps=native_fps,
@@ -370,6 +441,7 @@ def plan_generation(
         backend=backend.name if backend is not None else None,
         chunking=chunking,
         qa=spec.qa,
+        regeneration=regeneration,
     )
 
 
@@ -389,6 +461,7 @@ def plan_on_backends(
     known: Sequence[BackendCapabilities] = (),
     overlap_frames: int | None = None,
     max_chunks: int = 64,
+    regeneration: Regeneration | None = None,
 ) -> GenerationPlan:
     """Plan ``spec`` for the first configured backend that can run it, or raise the reason none can.
 
@@ -407,7 +480,13 @@ def plan_on_backends(
     for backend in candidates:
         try:
             return plan_generation(
-                spec, card, plan_id=plan_id, overlap_frames=overlap_frames, max_chunks=max_chunks, backend=backend
+                spec,
+                card,
+                plan_id=plan_id,
+                overlap_frames=overlap_frames,
+                max_chunks=max_chunks,
+                backend=backend,
+                regeneration=regeneration,
             )
         except PlanningError as exc:
             refusals.append(exc)

@@ -32,9 +32,15 @@ from worldmill.contracts.keys import ARTIFACTS_BUCKET, video_key
 from worldmill.contracts.prompts import PromptSpec
 
 
-def run_id_for(request_id: str, prompt_id: str) -> str:
-    """Stable per (request, spec): repeating a request finds its runs instead of making new ones."""
-    return "run-" + hashlib.sha256(f"{request_id}\x1f{prompt_id}".encode()).hexdigest()[:24]
+def run_id_for(request_id: str, prompt_id: str, regeneration: int = 0) -> str:
+    """Stable per (request, spec, regeneration): repeating a request finds its runs instead of making new ones.
+
+    A regeneration (``regeneration`` ≥ 1) gets other ids than a run of the same request id without
+    one, so a reused request id can never answer a regeneration with the video it is to replace;
+    runs without a regeneration keep the ids they always had.
+    """
+    material = f"{request_id}\x1f{prompt_id}" + (f"\x1fregeneration-{regeneration}" if regeneration else "")
+    return "run-" + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
 def job_id_for(run_id: str, attempt: int) -> str:
@@ -57,8 +63,8 @@ def signature_for(card: ModelCard, spec: PromptSpec, backend: str | None = None)
 def new_run(
     spec: PromptSpec, plan: GenerationPlan, *, request_id: str, max_attempts: int, requested_by: str, now: datetime
 ) -> RunRecord:
-    """A queued run with its first attempt."""
-    run_id = run_id_for(request_id, spec.prompt_id)
+    """A queued run with its first attempt (a regeneration's id comes from the plan's regeneration number)."""
+    run_id = run_id_for(request_id, spec.prompt_id, plan.regeneration.number if plan.regeneration else 0)
     first = AttemptRecord(attempt=1, job_id=job_id_for(run_id, 1), state="queued", queued_at=now)
     return RunRecord(
         run_id=run_id,

@@ -109,7 +109,11 @@ class GenerateService:
     # -- requests -------------------------------------------------------------------------------
 
     async def submit(self, req: GenerationSubmission, *, now: datetime | None = None) -> GenerationAccepted:
-        """Plan every spec first (all or nothing), then store the runs and their first jobs."""
+        """Plan every spec first (all or nothing), then store the runs and their first jobs.
+
+        A submission with a ``regeneration`` plans every spec with the regeneration's seed
+        (``planning.regeneration_seed``) and gets run ids of its own; repeated, it finds its runs.
+        """
         now = now or datetime.now(UTC)
         request_id = req.request_id or f"req-{secrets.token_hex(8)}"
         cards = builtin_cards()
@@ -127,8 +131,11 @@ class GenerateService:
         docs: list[NewDocument] = []
         events: list[OutboxItem] = []
         problems: dict[str, str] = {}
+        regeneration = req.regeneration
+        number = regeneration.number if regeneration is not None else 0
         for spec in specs:
-            existing = await self.docs.get(RUN, run_id_for(request_id, spec.prompt_id))
+            run_id = run_id_for(request_id, spec.prompt_id, number)
+            existing = await self.docs.get(RUN, run_id)
             if existing is not None:
                 runs.append(RunRecord.model_validate(existing.body))
                 continue
@@ -141,8 +148,9 @@ class GenerateService:
                     spec,
                     card,
                     self.backends,
-                    plan_id=f"plan-{run_id_for(request_id, spec.prompt_id)}",
+                    plan_id=f"plan-{run_id}",
                     known=tuple(builtin_backends().values()),
+                    regeneration=regeneration,
                 )
             except PlanningError as exc:
                 problems[spec.prompt_id] = str(exc)

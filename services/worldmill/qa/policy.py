@@ -56,6 +56,11 @@ def copy_severity(prompt_id: str | None, other_prompt_id: str | None, *, shared_
     return Severity.WARNING if same_spec or shared_input else Severity.ERROR
 
 
+def failed_checks(findings: list[Finding]) -> tuple[str, ...]:
+    """The checks that failed with error severity (what fails a verdict), sorted and each once."""
+    return tuple(sorted({f.check for f in findings if not f.passed and f.severity == Severity.ERROR}))
+
+
 @dataclass(frozen=True)
 class RegenerationPolicy:
     """When a failed video is made again: bounded, and only for failures a new attempt can fix."""
@@ -65,5 +70,14 @@ class RegenerationPolicy:
 
     def wants(self, findings: list[Finding], done: int) -> bool:
         """True when a failed check is regenerable and the bound is not reached."""
-        failed = {f.check for f in findings if not f.passed and f.severity == "error"}
-        return done < self.max_regenerations and bool(failed & self.checks)
+        return done < self.max_regenerations and bool(set(failed_checks(findings)) & self.checks)
+
+    @staticmethod
+    def number(done: int, previous: int | None = None) -> int:
+        """Which regeneration of the spec the next one is: after ``done`` failed videos of the spec.
+
+        ``previous``: the regeneration number of the failed video itself, when it was one, so a
+        regeneration of a regeneration always gets a higher number (and so another seed) even when
+        fewer failures are counted.
+        """
+        return max(done, previous or 0) + 1

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from worldmill.contracts.base import Message, ObjectRef
-from worldmill.contracts.generation import GenerationRequested, VideoReady
+from worldmill.contracts.generation import GenerationRequested, Regeneration, VideoReady
 from worldmill.contracts.keys import contact_sheet_key, screenshot_key
 from worldmill.contracts.qa import CriticRecord, Finding, QaFailed, QaPassed, Severity
 from worldmill.qa.analyze import Analysis, Expectation, Thresholds, analyze, check, hamming
 from worldmill.qa.critic_gate import CriticDefaults, judged, malformed, not_configured, resolve, unjudged
 from worldmill.qa.findings import jpeg, passed
 from worldmill.qa.fpindex import FingerprintIndex, FingerprintLike, Match
-from worldmill.qa.policy import RegenerationPolicy, copy_severity, sibling_group
+from worldmill.qa.policy import RegenerationPolicy, copy_severity, failed_checks, sibling_group
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
 from worldmill.runtime.store import ObjectStore
@@ -352,14 +352,27 @@ class QaService:
         return [asset, record], [self._event(verdict, f"{verdict.TYPE}-{event.asset_id}")]
 
     async def _regeneration(self, event: VideoReady, findings: list[Finding]) -> OutboxItem | None:
+        """``generation.requested`` for a new video of the failed one's spec, with a new seed; None when not wanted.
+
+        The request says which regeneration it is (the spec's failed videos before this one, + 1),
+        which asset it replaces and the checks that asset failed: planning derives the new seed from
+        them (``generate/planning.py`` ``regeneration_seed``), as the spec's own seed would make the
+        same video again. Its ids are the failed asset's, so a redelivery asks for nothing new.
+        """
         done = len(await self.docs.find(VERDICT, where={"prompt_id": event.prompt_id, "passed": "false"}, limit=100))
         if not self.policy.wants(findings, done):
             return None
+        previous = event.plan.regeneration.number if event.plan.regeneration is not None else None
         request = GenerationRequested(
             request_id=f"regen-{event.asset_id}"[:128],
             prompt_ids=(event.prompt_id,),
             max_attempts=1,
             requested_by=f"qa:{event.asset_id}",
+            regeneration=Regeneration(
+                number=self.policy.number(done, previous),
+                replaces=event.asset_id,
+                failed_checks=failed_checks(findings),
+            ),
         )
         return self._event(request, f"generation.requested-regen-{event.asset_id}")
 
