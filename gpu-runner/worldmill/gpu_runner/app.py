@@ -1,7 +1,10 @@
 """The GPU runner process: ``worldmill serve gpu-runner``.
 
 It is a service like the others (health and readiness on HTTP, bus and store in the lifespan,
-drain on SIGTERM); its work is the runner loop, started in the lifespan.
+drain on SIGTERM); its work is the runner loop, started in the lifespan. The loop and its job
+queue's watchdog are registered with the health routes: ``/readyz`` fails while the runner holds
+jobs (or jobs wait for it) and settles none for ``stall_ready_s``; ``/healthz`` after
+``stall_live_s``, or when the loop has ended, so an orchestrator restarts it.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def runner_from(settings: RunnerSettings, ctx: ServiceContext) -> Runner:
         device=settings.device,
         fps_interpolation=settings.fps_interpolation,
         served_concurrency=settings.served_concurrency,
+        outage_patience_s=settings.outage_patience_s,
     )
 
 
@@ -88,7 +92,8 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     async def startup(ctx: ServiceContext) -> None:
         runner = runner_from(runner_settings, ctx)
         ctx.state["runner"] = runner
-        ctx.state["loop"] = asyncio.create_task(runner.run(ctx.stop))
+        ctx.state["loop"] = ctx.loops["runner"] = asyncio.create_task(runner.run(ctx.stop), name="runner")
+        ctx.watchdogs.append(runner.queue.watchdog)
 
     async def shutdown(ctx: ServiceContext) -> None:
         if (loop := ctx.state.get("loop")) is not None:

@@ -15,6 +15,12 @@
 * Outcomes are events (``job.completed`` with provenance, ``job.failed`` saying whether another
   attempt can help, ``job.canceled``); the message is acked only after its outcome is published.
   A redelivered job whose video was already delivered is answered again without regenerating.
+* Outages heal without a restart: the queue re-establishes its pull by itself; a store or bus call
+  of a job in hand (download, upload, outcome) waits the outage out, up to ``outage_patience_s``,
+  while the job stays held and heartbeated (no delivery spent, nothing regenerated). Past the
+  patience a store outage fails the attempt (retryable); an outcome that cannot be published hands
+  the job back, and its redelivery answers from the stored video. Nothing that goes wrong with one
+  job stops the loop: the job is handed back and the loop goes on.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from worldmill.contracts.backends import builtin_backends
 from worldmill.contracts.base import Message, ObjectRef
@@ -62,12 +69,18 @@ from worldmill.gpu_runner.jobwork import (
 from worldmill.gpu_runner.selection import Candidate, choose, passed_over
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.cancel import CancelFlags
-from worldmill.runtime.errors import InvalidInputError, ObjectNotFoundError, PermanentError
+from worldmill.runtime.errors import BusUnavailableError, InvalidInputError, ObjectNotFoundError, PermanentError
 from worldmill.runtime.jobqueue import HeldJob, JobQueue
 from worldmill.runtime.logs import get_logger
+from worldmill.runtime.outage import Backoff, Outage, patiently
 from worldmill.runtime.store import ObjectStore
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
+
+#: Delay before a job handed back after an unexpected error is offered again.
+CRASH_GIVE_BACK_S = 5.0
 
 
 @dataclass
@@ -131,6 +144,7 @@ class Runner:
         device: str = "cpu",
         fps_interpolation: Literal["flow", "blend"] = "flow",
         served_concurrency: int = 1,
+        outage_patience_s: float = 300.0,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -144,12 +158,15 @@ class Runner:
         self.fps_interpolation: Literal["flow", "blend"] = fps_interpolation
         #: Jobs of served backends (capabilities ``in_process=False``) run at once; in-process ones: one.
         self.served_concurrency = max(1, served_concurrency)
+        #: How long a job in hand waits out the store or NATS being down before that fails it.
+        self.outage_patience_s = outage_patience_s
         self._load_lock = asyncio.Lock()  # concurrent served jobs must not load one signature twice
         self._devices: dict[str, DeviceInfo | None] = {}
         self.flags = CancelFlags(bus)
         self.stats = RunnerStats()
         self._held: list[Held] = []
-        self.queue = JobQueue(bus, GPU_JOBS, (GpuJob,), source=source)
+        self.queue = JobQueue(bus, GPU_JOBS, (GpuJob,), source=source, store=store)
+        self._cancel_watch = Outage("cancel-flags")
         self._fetching: dict[str, asyncio.Task[JobInputs]] = {}
         self._fetch_wait: dict[str, float] = {}
         self._current: GpuJob | None = None
@@ -162,7 +179,7 @@ class Runner:
         """Consume jobs until ``stop``; then finish the job in hand, hand the held ones back, return."""
         self._loop = asyncio.get_running_loop()
         await self.queue.open()
-        watcher = asyncio.create_task(self.flags.watch(stop))
+        watcher = asyncio.create_task(self._watch_cancels(stop))
         finishing: set[asyncio.Task[None]] = set()
         served: set[asyncio.Task[None]] = set()
         served_slots = asyncio.Semaphore(self.served_concurrency)
@@ -187,7 +204,11 @@ class Runner:
                         served.add(job_task)
                         job_task.add_done_callback(served.discard)
                         continue
-                    task = await self._run_job(held, Path(tmp))
+                    try:
+                        task = await self._run_job(held, Path(tmp))
+                    except Exception as exc:  # one job's trouble never stops the loop
+                        await self._crashed(held, exc)
+                        continue
                     if task is not None:
                         finishing.add(task)
                         task.add_done_callback(finishing.discard)
@@ -218,11 +239,48 @@ class Runner:
         """One served job beside others; its slot is free once generated (encoding overlaps the next)."""
         try:
             task = await self._run_job(held, tmp)
+        except Exception as exc:
+            await self._crashed(held, exc)
+            return
         finally:
             slots.release()
         if task is not None:
             finishing.add(task)
             task.add_done_callback(finishing.discard)
+
+    async def _crashed(self, held: Held, exc: BaseException) -> None:
+        """An unexpected error around one job: hand it back (after a delay) if it is still held; the loop goes on."""
+        log.error("job.crashed", job_id=held.job.job_id, error=f"{type(exc).__name__}: {exc}")
+        self._forget_prefetch(held.job.job_id)
+        if self._current is held.job:
+            self._current = None
+        if self.queue.holds(held.handle):
+            await self.queue.give_back(held.handle, delay_s=CRASH_GIVE_BACK_S)
+
+    async def _patient(self, call: Callable[[], Awaitable[T]], outage: Outage) -> T:
+        """A store or bus call of a job in hand, retried through an outage for up to ``outage_patience_s``."""
+        return await patiently(call, outage, patience_s=self.outage_patience_s, backoff=Backoff(0.5, 2.0))
+
+    async def _watch_cancels(self, stop: asyncio.Event) -> None:
+        """Follow cancel flags until ``stop``; a watch that fails (NATS gone) is started again with backoff."""
+        backoff = Backoff(1.0, 30.0)
+        while not stop.is_set():
+            try:
+                await self.flags.watch(stop)
+            except Exception as exc:
+                self._cancel_watch.failed(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff.next())
+            else:
+                self._cancel_watch.ok()
+
+    async def _fetch_flag(self, run_id: str) -> bool:
+        """Ask the cancel bucket about a run; ``False`` when it cannot be asked (the watched flags still apply)."""
+        try:
+            return await self.flags.fetch(run_id)
+        except Exception as exc:
+            log.debug("cancel.fetch_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+            return False
 
     async def _fill(self, *, wait: bool) -> None:
         for handle in await self.queue.take(self.window - len(self._held), wait=wait):
@@ -303,7 +361,7 @@ class Runner:
     ) -> Frames:
         """Every frame of ``ref`` at the plan's resolution; exactly the plan's native frame count."""
         path = tmp / f"{job.job_id}-{name}{Path(ref.key).suffix}"
-        await self.store.download(ref.bucket, ref.key, path)
+        await self._patient(lambda: self.store.download(ref.bucket, ref.key, path), self.store.outage)
         res = job.plan.resolution
         try:
             video = await asyncio.to_thread(read_video, path, res.width, res.height)
@@ -323,7 +381,7 @@ class Runner:
     async def _fetch_condition(self, job: GpuJob, tmp: Path) -> Frames:
         ref = job.inputs[0]
         path = tmp / f"{job.job_id}-input{Path(ref.key).suffix}"
-        await self.store.download(ref.bucket, ref.key, path)
+        await self._patient(lambda: self.store.download(ref.bucket, ref.key, path), self.store.outage)
         try:
             first = job.plan.chunks[0]
             res = job.plan.resolution
@@ -344,7 +402,7 @@ class Runner:
 
     async def _run_job(self, held: Held, tmp: Path) -> asyncio.Task[None] | None:
         job = held.job
-        if self.flags.is_canceled(job.run_id) or await self.flags.fetch(job.run_id):
+        if self.flags.is_canceled(job.run_id) or await self._fetch_flag(job.run_id):
             self._forget_prefetch(job.job_id)
             await self._outcome(
                 held,
@@ -354,7 +412,13 @@ class Runner:
                 "canceled",
             )
             return None
-        if await self._replay_if_done(held):
+        try:
+            replayed = await self._replay_if_done(held)
+        except Exception as exc:  # the store stayed down past the patience, or answered nonsense
+            self._forget_prefetch(job.job_id)
+            await self._fail(held, "queued", exc)
+            return None
+        if replayed:
             self._forget_prefetch(job.job_id)
             return None
         started_at = datetime.now(UTC)
@@ -404,6 +468,7 @@ class Runner:
         def report(chunk: int, chunks: int, step: int, steps: int) -> None:
             if self.flags.is_canceled(job.run_id):
                 raise Canceled(job.run_id)
+            self.queue.watchdog.progressed()  # a step done is progress, even on a job of an hour
             self._progress(job, "generating", chunk=chunk, chunks=chunks, step=step, steps=steps, force=step == steps)
 
         return report
@@ -424,12 +489,15 @@ class Runner:
             encode_s = time.perf_counter() - t0
             self._progress(job, "uploading", chunk=last, chunks=last + 1, step=1, steps=1, force=True)
             t0 = time.perf_counter()
-            video = await self.store.put_file(
-                job.output_bucket,
-                job.output_key,
-                path,
-                content_type="video/mp4",
-                metadata={"job": job.job_id, "run": job.run_id},
+            video = await self._patient(
+                lambda: self.store.put_file(
+                    job.output_bucket,
+                    job.output_key,
+                    path,
+                    content_type="video/mp4",
+                    metadata={"job": job.job_id, "run": job.run_id},
+                ),
+                self.store.outage,
             )
             provenance = self._provenance(
                 job,
@@ -441,11 +509,15 @@ class Runner:
                 started_at=started_at,
                 fps_method=delivered.fps_method,
             )
-            prov_ref = await self.store.put_bytes(
-                job.output_bucket,
-                provenance_key(job.run_id, job.attempt),
-                provenance.model_dump_json(indent=2).encode(),
-                content_type="application/json",
+            prov_bytes = provenance.model_dump_json(indent=2).encode()
+            prov_ref = await self._patient(
+                lambda: self.store.put_bytes(
+                    job.output_bucket,
+                    provenance_key(job.run_id, job.attempt),
+                    prov_bytes,
+                    content_type="application/json",
+                ),
+                self.store.outage,
             )
             path.unlink(missing_ok=True)
             done = JobCompleted(
@@ -467,6 +539,10 @@ class Runner:
             )
         except Exception as exc:
             await self._fail(held, "encoding", exc)
+        finally:
+            if self.queue.holds(held.handle):  # settled on every path above; never leave one heartbeated forever
+                log.error("job.unsettled", job_id=job.job_id)
+                await self.queue.give_back(held.handle, delay_s=CRASH_GIVE_BACK_S)
 
     def _provenance(
         self,
@@ -523,9 +599,9 @@ class Runner:
         job = held.job
         prov_key = provenance_key(job.run_id, job.attempt)
         try:
-            raw = await self.store.get_bytes(job.output_bucket, prov_key)
-            video = await self.store.stat(job.output_bucket, job.output_key)
-            prov = await self.store.stat(job.output_bucket, prov_key)
+            raw = await self._patient(lambda: self.store.get_bytes(job.output_bucket, prov_key), self.store.outage)
+            video = await self._patient(lambda: self.store.stat(job.output_bucket, job.output_key), self.store.outage)
+            prov = await self._patient(lambda: self.store.stat(job.output_bucket, prov_key), self.store.outage)
         except ObjectNotFoundError:
             return False
         if not video.sha256 or not prov.sha256:
@@ -570,19 +646,27 @@ class Runner:
         await self._outcome(held, failed, "failed")
 
     async def _outcome(self, held: Held, message: Message, kind: str) -> None:
-        """Publish the job's outcome (dedup id per job), then ack its message."""
-        await self.bus.publish(
-            wrap(
-                message,
-                source=self.source,
-                event_id=f"{message.TYPE}-{held.job.job_id}",
-                correlation_id=held.envelope.correlationid,
-                causation_id=held.envelope.id,
-            )
+        """Publish the job's outcome (dedup id per job, so a retried publish is stored once), then ack its message.
+
+        While NATS is down the publish is retried (the job stays held) for up to ``outage_patience_s``;
+        after that the job is handed back and its redelivery answers from what is stored.
+        """
+        envelope = wrap(
+            message,
+            source=self.source,
+            event_id=f"{message.TYPE}-{held.job.job_id}",
+            correlation_id=held.envelope.correlationid,
+            causation_id=held.envelope.id,
         )
-        await self.queue.done(held.handle)
         if self._current is held.job:
             self._current = None
+        try:
+            await self._patient(lambda: self.bus.publish(envelope), self.bus.outage)
+        except BusUnavailableError as exc:
+            log.error("job.outcome_unpublished", job_id=held.job.job_id, outcome=kind, error=str(exc))
+            await self.queue.give_back(held.handle, delay_s=CRASH_GIVE_BACK_S)
+            return
+        await self.queue.done(held.handle)
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
 
     # -- progress -------------------------------------------------------------------------------

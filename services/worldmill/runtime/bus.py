@@ -24,7 +24,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from worldmill.contracts.base import Message
 from worldmill.contracts.envelope import (
@@ -38,6 +38,7 @@ from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
 from worldmill.runtime.decode import Undeliverable, parse
 from worldmill.runtime.errors import BusError, BusUnavailableError, InvalidInputError
 from worldmill.runtime.logs import get_logger
+from worldmill.runtime.outage import Outage
 
 log = get_logger(__name__)
 
@@ -46,6 +47,17 @@ _RETENTION = {
     "workqueue": RetentionPolicy.WORK_QUEUE,
     "interest": RetentionPolicy.INTEREST,
 }
+
+#: Publish failures that mean "NATS is not there right now" (closed, reconnecting with a full buffer,
+#: no answer, JetStream not started yet): retrying later helps.
+_UNAVAILABLE = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    ServiceUnavailableError,
+)
 
 #: Oldest server we accept: consumers with several filter subjects and other 2.10 features are
 #: silently ignored by 2.9, so refusing it is safer than half-working.
@@ -105,13 +117,28 @@ def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
 
 
 class Bus:
-    """One NATS connection with its JetStream context. Cheap to construct; ``connect`` does I/O."""
+    """One NATS connection with its JetStream context. Cheap to construct; ``connect`` does I/O.
 
-    def __init__(self, url: str, *, name: str, token: str | None = None, connect_timeout_s: float = 10.0) -> None:
+    Once connected it reconnects by itself, without limit, every ``reconnect_wait_s``; publishes
+    made meanwhile are buffered (up to nats-py's 2 MiB) or fail with ``BusUnavailableError``.
+    ``outage`` follows the connection (one log line when it drops, one with the duration when it is back).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        token: str | None = None,
+        connect_timeout_s: float = 10.0,
+        reconnect_wait_s: float = 0.5,
+    ) -> None:
         self.url = url
         self.name = name
         self._token = token
         self._connect_timeout_s = connect_timeout_s
+        self._reconnect_wait_s = reconnect_wait_s
+        self.outage = Outage("nats")
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
 
@@ -146,11 +173,11 @@ class Bus:
                     token=self._token,
                     connect_timeout=2,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=self._reconnect_wait_s,
                     allow_reconnect=True,
                     error_cb=_on_error,
-                    disconnected_cb=_on_disconnect,
-                    reconnected_cb=_on_reconnect,
+                    disconnected_cb=self._on_disconnect,
+                    reconnected_cb=self._on_reconnect,
                 ),
                 timeout=self._connect_timeout_s,
             )
@@ -166,6 +193,18 @@ class Bus:
                 f"bus: nats-server {'.'.join(map(str, version))} at {self.url} is too old; "
                 f"worldmill needs >= {'.'.join(map(str, MIN_SERVER_VERSION))}"
             )
+
+    async def _on_disconnect(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:  # a close on purpose is no outage
+            self.outage.failed(f"disconnected from {self.url}")
+
+    async def _on_reconnect(self) -> None:
+        self.outage.ok()
+
+    async def pending(self, stream: str, durable: str) -> int:
+        """Messages of a durable consumer not delivered to anyone yet (for the watchdog)."""
+        info = await self.js.consumer_info(stream, durable)
+        return int(info.num_pending or 0)
 
     def server_version(self) -> tuple[int, int, int]:
         """The connected server's version."""
@@ -246,11 +285,7 @@ class Bus:
         target = subject or _subject_of(envelope)
         try:
             ack = await self.js.publish(target, payload, headers=headers_for(envelope))
-        except (
-            nats.errors.ConnectionClosedError,
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-        ) as exc:
+        except _UNAVAILABLE as exc:
             raise BusUnavailableError(f"bus: publish to {target} failed ({exc!r})") from exc
         return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate), envelope_id=envelope.id)
 
@@ -258,11 +293,7 @@ class Bus:
         """Publish bytes encoded earlier (an outbox row) with their headers, as ``publish`` would."""
         try:
             ack = await self.js.publish(subject, payload, headers=headers)
-        except (
-            nats.errors.ConnectionClosedError,
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-        ) as exc:
+        except _UNAVAILABLE as exc:
             raise BusUnavailableError(f"bus: publish to {subject} failed ({exc!r})") from exc
         return Published(
             stream=ack.stream,
@@ -347,14 +378,6 @@ class Bus:
 
 async def _on_error(exc: Exception) -> None:
     log.debug("nats.error", error=repr(exc))
-
-
-async def _on_disconnect() -> None:
-    log.warning("nats.disconnected")
-
-
-async def _on_reconnect() -> None:
-    log.info("nats.reconnected")
 
 
 def _decode_quietly(data: bytes, type_hint: str | None) -> tuple[EnvelopeAttributes, Message] | None:

@@ -12,6 +12,18 @@ While a message is being handled, one heartbeat task sends ``in_progress`` for e
 hand every ``ack_wait / 3``, so long work is not redelivered; a killed worker stops heartbeating
 and its message is redelivered after ``ack_wait``. ``run`` returns after draining when its stop
 event is set: no new fetches, in-flight handlers finish, then it returns.
+
+Outages heal by themselves: while NATS is disconnected the loop sends no pull requests (they would
+be buffered and flushed stale on reconnect); when a pull fails (JetStream not started yet, the
+consumer or stream gone after a restart) it re-creates the consumer, binds again and goes on, with
+capped backoff. A handler that raises :class:`~worldmill.runtime.errors.UnavailableError` (NATS or
+the store down) is called again with the same delivery once the outage is over, up to
+``patience_s``, so an outage spends none of the message's deliveries. A ``watchdog`` records the
+loop's progress for ``/readyz`` and ``/healthz``.
+
+A dead letter always fits: a payload too big for the envelope is stored as an object and
+referenced. When the letter cannot be written now (store or NATS down) the message is handed
+back with backoff (``nak`` with a delay), so it neither blocks the queue nor gets lost.
 """
 
 from __future__ import annotations
@@ -19,23 +31,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from worldmill.contracts.base import Message
-from worldmill.contracts.deadletter import DeadLetter, DeadLetterReason
-from worldmill.contracts.envelope import EnvelopeAttributes, wrap
-from worldmill.contracts.subjects import ConsumerSpec, dlq_subject
-from worldmill.runtime.bus import Bus
+from worldmill.contracts.deadletter import DeadLetter, DeadLetterReason, dead_letter_id, payload_key
+from worldmill.contracts.envelope import MAX_ENVELOPE_BYTES, EnvelopeAttributes, wrap
+from worldmill.contracts.keys import ARTIFACTS_BUCKET
+from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec, dlq_subject
+from worldmill.runtime.bus import Bus, encode
 from worldmill.runtime.decode import Undeliverable, parse
-from worldmill.runtime.errors import InvalidInputError, PermanentError
+from worldmill.runtime.errors import (
+    BusUnavailableError,
+    InvalidInputError,
+    PermanentError,
+    TransientError,
+    UnavailableError,
+    WorldmillError,
+)
 from worldmill.runtime.logs import get_logger
+from worldmill.runtime.outage import Backoff, Outage, patiently
+from worldmill.runtime.store import ObjectStore
+from worldmill.runtime.watchdog import Watchdog
 
 log = get_logger(__name__)
 
@@ -58,6 +84,26 @@ RawDecoder = Callable[[bytes], Message]
 
 #: How long a busy consumer's fetch may wait to fill a batch (bounds the latency it adds).
 BUSY_LINGER_S = 0.05
+#: How long a handler's message waits out an outage (NATS or the store down) before it counts as a failure.
+DEFAULT_PATIENCE_S = 300.0
+#: A dead letter's headers beyond this many bytes are cut (the payload is kept whole).
+MAX_LETTER_HEADER_BYTES = 64 * 1024
+#: Pull failures that a new binding can heal: connection errors, JetStream errors (503 while it
+#: starts, consumer or stream not found after a restart). Timeouts are not failures: nothing came.
+PULL_ERRORS = (nats.errors.Error, OSError)
+
+PullSubscription = JetStreamContext.PullSubscription
+
+
+class DeadLetterDeferredError(TransientError):
+    """The dead letter could not be written now (store or NATS down): the message is handed back, not lost."""
+
+
+class Deferred(NamedTuple):
+    """A message that should be dead-lettered but could not be yet; it was handed back with a delay."""
+
+    reason: DeadLetterReason
+    error: str
 
 
 @dataclass
@@ -67,6 +113,12 @@ class ConsumerStats:
     acked: int = 0
     nacked: int = 0
     dead_lettered: int = 0
+    #: Dead letters that could not be written yet (their messages were handed back with a delay).
+    deferred: int = 0
+    #: Handler calls repeated because a dependency was down (no delivery spent).
+    outage_retries: int = 0
+    #: Times the loop bound to its consumer again after a failed pull.
+    rebinds: int = 0
     in_flight: int = 0
     heartbeats: int = 0
     last_error: str | None = None
@@ -110,9 +162,14 @@ class Consumer:
         fetch_timeout_s: float = 1.0,
         source: str = "worldmill",
         decode: RawDecoder | None = None,
+        store: ObjectStore | None = None,
+        patience_s: float = DEFAULT_PATIENCE_S,
     ) -> None:
         self.bus = bus
         self.decode = decode
+        #: Keeps payloads too big for a dead letter's envelope (the service base sets its store here).
+        self.store = store
+        self.patience_s = patience_s
         self.spec = spec
         self.handler = handler
         self.accept = frozenset(c.ce_type() for c in accept) if accept is not None else None
@@ -122,6 +179,19 @@ class Consumer:
         self.source = source
         self.stats = ConsumerStats()
         self._in_hand: dict[int, Msg] = {}
+        self._stop = asyncio.Event()
+        self.watchdog = Watchdog(spec.durable, backlog=self._backlog)
+        #: This consumer's pull (bound or failing), logged once per outage.
+        self.pull = Outage(f"pull:{spec.durable}")
+        #: What its handler needs (NATS, the store), as the handler's errors tell.
+        self.dependencies = Outage(f"handler:{spec.durable}")
+        self._sub: PullSubscription | None = None
+        self._backoff = Backoff()
+
+    async def _backlog(self) -> int:
+        if not self.bus.connected:  # unknown, at once (a health probe must not wait on a dead connection)
+            raise BusUnavailableError("bus: not connected")
+        return await self.bus.pending(self.spec.stream, self.spec.durable)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain in-flight messages and return.
@@ -130,8 +200,7 @@ class Consumer:
         but not started when ``stop`` is set are handed back at once (``nak`` without delay) so
         another worker can take them. With more, each message gets its own task.
         """
-        await self.bus.ensure_consumer(self.spec)
-        sub = await self.bus.js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        self._stop = stop
         structlog.contextvars.bind_contextvars(consumer=self.spec.durable)
         working = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
@@ -139,6 +208,8 @@ class Consumer:
         idle = True
         try:
             while not stop.is_set():
+                self.watchdog.beat()
+                self.watchdog.hold(len(self._in_hand))
                 free = self.prefetch - len(self._in_hand)
                 if free <= 0:
                     await self._wait_any(running, stop)
@@ -148,17 +219,13 @@ class Consumer:
                 # timeout. So an idle consumer waits for one message; a busy one takes what is
                 # there and lingers briefly.
                 batch, timeout = (1, self.fetch_timeout_s) if idle else (free, BUSY_LINGER_S)
-                try:
-                    msgs = await sub.fetch(batch, timeout=timeout)
-                except TimeoutError:  # nats-py raises its own subclass and plain asyncio timeouts
-                    idle = True
+                msgs = await self._pull(batch, timeout, stop)
+                idle = not msgs
+                if not msgs:
                     continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                    await asyncio.sleep(0.5)
-                    continue
-                idle = False
                 for msg in msgs:
                     self._in_hand[id(msg)] = msg
+                self.watchdog.hold(len(self._in_hand))
                 if self.concurrency == 1:
                     await self._handle_inline(msgs, stop)
                     continue
@@ -172,8 +239,50 @@ class Consumer:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            if self._sub is not None:
+                await _unbind(self._sub)
+                self._sub = None
+
+    async def _pull(self, batch: int, linger_s: float, stop: asyncio.Event) -> list[Msg]:
+        """Up to ``batch`` messages, ``[]`` when none came in time or none could be asked for.
+
+        While NATS is disconnected nothing is asked: a pull request sent then would be buffered and
+        reach the server stale after the reconnect, delivering messages nobody waits for (nats-py
+        reconnects by itself). A failed pull drops the binding; the next call binds again.
+        """
+        if not self.bus.connected:
+            await _pause(stop, 0.25)
+            return []
+        if self._sub is None:
+            self._sub = await self._bind()
+            if self._sub is None:
+                await _pause(stop, self._backoff.next())
+                return []
+            self._backoff.reset()
+        try:
+            return await self._sub.fetch(batch, timeout=linger_s)
+        except TimeoutError:  # nats-py raises its own subclass and plain asyncio timeouts
+            return []
+        except PULL_ERRORS as exc:
+            self.pull.failed(exc)
+            await _unbind(self._sub)
+            self._sub = None
+            await _pause(stop, self._backoff.next())
+            return []
+
+    async def _bind(self) -> PullSubscription | None:
+        """Ensure the durable consumer (and its stream, when it is one of ours) and bind to it; ``None`` if NATS
+        cannot do it now (the failure is logged once per outage). A consumer set up incompatibly raises."""
+        try:
+            await ensure_pull_consumer(self.bus, self.spec)
+            sub = await self.bus.js.pull_subscribe_bind(self.spec.durable, stream=self.spec.stream)
+        except (*PULL_ERRORS, BusUnavailableError) as exc:
+            self.pull.failed(exc)
+            return None
+        if self.pull.count:
+            self.stats.rebinds += 1
+        self.pull.ok()
+        return sub
 
     async def _handle_inline(self, msgs: list[Msg], stop: asyncio.Event) -> None:
         try:
@@ -189,6 +298,7 @@ class Consumer:
                 finally:
                     self.stats.in_flight = 0
                     self._in_hand.pop(id(msg), None)
+                    self.watchdog.hold(len(self._in_hand))
         finally:
             # _handle binds the message's ids; they must not stick to the loop's own log lines.
             structlog.contextvars.unbind_contextvars("event_id", "correlation_id")
@@ -214,21 +324,32 @@ class Consumer:
             log.error("message.unsettled", error=f"{type(exc).__name__}: {exc}")
         finally:
             self._in_hand.pop(id(msg), None)
+            self.watchdog.hold(len(self._in_hand))
 
     async def _handle(self, msg: Msg) -> None:
         admitted = await admit(
-            self.bus, msg, spec=self.spec, accept=self.accept, source=self.source, decode=self.decode
+            self.bus,
+            msg,
+            spec=self.spec,
+            accept=self.accept,
+            source=self.source,
+            decode=self.decode,
+            store=self.store,
         )
         if not isinstance(admitted, Admitted):
-            self._count_dead_letter(admitted)
+            if isinstance(admitted, Deferred):
+                self.stats.deferred += 1
+            else:
+                self._count_dead_letter(admitted)
+            self.watchdog.progressed()
             return
         envelope, message, delivered, seq = admitted
         delivery = Delivery(envelope, message, msg.subject, delivered, seq)
         structlog.contextvars.bind_contextvars(event_id=envelope.id, correlation_id=envelope.correlationid)
         try:
-            await self.handler(delivery)
+            await self._call_handler(delivery)
         except PermanentError as exc:
-            await self._dead_letter(msg, "permanent_error", f"{type(exc).__name__}: {exc}", envelope)
+            await self._dead_letter(msg, "permanent_error", f"{type(exc).__name__}: {exc}", envelope, delivered)
             return
         except Exception as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -238,23 +359,62 @@ class Consumer:
                     "max_deliveries",
                     f"failed on each of {delivered} deliveries; last error {type(exc).__name__}: {exc}",
                     envelope,
+                    delivered,
                 )
                 return
             delay = backoff_delay(self.spec, delivered)
             log.warning("message.retry", error=self.stats.last_error, delay_s=delay, delivery=delivered)
             await msg.nak(delay=delay)
             self.stats.nacked += 1
+            self.watchdog.progressed()
             return
         await msg.ack()
         self.stats.acked += 1
+        self.watchdog.progressed()
+
+    async def _call_handler(self, delivery: Delivery) -> None:
+        """The handler, called again with the same delivery while it says a dependency is down (up to the
+        patience, or until the consumer stops): an outage spends none of the message's deliveries."""
+
+        async def attempt() -> None:
+            try:
+                await self.handler(delivery)
+            except UnavailableError:
+                if self._stop.is_set():
+                    raise _Stopping from None
+                self.stats.outage_retries += 1
+                raise
+
+        try:
+            await patiently(attempt, self.dependencies, patience_s=self.patience_s, backoff=Backoff(0.5, 2.0))
+        except _Stopping:
+            raise TransientError("stopping while a dependency is down; handed back") from None
 
     async def _dead_letter(
-        self, msg: Msg, reason: DeadLetterReason, error: str, envelope: EnvelopeAttributes | None = None
+        self,
+        msg: Msg,
+        reason: DeadLetterReason,
+        error: str,
+        envelope: EnvelopeAttributes | None = None,
+        delivered: int = 1,
     ) -> None:
-        await dead_letter(
-            self.bus, msg, consumer=self.spec.durable, source=self.source, reason=reason, error=error, envelope=envelope
-        )
-        self._count_dead_letter(reason)
+        try:
+            await dead_letter(
+                self.bus,
+                msg,
+                consumer=self.spec.durable,
+                source=self.source,
+                reason=reason,
+                error=error,
+                envelope=envelope,
+                store=self.store,
+            )
+        except DeadLetterDeferredError as exc:
+            await _defer(msg, self.spec, delivered, reason, exc)
+            self.stats.deferred += 1
+        else:
+            self._count_dead_letter(reason)
+        self.watchdog.progressed()
 
     def _count_dead_letter(self, reason: DeadLetterReason) -> None:
         self.stats.dead_lettered += 1
@@ -264,10 +424,48 @@ class Consumer:
         interval = max(0.05, self.spec.ack_wait_s / 3)
         while True:
             await asyncio.sleep(interval)
+            if not self.bus.connected:  # buffered beats would reach the server all at once, late
+                continue
             for msg in list(self._in_hand.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
                     self.stats.heartbeats += 1
+
+
+class _Stopping(Exception):  # noqa: N818 - control flow inside _call_handler only
+    """The consumer is stopping: a handler waiting out an outage gives up at once."""
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _unbind(sub: PullSubscription) -> None:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+
+
+async def ensure_pull_consumer(bus: Bus, spec: ConsumerSpec) -> None:
+    """``Bus.ensure_consumer``, also re-creating the consumer's stream when it is one of worldmill's
+    and is missing (a server that came back without its data)."""
+    try:
+        await bus.ensure_consumer(spec)
+    except NotFoundError:
+        known = next((s for s in ALL_STREAMS if s.name == spec.stream), None)
+        if known is None:
+            raise
+        await bus.ensure_stream(known)
+        await bus.ensure_consumer(spec)
+
+
+async def _defer(msg: Msg, spec: ConsumerSpec, delivered: int, reason: DeadLetterReason, exc: Exception) -> None:
+    """Hand a message whose dead letter cannot be written now back with backoff: other messages flow meanwhile."""
+    delay = backoff_delay(spec, delivered)
+    with contextlib.suppress(Exception):  # NATS down too: it comes back after ack_wait
+        await msg.nak(delay=delay)
+    log.error("message.dead_letter_deferred", reason=reason, error=str(exc)[:500], delay_s=delay, delivery=delivered)
 
 
 class Admitted(NamedTuple):
@@ -287,29 +485,44 @@ async def admit(
     accept: frozenset[str] | None,
     source: str,
     decode: RawDecoder | None = None,
-) -> Admitted | DeadLetterReason:
-    """The way in for every consumer: a crash-looping or undecodable message is dead-lettered (and its
-    reason returned) before any handler sees it. With ``decode``, the payload is a foreign message
-    (not an envelope) and gets an envelope named after its stream position."""
+    store: ObjectStore | None = None,
+) -> Admitted | DeadLetterReason | Deferred:
+    """The way in for every consumer: an undecodable or crash-looping message is dead-lettered (and its
+    reason returned) before any handler sees it; ``Deferred`` when its dead letter cannot be written now
+    (it was handed back with backoff). With ``decode``, the payload is a foreign message (not an
+    envelope) and gets an envelope named after its stream position."""
     delivered, seq = delivery_counts(msg)
     try:
-        if delivered > spec.max_deliver:
-            raise Undeliverable(
-                "max_deliveries",
-                f"delivered {delivered} times without an answer (its worker probably crashed each time)",
-            )
         if decode is not None:
             try:
                 message = decode(msg.data)
             except InvalidInputError as exc:
                 raise Undeliverable("invalid_data", str(exc)) from exc
             envelope: EnvelopeAttributes = wrap(message, source=source, event_id=f"{spec.stream}-{seq}")
-            return Admitted(envelope, message, delivered, seq)
-        envelope, message = parse(msg.data, accept, (msg.headers or {}).get("ce-type"))
+        else:
+            envelope, message = parse(msg.data, accept, (msg.headers or {}).get("ce-type"))
+        # After decoding, so a letter deferred a few times still says why it could not be decoded.
+        if delivered > spec.max_deliver:
+            raise Undeliverable(
+                "max_deliveries",
+                f"delivered {delivered} times without an answer (its worker probably crashed each time)",
+                envelope,
+            )
     except Undeliverable as exc:
-        await dead_letter(
-            bus, msg, consumer=spec.durable, source=source, reason=exc.reason, error=exc.error, envelope=exc.envelope
-        )
+        try:
+            await dead_letter(
+                bus,
+                msg,
+                consumer=spec.durable,
+                source=source,
+                reason=exc.reason,
+                error=exc.error,
+                envelope=exc.envelope,
+                store=store,
+            )
+        except DeadLetterDeferredError as deferred:
+            await _defer(msg, spec, delivered, exc.reason, deferred)
+            return Deferred(exc.reason, exc.error)
         return exc.reason
     return Admitted(envelope, message, delivered, seq)
 
@@ -323,39 +536,104 @@ async def dead_letter(
     reason: DeadLetterReason,
     error: str,
     envelope: EnvelopeAttributes | None = None,
+    store: ObjectStore | None = None,
 ) -> None:
-    """Copy a message to ``wm.dlq.<consumer>`` with the reason, then ``term`` it (never the other way)."""
+    """Copy a message to ``wm.dlq.<consumer>`` with the reason, then ``term`` it (never the other way).
+
+    The payload goes in the letter, or, when the letter would not fit in an envelope, into the
+    store (``deadletters/<consumer>/<stream>/<seq>.bin`` in the artifacts bucket), referenced by the
+    letter. Raises :class:`DeadLetterDeferredError` when the letter cannot be written now; the
+    message is then left as it is for the caller to hand back.
+    """
     meta = msg.metadata
+    stream, seq = meta.stream, meta.sequence.stream
     try:
         text, encoding = msg.data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(msg.data).decode(), "base64"
     letter = DeadLetter(
         consumer=consumer,
-        stream=meta.stream,
+        stream=stream,
         original_subject=msg.subject,
-        stream_sequence=meta.sequence.stream,
+        stream_sequence=seq,
         deliveries=meta.num_delivered,
         reason=reason,
         error=error[:4000],
         payload_encoding=encoding,
         payload=text,
+        payload_size=len(msg.data),
         headers={k: str(v) for k, v in (msg.headers or {}).items()},
         original_id=envelope.id if envelope else None,
         original_type=envelope.type if envelope else None,
         failed_at=datetime.now(UTC),
     )
-    out = wrap(
-        letter,
-        source=source,
-        event_id=f"dlq-{meta.stream}-{meta.sequence.stream}",
-        correlation_id=envelope.correlationid if envelope else None,
-        causation_id=envelope.id if envelope else None,
-    )
+
+    def enveloped(body: DeadLetter) -> Any:
+        return wrap(
+            body,
+            source=source,
+            event_id=dead_letter_id(consumer, stream, seq),
+            correlation_id=envelope.correlationid if envelope else None,
+            causation_id=envelope.id if envelope else None,
+        )
+
+    out = enveloped(letter)
+    if len(encode(out)) > MAX_ENVELOPE_BYTES:
+        if store is None:
+            raise DeadLetterDeferredError(
+                f"the payload ({len(msg.data)} bytes) does not fit in a dead letter and consumer {consumer} "
+                "has no object store to keep it"
+            )
+        try:
+            ref = await store.put_bytes(
+                ARTIFACTS_BUCKET,
+                payload_key(consumer, stream, seq),
+                msg.data,
+                metadata={"consumer": consumer, "stream": stream, "sequence": str(seq), "subject": msg.subject},
+            )
+        except WorldmillError as exc:
+            raise DeadLetterDeferredError(f"the payload could not be stored: {type(exc).__name__}: {exc}") from exc
+        headers, cut = fit_headers(letter.headers, MAX_LETTER_HEADER_BYTES)
+        letter = letter.model_copy(
+            update={
+                "payload_encoding": "object",
+                "payload": "",
+                "payload_ref": ref,
+                "headers": headers,
+                "headers_truncated": cut,
+            }
+        )
+        out = enveloped(letter)
     # Publish first: a message is only removed (term) once its dead letter is stored.
-    await bus.publish(out, subject=dlq_subject(consumer))
+    try:
+        await bus.publish(out, subject=dlq_subject(consumer))
+    except BusUnavailableError as exc:
+        raise DeadLetterDeferredError(str(exc)) from exc
     await msg.term()
-    log.warning("message.dead_lettered", reason=reason, error=error[:500], stream_seq=meta.sequence.stream)
+    log.warning(
+        "message.dead_lettered",
+        reason=reason,
+        error=error[:500],
+        stream_seq=seq,
+        payload=letter.payload_ref.uri() if letter.payload_ref else encoding,
+    )
+
+
+def fit_headers(headers: dict[str, str], budget: int) -> tuple[dict[str, str], bool]:
+    """Headers within ``budget`` bytes of JSON: unchanged when they fit, else values cut to 256
+    characters and headers past the budget dropped. Returns them and whether anything was cut."""
+    if len(json.dumps(headers)) <= budget:
+        return headers, False
+    kept: dict[str, str] = {}
+    used = 2
+    for name, value in headers.items():
+        item = {name[:256]: value[:256]}
+        size = len(json.dumps(item))
+        if used + size > budget:
+            break
+        kept.update(item)
+        used += size
+    return kept, True
 
 
 async def run_consumers(consumers: list[Consumer], stop: asyncio.Event) -> None:

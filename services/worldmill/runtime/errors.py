@@ -4,8 +4,9 @@
 
     WorldmillError
     ├── TransientError          retry: nak with exponential backoff, dead-letter after max deliveries
-    │   ├── BusUnavailableError
-    │   └── StoreUnavailableError
+    │   └── UnavailableError    a dependency is down: the consumer waits it out, no delivery spent
+    │       ├── BusUnavailableError
+    │       └── StoreUnavailableError
     ├── PermanentError          never retry: dead-letter with the reason, then term
     │   ├── InvalidInputError   bad input, named field and rule (HTTP 422, CLI exit 2)
     │   └── StoreAuthError      the object store refused our credentials
@@ -44,11 +45,19 @@ class BusError(WorldmillError):
     """NATS stream or consumer set-up failed (for instance an incompatible existing stream)."""
 
 
-class BusUnavailableError(TransientError):
+class UnavailableError(TransientError):
+    """A dependency (NATS, the object store) is down: waiting, not the message, is what helps.
+
+    The consume loop keeps such a message in hand and calls its handler again once the outage is
+    over (up to its patience), so an outage of seconds or minutes spends none of its deliveries.
+    """
+
+
+class BusUnavailableError(UnavailableError):
     """NATS could not be reached."""
 
 
-class StoreUnavailableError(TransientError):
+class StoreUnavailableError(UnavailableError):
     """The object store could not be reached."""
 
 

@@ -5,8 +5,12 @@
 * a lifespan that connects NATS (ensuring the streams) and S3 (ensuring the buckets), starts the
   service's consumers, and on shutdown (uvicorn turns SIGTERM into it) stops fetching, lets
   in-flight messages finish, then drains the connection;
-* ``GET /healthz`` (liveness, no auth) and ``GET /readyz`` (bus connected and store reachable,
-  no auth);
+* ``GET /healthz`` (liveness, no auth) and ``GET /readyz`` (bus connected, store reachable, and
+  every work loop — the consumers, the runner's job queue — alive and making progress; no auth).
+  A loop that holds work or has work waiting and settles nothing for ``stall_ready_s`` makes
+  ``/readyz`` fail with the reason; after ``stall_live_s`` (or when a loop has ended) ``/healthz``
+  fails too, so an orchestrator restarts the process. The loops heal outages by themselves; this
+  is for what they cannot heal;
 * bearer-token auth on every other route: 401 with a message that says what is missing (the
   ``public_routers`` a service may add serve pages and static files only, never data).
 """
@@ -39,6 +43,7 @@ from worldmill.runtime.errors import InvalidInputError, WorldmillError
 from worldmill.runtime.logs import configure_logging, get_logger
 from worldmill.runtime.settings import RuntimeSettings
 from worldmill.runtime.store import ObjectStore
+from worldmill.runtime.watchdog import Watchdog
 
 log = get_logger(__name__)
 
@@ -54,6 +59,10 @@ class ServiceContext:
     consumers: list[Consumer] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     docs_: DocumentStore | None = None
+    #: Work loops reported by the health routes (the consumers' are added by the service base).
+    watchdogs: list[Watchdog] = field(default_factory=list)
+    #: Long-running tasks that must not end before ``stop`` (consumers; the runner adds its loop).
+    loops: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
     @property
     def docs(self) -> DocumentStore:
@@ -75,7 +84,13 @@ Hook = Callable[[ServiceContext], Awaitable[None]]
 def bus_from(settings: RuntimeSettings) -> Bus:
     """A bus for these settings (not connected yet)."""
     token = settings.nats_token.get_secret_value() if settings.nats_token else None
-    return Bus(settings.nats_url, name=settings.service, token=token, connect_timeout_s=settings.connect_timeout_s)
+    return Bus(
+        settings.nats_url,
+        name=settings.service,
+        token=token,
+        connect_timeout_s=settings.connect_timeout_s,
+        reconnect_wait_s=settings.nats_reconnect_wait_s,
+    )
 
 
 def store_from(settings: RuntimeSettings) -> ObjectStore:
@@ -90,6 +105,9 @@ def store_from(settings: RuntimeSettings) -> ObjectStore:
         settings.s3_secret_key.get_secret_value(),
         region=settings.s3_region,
         public_endpoint=settings.s3_public_endpoint,
+        timeout_s=settings.s3_timeout_s,
+        connect_timeout_s=settings.s3_connect_timeout_s,
+        retries=settings.s3_retries,
     )
 
 
@@ -156,8 +174,7 @@ def create_service_app(
             relay = asyncio.create_task(OutboxRelay(ctx.docs_, bus).run(ctx.stop))
         if on_startup:
             await on_startup(ctx)
-        ctx.consumers = list(consumers(ctx)) if consumers else []
-        tasks = [asyncio.create_task(c.run(ctx.stop), name=f"consumer:{c.spec.durable}") for c in ctx.consumers]
+        tasks = _start_consumers(ctx, consumers)
         log.info("service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers])
         try:
             yield
@@ -206,6 +223,21 @@ def create_service_app(
     return app
 
 
+def _start_consumers(ctx: ServiceContext, factory: ConsumerFactory | None) -> list[asyncio.Task[None]]:
+    """Build the service's consumers, give them the store (for payloads too big for a dead letter) and the
+    outage patience, register them with the health routes and start them."""
+    ctx.consumers = list(factory(ctx)) if factory else []
+    tasks = []
+    for consumer in ctx.consumers:
+        consumer.store = consumer.store or ctx.store
+        consumer.patience_s = ctx.settings.outage_patience_s
+        ctx.watchdogs.append(consumer.watchdog)
+        name = f"consumer:{consumer.spec.durable}"
+        ctx.loops[name] = task = asyncio.create_task(consumer.run(ctx.stop), name=name)
+        tasks.append(task)
+    return tasks
+
+
 def _add_request_logging(app: FastAPI) -> None:
     """One canonical log line per request, with a request id bound for everything it logs."""
 
@@ -238,17 +270,37 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=500, content={"detail": f"{type(exc).__name__}: {exc}"})
 
 
+async def loop_problems(ctx: ServiceContext, *, threshold_s: float) -> dict[str, str]:
+    """Work loops that ended before ``stop``, or that are stalled for at least ``threshold_s``: name → reason."""
+    problems: dict[str, str] = {}
+    if not ctx.stop.is_set():
+        for name, task in ctx.loops.items():
+            if task.done():
+                error = None if task.cancelled() else task.exception()
+                problems[name] = f"stopped: {type(error).__name__}: {error}" if error else "stopped"
+    stalls = await asyncio.gather(*(dog.check(timeout_s=1.0) for dog in ctx.watchdogs))
+    for dog, stall in zip(ctx.watchdogs, stalls, strict=True):
+        if stall.seconds >= threshold_s:
+            problems.setdefault(dog.name, f"stalled: {stall.reason}")
+    return problems
+
+
 def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
     """Liveness and readiness, the only routes without a token."""
 
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "service": settings.service}
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness: the process answers and no work loop has ended or been stuck for ``stall_live_s``."""
+        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        problems = await loop_problems(ctx, threshold_s=settings.stall_live_s) if ctx is not None else {}
+        body: dict[str, Any] = {"status": "ok" if not problems else "stalled", "service": settings.service}
+        if problems:
+            body["loops"] = problems
+        return JSONResponse(status_code=200 if not problems else 503, content=body)
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: NATS connected and the object store reachable with our credentials."""
+        """Readiness: NATS connected, the object store reachable with our credentials, every work loop moving."""
         ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
         checks: dict[str, str] = {}
         if ctx is None:
@@ -260,6 +312,10 @@ def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
                 checks["s3"] = "ok"
             except (WorldmillError, TimeoutError) as exc:
                 checks["s3"] = f"{type(exc).__name__}: {exc}"
+            problems = await loop_problems(ctx, threshold_s=settings.stall_ready_s)
+            for dog in ctx.watchdogs:
+                checks[f"loop:{dog.name}"] = problems.pop(dog.name, "ok")
+            checks.update({f"loop:{name}": reason for name, reason in problems.items()})
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse(
             status_code=200 if ready else 503,

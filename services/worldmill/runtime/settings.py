@@ -43,6 +43,31 @@ class RuntimeSettings(BaseSettings):
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a TTY.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    nats_reconnect_wait_s: float = Field(
+        default=0.5, gt=0, description="Pause between reconnect attempts once connected (they go on without limit)."
+    )
+    s3_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout of one S3 request.")
+    s3_connect_timeout_s: float = Field(default=5.0, gt=0, description="Connect timeout of one S3 request.")
+    s3_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of one S3 request on connection errors and 5xx (with backoff)."
+    )
+    outage_patience_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a message in hand waits out NATS or the store being down before that counts as "
+        "a failed delivery (the work is retried meanwhile, no delivery spent).",
+    )
+    stall_ready_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A consumer that holds work (or has work waiting) and settles nothing for this long makes "
+        "/readyz answer 503 with the reason.",
+    )
+    stall_live_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="... and after this long /healthz answers 503 too, so an orchestrator restarts the process.",
+    )
     data_dir: Path = Path(".worldmill")
     database_url: str | None = Field(
         default=None,

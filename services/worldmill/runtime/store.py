@@ -4,6 +4,12 @@ Every object we write records its sha256 in its metadata (``x-amz-meta-sha256``)
 is checked by ``worldmill.contracts.keys.check_key`` first. Files are streamed (hashed in one
 pass, uploaded in a second, multipart above ``part_size``), never read whole into memory.
 Presigned URLs are signed offline with a client built for the public endpoint.
+
+Every request has a connect and a read timeout and is retried a bounded number of times by
+urllib3 (connection errors and 5xx; idempotent methods only, and our writes are idempotent: keys
+are functions of ids, a retry writes the same bytes under the same key). What still fails is a
+``StoreUnavailableError`` for the caller to wait out; ``outage`` logs each outage once, with its
+duration when the store answers again (urllib3's own line per retry is silenced).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +39,7 @@ from worldmill.runtime.errors import (
     StoreAuthError,
     StoreUnavailableError,
 )
+from worldmill.runtime.outage import Outage
 
 SHA256_META = "sha256"
 _CHUNK = 1024 * 1024
@@ -81,6 +89,16 @@ def _endpoint(url: str) -> tuple[str, bool]:
     return host, parts.scheme == "https"
 
 
+class _NoRetryLines(logging.Filter):
+    """Drops urllib3's warning per retried request: an outage is logged once, by ``ObjectStore.outage``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying (")
+
+
+_RETRY_FILTER = _NoRetryLines()
+
+
 class ObjectStore:
     """An S3 bucket store. Construction is cheap and does no I/O."""
 
@@ -94,16 +112,22 @@ class ObjectStore:
         public_endpoint: str | None = None,
         part_size: int = 64 * 1024 * 1024,
         timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        retries: int = 2,
     ) -> None:
         self.endpoint = endpoint
         self.access_key = access_key
         self.part_size = part_size
+        self.outage = Outage("s3")
         host, secure = _endpoint(endpoint)
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5.0, read=timeout_s),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+            timeout=urllib3.Timeout(connect=connect_timeout_s, read=timeout_s),
+            retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
             maxsize=16,
         )
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        if _RETRY_FILTER not in pool_log.filters:
+            pool_log.addFilter(_RETRY_FILTER)
         self._client = Minio(
             host, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http
         )
@@ -137,7 +161,7 @@ class ObjectStore:
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            result = await asyncio.to_thread(fn, *args, **kwargs)
         except (
             S3Error,
             ServerError,
@@ -146,7 +170,14 @@ class ObjectStore:
             OSError,
             ValueError,
         ) as exc:
-            raise self._translate(exc, what) from exc
+            translated = self._translate(exc, what)
+            if isinstance(translated, StoreUnavailableError):
+                self.outage.failed(translated)
+            else:  # an S3 answer (even a refusal) means the store is up
+                self.outage.ok()
+            raise translated from exc
+        self.outage.ok()
+        return result
 
     # -- buckets -----------------------------------------------------------------------------
 
