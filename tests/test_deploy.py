@@ -89,9 +89,6 @@ SETTINGS_CLASSES: dict[str, type[RuntimeSettings]] = {
     ServiceName.QA.value: QaSettings,
     RUNNER: RunnerSettings,
 }
-#: Settings the manifests set before the code reads them: stream replicas (R3 here, R1 on a laptop)
-#: are being made a setting; until RuntimeSettings has the field, the variable is accepted as it is.
-PENDING_SETTINGS = frozenset({"stream_replicas"})
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|DATABASE_URL")
 SECRET_ROW = re.compile(r"^\| `(?P<name>[a-z0-9.-]+)` \| `(?P<key>[A-Za-z0-9._-]+)` \|", re.MULTILINE)
 GPU = "nvidia.com/gpu"
@@ -405,7 +402,7 @@ def check_environment(b: Bundle) -> list[str]:
         name = workload["metadata"]["name"]
         service = argv[2] if argv[1:2] == ["serve"] and len(argv) > 2 else argv[1]
         env = env_of(container, b.docs)
-        fields = set(SETTINGS_CLASSES.get(service, RuntimeSettings).model_fields) | PENDING_SETTINGS
+        fields = set(SETTINGS_CLASSES.get(service, RuntimeSettings).model_fields)
         for key, source in env.items():
             field = field_of(key, service)
             if field is not None and field not in fields:

@@ -11,25 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
-from worldmill.runtime import servers
 from worldmill.runtime.servers import ManagedProcess, NatsEndpoint, S3Endpoint, start_nats, start_seaweedfs
-
-
-def _bindable_by_a_server(port: int) -> bool:
-    """Whether a server could listen on the port: nothing listens there (TIME_WAIT sockets left by the
-    killed server's connections do not count; servers set SO_REUSEADDR, as nats-server and SeaweedFS do)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _kill(proc: ManagedProcess) -> None:
@@ -82,12 +67,9 @@ class KillableServers:
 
     def restart_s3(self) -> None:
         """SeaweedFS again on its ports (all five, so its parts find each other) and data folder."""
-        # start_seaweedfs re-chooses a wanted port that a plain bind() refuses, which TIME_WAIT sockets of
-        # the killed server's connections do for a minute; judge ports as the server itself will.
-        with mock.patch.object(servers, "port_is_free", _bindable_by_a_server):
-            self.s3_proc, again = start_seaweedfs(
-                self.root / "s3", access_key=self.s3.access_key, secret_key=self.s3.secret_key, ports=self.s3.ports
-            )
+        self.s3_proc, again = start_seaweedfs(
+            self.root / "s3", access_key=self.s3.access_key, secret_key=self.s3.secret_key, ports=self.s3.ports
+        )
         assert again == self.s3, (again.ports, self.s3.ports)
 
     async def outage(self, what: str, seconds: float) -> None:

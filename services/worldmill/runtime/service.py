@@ -12,7 +12,11 @@
   fails too, so an orchestrator restarts the process. The loops heal outages by themselves; this
   is for what they cannot heal;
 * bearer-token auth on every other route: 401 with a message that says what is missing (the
-  ``public_routers`` a service may add serve pages and static files only, never data).
+  ``public_routers`` a service may add serve pages and static files only, never data);
+* one error shape: every 422 is a ``ValidationErrorBody`` (a list of ``{loc, msg, type}``, with
+  ``line``/``column`` for manifest problems), every other error an ``ErrorBody`` (``{detail}``), and
+  the OpenAPI document says so for every status a route can answer: 401 on every protected route,
+  422 wherever there is input, and what a route adds with ``responses=error_responses(404, ...)``.
 """
 
 from __future__ import annotations
@@ -30,10 +34,15 @@ from typing import Annotated, Any
 import structlog
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worldmill.contracts.http_errors import ErrorBody, ValidationErrorBody, ValidationProblem
 from worldmill.contracts.keys import ALL_BUCKETS
 from worldmill.contracts.subjects import ALL_STREAMS
 from worldmill.runtime.bus import Bus
@@ -90,6 +99,7 @@ def bus_from(settings: RuntimeSettings) -> Bus:
         token=token,
         connect_timeout_s=settings.connect_timeout_s,
         reconnect_wait_s=settings.nats_reconnect_wait_s,
+        stream_replicas=settings.stream_replicas,
     )
 
 
@@ -205,10 +215,12 @@ def create_service_app(
 
     guard = [Depends(token_checker(settings))]
     for router in routers:
-        app.include_router(router, dependencies=guard)
+        app.include_router(router, dependencies=guard, responses=error_responses(401))
     # Pages and static files that hold no data (a web page asks for its data with the token).
     for router in public_routers:
         app.include_router(router)
+
+    _document_errors(app)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
     async def openapi() -> JSONResponse:
@@ -258,16 +270,120 @@ def _add_request_logging(app: FastAPI) -> None:
             return response
 
 
+#: What each error status means, for the OpenAPI document (a route may say more with its own ``responses``).
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Bad request",
+    401: "Missing or invalid bearer token (or none configured)",
+    404: "Not found",
+    409: "Refused in the current state",
+    413: "Request body larger than the limit",
+    503: "A dependency is unavailable",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status with the :class:`ErrorBody` schema.
+
+    ``descriptions`` override the generic text per status, keyed ``s404="unknown run"``.
+    """
+    return {
+        code: {"model": ErrorBody, "description": descriptions.get(f"s{code}", ERROR_DESCRIPTIONS.get(code, "Error"))}
+        for code in codes
+    }
+
+
+def validation_response(
+    problems: Sequence[ValidationProblem], *, manifest: str | None = None, sha256: str | None = None
+) -> JSONResponse:
+    """The one 422 answer: every problem, each with where, what and which rule."""
+    body = ValidationErrorBody(detail=list(problems), manifest=manifest, sha256=sha256)
+    return JSONResponse(status_code=422, content=body.model_dump(mode="json", exclude_none=True))
+
+
+def _problem(item: Any) -> ValidationProblem:
+    """A ``ValidationProblem`` from a pydantic/FastAPI error dict (or anything else, as its message)."""
+    if isinstance(item, ValidationProblem):
+        return item
+    if not isinstance(item, dict):
+        return ValidationProblem(loc=[], msg=str(item), type="invalid")
+    loc = item.get("loc", [])
+    if isinstance(loc, str):
+        loc = loc.split(".")
+    return ValidationProblem(
+        loc=[p if isinstance(p, int) else str(p) for p in loc],
+        msg=str(item.get("msg", item.get("message", ""))),
+        type=str(item.get("type", item.get("rule", "invalid"))),
+        line=item.get("line") if isinstance(item.get("line"), int) else None,
+        column=item.get("column") if isinstance(item.get("column"), int) else None,
+    )
+
+
+#: The ``detail`` of FastAPI's 400 for a request body it cannot decode.
+_FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    """Bad input → 422 naming the field and rule; other worldmill errors → 500 with the reason."""
+    """Bad input → 422 naming field and rule (one shape); other errors → ``{detail}``; worldmill errors → 500."""
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response([_problem(e) for e in exc.errors()])
 
     @app.exception_handler(InvalidInputError)
     async def invalid_input(_: Request, exc: InvalidInputError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": [{"loc": exc.field.split("."), "msg": exc.rule}]})
+        return validation_response([ValidationProblem(loc=list(exc.field.split(".")), msg=exc.rule, type="invalid")])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 422:
+            items = exc.detail if isinstance(exc.detail, list) else [exc.detail]
+            response = validation_response([_problem(item) for item in items])
+        elif exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE_BODY:
+            # FastAPI's answer to a body it cannot even decode (not UTF-8 JSON): bad input like any other.
+            problem = ValidationProblem(loc=["body"], msg="the body is not valid UTF-8 JSON", type="json_invalid")
+            response = validation_response([problem])
+        else:
+            detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+            response = JSONResponse(status_code=exc.status_code, content=ErrorBody(detail=detail).model_dump())
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(WorldmillError)
     async def worldmill_error(_: Request, exc: WorldmillError) -> JSONResponse:
         return JSONResponse(status_code=500, content={"detail": f"{type(exc).__name__}: {exc}"})
+
+
+_FASTAPI_VALIDATION = "#/components/schemas/HTTPValidationError"
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document describe the 422 the handlers send (not FastAPI's ``HTTPValidationError``)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes, description=app.description)
+        _, defs = models_json_schema(
+            [(ValidationErrorBody, "serialization"), (ErrorBody, "serialization")],
+            ref_template="#/components/schemas/{model}",
+        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(defs.get("$defs", {}))
+        for schema_name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(schema_name, None)
+        for path_item in doc.get("paths", {}).values():
+            for operation in path_item.values():
+                invalid = operation.get("responses", {}).get("422")
+                if invalid is None:
+                    continue
+                content = invalid.setdefault("content", {}).setdefault("application/json", {})
+                if content.get("schema", {}).get("$ref") in (None, _FASTAPI_VALIDATION):
+                    content["schema"] = {"$ref": "#/components/schemas/ValidationErrorBody"}
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def loop_problems(ctx: ServiceContext, *, threshold_s: float) -> dict[str, str]:
@@ -288,7 +404,7 @@ async def loop_problems(ctx: ServiceContext, *, threshold_s: float) -> dict[str,
 def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
     """Liveness and readiness, the only routes without a token."""
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses={503: {"description": "A work loop has ended or is stalled"}})
     async def healthz(request: Request) -> JSONResponse:
         """Liveness: the process answers and no work loop has ended or been stuck for ``stall_live_s``."""
         ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
@@ -298,7 +414,7 @@ def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
             body["loops"] = problems
         return JSONResponse(status_code=200 if not problems else 503, content=body)
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready: each check says why"}})
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: NATS connected, the object store reachable with our credentials, every work loop moving."""
         ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)

@@ -27,7 +27,13 @@ class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=SHARED_PREFIX, extra="ignore", frozen=True)
 
     service: str = "worldmill"
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="One NATS URL, or every node of a cluster comma-separated (the client fails over between them).",
+    )
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="Copies of each stream: 1 on one nats-server, 3 on a JetStream cluster."
+    )
     nats_token: SecretStr | None = None
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str | None = Field(

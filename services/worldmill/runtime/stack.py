@@ -30,6 +30,7 @@ from worldmill.runtime.servers import (
     port_is_free,
     spawn,
     start_nats,
+    start_nats_cluster,
     start_seaweedfs,
     stop_pid,
     wait_for_port,
@@ -70,6 +71,8 @@ class StackState(BaseModel):
     services: dict[str, str] = {}
     #: Service process name → the GPU it is pinned to (``CUDA_VISIBLE_DEVICES``); unpinned ones are absent.
     gpus: dict[str, str] = {}
+    #: Replicas of each stream: 1 on one nats-server, 3 on a cluster (``up --cluster 3``).
+    stream_replicas: int = 1
 
     def env(self) -> dict[str, str]:
         """Environment that points worldmill settings at this stack."""
@@ -80,6 +83,7 @@ class StackState(BaseModel):
             "WM_S3_SECRET_KEY": self.s3_secret_key,
             "WM_API_TOKENS": self.api_token,
             "WM_DATA_DIR": self.data_dir,
+            "WM_STREAM_REPLICAS": str(self.stream_replicas),
         }
 
     def alive(self) -> dict[str, bool]:
@@ -168,8 +172,28 @@ def _previous_ports(data_dir: Path) -> dict[str, int]:
         return {}
 
 
-def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) -> LocalStack:
-    """Start NATS and SeaweedFS (and the given services); write ``stack.json``."""
+def _start_nats(
+    data_dir: Path, before: dict[str, int], nodes: int
+) -> tuple[list[ManagedProcess], str, str, dict[str, int]]:
+    """One nats-server (its previous ports when free) or a routed cluster of ``nodes``: processes, URL(s), ports."""
+    if nodes > 1:
+        cluster = start_nats_cluster(data_dir / "nats-cluster", nodes=nodes)
+        ports = {f"nats_{n.role.name.rsplit('-', 1)[-1]}": n.endpoint.port for n in cluster.nodes}
+        for node in cluster.nodes:
+            node.proc.name = f"nats-{node.role.name.rsplit('-', 1)[-1]}"
+        return [n.proc for n in cluster.nodes], cluster.urls, cluster.nodes[0].endpoint.monitor_url, ports
+    nats_port = before.get("nats") if before.get("nats") and port_is_free(before["nats"]) else None
+    mon = before.get("nats_monitor") if before.get("nats_monitor") and port_is_free(before["nats_monitor"]) else None
+    proc, endpoint = start_nats(data_dir, port=nats_port, monitor_port=mon)
+    return [proc], endpoint.url, endpoint.monitor_url, {"nats": endpoint.port, "nats_monitor": endpoint.monitor_port}
+
+
+def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None, *, nats_nodes: int = 1) -> LocalStack:
+    """Start NATS (one server, or a JetStream cluster of ``nats_nodes``) and SeaweedFS, then the services.
+
+    With a cluster, services are given every node's URL and ``WM_STREAM_REPLICAS`` (3, or fewer
+    nodes), so streams are replicated and a node's loss is survived; ``stack.json`` is written last.
+    """
     data_dir = data_dir.resolve()
     names = [svc.name for svc in services or []]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
@@ -180,28 +204,21 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None) ->
     before = _previous_ports(data_dir)
     processes: list[ManagedProcess] = []
     try:
-        nats_port = before.get("nats") if before.get("nats") and port_is_free(before["nats"]) else None
-        mon = (
-            before.get("nats_monitor") if before.get("nats_monitor") and port_is_free(before["nats_monitor"]) else None
-        )
-        nats_proc, nats_ep = start_nats(data_dir, port=nats_port, monitor_port=mon)
-        processes.append(nats_proc)
+        nats_procs, nats_url, nats_monitor_url, nats_ports = _start_nats(data_dir, before, nats_nodes)
+        processes += nats_procs
         s3_ports = {k.removeprefix("s3_"): v for k, v in before.items() if k.startswith("s3_")}
         weed_proc, s3_ep = start_seaweedfs(
             data_dir, access_key=creds.s3_access_key, secret_key=creds.s3_secret_key, ports=s3_ports
         )
         processes.append(weed_proc)
-        ports = {
-            "nats": nats_ep.port,
-            "nats_monitor": nats_ep.monitor_port,
-            **{f"s3_{k}": v for k, v in s3_ep.ports.items()},
-        }
+        ports = {**nats_ports, **{f"s3_{k}": v for k, v in s3_ep.ports.items()}}
         state = StackState(
             data_dir=str(data_dir),
             started_at=datetime.now(UTC),
             owner_pid=os.getpid(),
-            nats_url=nats_ep.url,
-            nats_monitor_url=nats_ep.monitor_url,
+            nats_url=nats_url,
+            nats_monitor_url=nats_monitor_url,
+            stream_replicas=min(3, nats_nodes),
             s3_endpoint=s3_ep.url,
             s3_access_key=creds.s3_access_key,
             s3_secret_key=creds.s3_secret_key,
