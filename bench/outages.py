@@ -36,11 +36,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the killable servers and the plan builder live with the tests
     sys.path.insert(0, str(REPO))
 
-from tests.helpers.factories import plan  # noqa: E402
+from tests.helpers.factories import synthetic_job  # noqa: E402
 from tests.helpers.outage import KillableServers  # noqa: E402
 from worldmill.contracts.envelope import wrap  # noqa: E402
-from worldmill.contracts.generation import ExecutionSignature, GpuJob, JobCompleted, JobFailed  # noqa: E402
-from worldmill.contracts.keys import ALL_BUCKETS, ARTIFACTS_BUCKET, video_key  # noqa: E402
+from worldmill.contracts.generation import GpuJob, JobCompleted, JobFailed  # noqa: E402
+from worldmill.contracts.keys import ALL_BUCKETS  # noqa: E402
 from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, event_subject  # noqa: E402
 from worldmill.gpu_runner.backends import BackendConfig, SyntheticBackend  # noqa: E402
 from worldmill.gpu_runner.cache import ModelCache  # noqa: E402
@@ -51,17 +51,7 @@ from worldmill.runtime.store import ObjectStore  # noqa: E402
 
 
 def _job(tag: str, i: int) -> GpuJob:
-    run = f"b{tag}-{i}"
-    return GpuJob(
-        job_id=f"{run}-a1",
-        run_id=run,
-        attempt=1,
-        signature=ExecutionSignature(model="synthetic", checkpoint="synthetic", dtype="float32", backend="synthetic"),
-        plan=plan(f"p{tag}-{i}", frames=24, width=64, height=48, steps=4),
-        prompt=f"scene {i}",
-        output_bucket=ARTIFACTS_BUCKET,
-        output_key=video_key(run, 1),
-    )
+    return synthetic_job(f"b{tag}-{i}", i)
 
 
 async def _log_outcomes(bus: Bus, runs: set[str]) -> tuple[Counter[str], int]:

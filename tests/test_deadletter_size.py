@@ -15,13 +15,13 @@ import os
 import uuid
 
 from tests.helpers.bus import PrivateStream, dead_letters, eventually, run_until
-from tests.helpers.factories import plan
+from tests.helpers.factories import synthetic_job
 from tests.helpers.runner import outcomes, run_jobs
 from tests.test_consumer import _event, _spec
 from worldmill.contracts.deadletter import DeadLetter, dead_letter_id, payload_key
 from worldmill.contracts.envelope import wrap
-from worldmill.contracts.generation import ExecutionSignature, GpuJob
-from worldmill.contracts.keys import ALL_BUCKETS, ARTIFACTS_BUCKET, video_key
+from worldmill.contracts.generation import GpuJob
+from worldmill.contracts.keys import ALL_BUCKETS, ARTIFACTS_BUCKET
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import DLQ, GPU_JOBS, dlq_subject
 from worldmill.gpu_runner.backends import BackendConfig, SyntheticBackend
@@ -34,17 +34,7 @@ from worldmill.runtime.store import ObjectStore
 
 
 def _gpu_job(tag: str, i: int) -> GpuJob:
-    run = f"d{tag}-{i}"
-    return GpuJob(
-        job_id=f"{run}-a1",
-        run_id=run,
-        attempt=1,
-        signature=ExecutionSignature(model="synthetic", checkpoint="synthetic", dtype="float32", backend="synthetic"),
-        plan=plan(f"p{tag}-{i}", frames=12, width=64, height=48, steps=2),
-        prompt="a parcel at a door",
-        output_bucket=ARTIFACTS_BUCKET,
-        output_key=video_key(run, 1),
-    )
+    return synthetic_job(f"d{tag}-{i}", i, frames=12, steps=2, prompt="a parcel at a door")
 
 
 async def _letter_for(bus: Bus, consumer: str, sha256: str) -> DeadLetter | None:

@@ -22,12 +22,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.bus import PrivateStream, run_until
-from tests.helpers.factories import plan
+from tests.helpers.factories import synthetic_job
 from tests.helpers.generation import runner_client
 from tests.helpers.outage import KillableServers
 from worldmill.contracts.envelope import wrap
-from worldmill.contracts.generation import ExecutionSignature, GpuJob, JobCompleted, JobFailed
-from worldmill.contracts.keys import ALL_BUCKETS, ARTIFACTS_BUCKET, video_key
+from worldmill.contracts.generation import GpuJob, JobCompleted, JobFailed
+from worldmill.contracts.keys import ALL_BUCKETS, ARTIFACTS_BUCKET
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, GPU_JOBS, ConsumerSpec, StreamSpec, event_subject
 from worldmill.runtime.bus import Bus
@@ -66,17 +66,7 @@ async def store(servers: KillableServers) -> ObjectStore:
 
 
 def _job(tag: str, i: int) -> GpuJob:
-    run = f"o{tag}-{i}"
-    return GpuJob(
-        job_id=f"{run}-a1",
-        run_id=run,
-        attempt=1,
-        signature=ExecutionSignature(model="synthetic", checkpoint="synthetic", dtype="float32", backend="synthetic"),
-        plan=plan(f"p{tag}-{i}", frames=24, width=64, height=48, steps=4),
-        prompt=f"scene {i}: a parcel at a door",
-        output_bucket=ARTIFACTS_BUCKET,
-        output_key=video_key(run, 1),
-    )
+    return synthetic_job(f"o{tag}-{i}", i)
 
 
 async def _outcomes(bus: Bus, runs: set[str]) -> tuple[Counter[str], list[JobCompleted], list[JobFailed]]:

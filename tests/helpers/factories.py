@@ -9,13 +9,16 @@ from worldmill.contracts.base import ObjectRef, Resolution
 from worldmill.contracts.cards import GenerationMode
 from worldmill.contracts.generation import (
     ChunkPlan,
+    ExecutionSignature,
     ExpectedOutput,
     FpsConversion,
     GenerationPlan,
+    GpuJob,
     Provenance,
     Timings,
     VideoReady,
 )
+from worldmill.contracts.keys import ARTIFACTS_BUCKET, video_key
 from worldmill.contracts.prompts import SamplingParams
 from worldmill.contracts.qa import Finding, QaFailed, QaPassed, Severity
 
@@ -110,4 +113,18 @@ def verdict(prompt_id: str, asset_id: str, *, passed: bool) -> QaPassed | QaFail
         findings=(finding,),
         checked_at=NOW,
         checker_version="test",
+    )
+
+
+def synthetic_job(run_id: str, i: int, *, frames: int = 24, steps: int = 4, prompt: str | None = None) -> GpuJob:
+    """Attempt 1 of run ``run_id``: a small synthetic-backend job (64x48) with its own plan, as generate queues it."""
+    return GpuJob(
+        job_id=f"{run_id}-a1",
+        run_id=run_id,
+        attempt=1,
+        signature=ExecutionSignature(model="synthetic", checkpoint="synthetic", dtype="float32", backend="synthetic"),
+        plan=plan(f"p{run_id}", frames=frames, width=64, height=48, steps=steps),
+        prompt=prompt or f"scene {i}: a parcel at a door",
+        output_bucket=ARTIFACTS_BUCKET,
+        output_key=video_key(run_id, 1),
     )
