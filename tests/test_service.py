@@ -100,7 +100,9 @@ def test_invalid_input_is_a_422_naming_the_field_and_rule(client: TestClient) ->
     resp = client.post("/bad", headers={"Authorization": "Bearer tok-1"})
     assert resp.status_code == 422
     assert resp.json() == {
-        "detail": [{"loc": ["manifest", "fps"], "msg": "must be a frame rate some model supports (16, 24)"}]
+        "detail": [
+            {"loc": ["manifest", "fps"], "msg": "must be a frame rate some model supports (16, 24)", "type": "invalid"}
+        ]
     }
 
 

@@ -52,6 +52,7 @@ from worldmill.contracts.generation import (
     RunUpdated,
     VideoReady,
 )
+from worldmill.contracts.http_errors import ErrorBody, ValidationErrorBody
 from worldmill.contracts.objects import ObjectCreated, S3Notification
 from worldmill.contracts.prompts import (
     CoverageReport,
@@ -147,6 +148,8 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     QueueStatus,
     GenerationStatus,
     CatalogCounts,
+    ValidationErrorBody,
+    ErrorBody,
 )
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from worldmill.augment.service import AugmentService
 from worldmill.contracts.augment import AugmentAccepted, Augmentation, AugmentationPage, AugmentSubmission
-from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.service import error_responses
 
 router = APIRouter(tags=["augment"])
 
@@ -51,13 +51,11 @@ async def list_augmentations(
         for k, v in (("request", request), ("state", state), ("input", input), ("prompt", prompt), ("asset", asset))
         if v is not None
     }
-    try:
-        return await service.find(dict(filters), limit=limit, cursor=cursor)
-    except InvalidInputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    # A bad filter or cursor is an InvalidInputError: the service base answers 422 naming it.
+    return await service.find(dict(filters), limit=limit, cursor=cursor)
 
 
-@router.get("/augmentations/{augmentation_id}", response_model=Augmentation)
+@router.get("/augmentations/{augmentation_id}", response_model=Augmentation, responses=error_responses(404))
 async def get_augmentation(augmentation_id: str, service: Service) -> Augmentation:
     """One augmentation with its lineage: upload, input, controls, spec, run, video, QA verdict."""
     found = await service.get(augmentation_id)
@@ -66,7 +64,9 @@ async def get_augmentation(augmentation_id: str, service: Service) -> Augmentati
     return found
 
 
-@router.get("/augmentations/{augmentation_id}/history", response_model=list[Augmentation])
+@router.get(
+    "/augmentations/{augmentation_id}/history", response_model=list[Augmentation], responses=error_responses(404)
+)
 async def augmentation_history(augmentation_id: str, service: Service) -> list[Augmentation]:
     """Every state the augmentation went through, oldest first."""
     history = await service.history(augmentation_id)

@@ -26,6 +26,7 @@ from worldmill.contracts.catalog import (
     QueueStatus,
     RatingSubmission,
 )
+from worldmill.runtime.service import error_responses
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
@@ -84,12 +85,14 @@ async def search_assets(
             cursor=cursor,
         )
     except ValidationError as exc:
-        detail = [{"loc": ["query", *(str(p) for p in e["loc"])], "msg": e["msg"]} for e in exc.errors()]
+        detail = [
+            {"loc": ["query", *(str(p) for p in e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
         raise HTTPException(422, detail) from exc
     return await _service(request).search(query, count=count)
 
 
-@router.get("/assets/{asset_id}", response_model=AssetDetail, tags=["assets"])
+@router.get("/assets/{asset_id}", response_model=AssetDetail, tags=["assets"], responses=error_responses(404))
 async def asset_detail(request: Request, asset_id: str) -> AssetDetail:
     """One asset: findings, provenance, lineage, ratings and notes, with presigned links."""
     try:
@@ -98,7 +101,7 @@ async def asset_detail(request: Request, asset_id: str) -> AssetDetail:
         raise _not_found(exc) from exc
 
 
-@router.put("/assets/{asset_id}/rating", response_model=AssetSummary, tags=["assets"])
+@router.put("/assets/{asset_id}/rating", response_model=AssetSummary, tags=["assets"], responses=error_responses(404))
 async def rate_asset(request: Request, asset_id: str, body: RatingSubmission) -> AssetSummary:
     """Rate an asset 1–5 (a rater's new rating replaces their previous one)."""
     try:
@@ -107,7 +110,9 @@ async def rate_asset(request: Request, asset_id: str, body: RatingSubmission) ->
         raise _not_found(exc) from exc
 
 
-@router.post("/assets/{asset_id}/notes", response_model=Note, status_code=201, tags=["assets"])
+@router.post(
+    "/assets/{asset_id}/notes", response_model=Note, status_code=201, tags=["assets"], responses=error_responses(404)
+)
 async def add_note(request: Request, asset_id: str, body: NoteSubmission) -> Note:
     """Write a note on an asset."""
     try:
@@ -128,7 +133,9 @@ async def run_status(request: Request) -> QueueStatus:
     return await _service(request).queue()
 
 
-@router.get("/manifests/{name}/status", response_model=GenerationStatus, tags=["reports"])
+@router.get(
+    "/manifests/{name}/status", response_model=GenerationStatus, tags=["reports"], responses=error_responses(404)
+)
 async def manifest_status(request: Request, name: str) -> GenerationStatus:
     """``generation_status.json`` of a manifest: what exists, passed, failed, is missing or in flight."""
     try:

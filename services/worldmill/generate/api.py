@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from worldmill.contracts.generation import GenerationAccepted, GenerationSubmission, JobProgress, RunPage, RunRecord
+from worldmill.contracts.http_errors import ValidationProblem
 from worldmill.generate.service import CancelRefusedError, GenerateService, PlansRejectedError, UnknownPromptsError
+from worldmill.runtime.service import error_responses, validation_response
 
 router = APIRouter(tags=["generation"])
 
@@ -33,15 +35,19 @@ async def generate(body: GenerationSubmission, service: Service) -> JSONResponse
     try:
         accepted = await service.submit(body)
     except UnknownPromptsError as exc:
-        detail = [
-            {"loc": ["prompt_ids"], "msg": f"unknown prompt id {p!r}", "type": "unknown prompt"} for p in exc.missing
-        ]
-        return JSONResponse(status_code=422, content={"detail": detail})
+        return validation_response(
+            [
+                ValidationProblem(loc=["body", "prompt_ids"], msg=f"unknown prompt id {p!r}", type="unknown prompt")
+                for p in exc.missing
+            ]
+        )
     except PlansRejectedError as exc:
-        detail = [
-            {"loc": ["prompt_ids", pid], "msg": msg, "type": "cannot be generated"} for pid, msg in exc.problems.items()
-        ]
-        return JSONResponse(status_code=422, content={"detail": detail})
+        return validation_response(
+            [
+                ValidationProblem(loc=["body", "prompt_ids", pid], msg=msg, type="cannot be generated")
+                for pid, msg in exc.problems.items()
+            ]
+        )
     return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"))
 
 
@@ -58,7 +64,7 @@ async def list_runs(
     return await service.list_runs(state=state, prompt_id=prompt_id, request_id=request_id, limit=limit, cursor=cursor)
 
 
-@router.get("/runs/{run_id}", response_model=RunRecord)
+@router.get("/runs/{run_id}", response_model=RunRecord, responses=error_responses(404))
 async def get_run(run_id: str, service: Service) -> RunRecord:
     """A run's latest state, attempts, video and provenance references."""
     run = await service.run(run_id)
@@ -67,7 +73,7 @@ async def get_run(run_id: str, service: Service) -> RunRecord:
     return run
 
 
-@router.get("/runs/{run_id}/history", response_model=list[RunRecord])
+@router.get("/runs/{run_id}/history", response_model=list[RunRecord], responses=error_responses(404))
 async def run_history(run_id: str, service: Service) -> list[RunRecord]:
     """Every state the run went through, oldest first."""
     history = await service.history(run_id)
@@ -76,7 +82,7 @@ async def run_history(run_id: str, service: Service) -> list[RunRecord]:
     return history
 
 
-@router.get("/runs/{run_id}/progress", response_model=JobProgress)
+@router.get("/runs/{run_id}/progress", response_model=JobProgress, responses=error_responses(404))
 async def run_progress(run_id: str, service: Service) -> JobProgress:
     """The last progress event a runner sent for this run (since this service started)."""
     progress = service.progress.get(run_id)
@@ -85,7 +91,9 @@ async def run_progress(run_id: str, service: Service) -> JobProgress:
     return progress
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunRecord, responses={409: {"description": "Run finished"}})
+@router.post(
+    "/runs/{run_id}/cancel", response_model=RunRecord, responses=error_responses(404, 409, s409="The run has finished")
+)
 async def cancel_run(run_id: str, service: Service) -> RunRecord:
     """Cancel a queued run at once, or a running one between two denoising steps."""
     try:

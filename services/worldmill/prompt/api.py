@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 
+from worldmill.contracts.http_errors import ValidationProblem
 from worldmill.contracts.prompts import (
     CoverageReport,
     InputSpecRequest,
@@ -18,6 +19,7 @@ from worldmill.contracts.prompts import (
     PromptPage,
 )
 from worldmill.prompt.service import ManifestInvalidError, PromptService
+from worldmill.runtime.service import error_responses, validation_response
 
 router = APIRouter(tags=["prompts"])
 
@@ -32,9 +34,11 @@ Service = Annotated[PromptService, Depends(get_service)]
 
 
 def problems_response(problems: list[ManifestProblem], manifest: str | None, sha256: str) -> JSONResponse:
-    """422 with every problem: where (path, line, column), which rule, what is wrong."""
-    detail = [{"loc": p.path, "type": p.rule, "msg": p.message, "line": p.line, "column": p.column} for p in problems]
-    return JSONResponse(status_code=422, content={"detail": detail, "manifest": manifest, "sha256": sha256})
+    """422 with every problem: where (path in the manifest, line, column), which rule, what is wrong."""
+    detail = [
+        ValidationProblem(loc=[p.path], type=p.rule, msg=p.message, line=p.line, column=p.column) for p in problems
+    ]
+    return validation_response(detail, manifest=manifest, sha256=sha256)
 
 
 @router.post("/manifests", response_model=ManifestResult, responses={422: {"description": "Manifest problems"}})
@@ -86,7 +90,7 @@ async def list_prompts(
     return await service.list_prompts(filters, limit=limit, cursor=cursor)
 
 
-@router.get("/prompts/{prompt_id}", response_model=PromptDetail)
+@router.get("/prompts/{prompt_id}", response_model=PromptDetail, responses=error_responses(404))
 async def get_prompt(prompt_id: str, service: Service) -> PromptDetail:
     """A spec's latest version and its whole history."""
     detail = await service.get_prompt(prompt_id)
@@ -101,7 +105,7 @@ async def input_specs(body: InputSpecRequest, service: Service) -> InputSpecResu
     return await service.specs_for_videos(body)
 
 
-@router.get("/manifests/{name}/coverage", response_model=CoverageReport)
+@router.get("/manifests/{name}/coverage", response_model=CoverageReport, responses=error_responses(404))
 async def coverage(name: str, service: Service) -> CoverageReport:
     """Which (scenario, duration, variant) of a manifest have no finished or no QA-passed video."""
     report = await service.coverage(name)

@@ -55,7 +55,12 @@ def print_problems(problems: list[ManifestProblem] | list[dict[str, Any]], sourc
     """Every problem on one line: file:line:column: path: message [rule]."""
     err.print(f"[bold red]{len(problems)} problem(s)[/] in {source}:")
     for p in problems:
-        item = p.model_dump() if isinstance(p, ManifestProblem) else {**p, "path": p.get("loc"), "rule": p.get("type")}
+        if isinstance(p, ManifestProblem):
+            item = p.model_dump()
+        else:  # a 422 body's problem: loc is a list of path parts (one part, the manifest path, for manifests)
+            loc = p.get("loc")
+            path = ".".join(str(part) for part in loc) if isinstance(loc, list) else loc
+            item = {**p, "path": path, "rule": p.get("type")}
         where = f"{source}:{item['line']}:{item['column']}" if item.get("line") else source
         message = item.get("message") or item.get("msg")
         err.print(escape(f"  {where}: {item['path']}: {message} [{item['rule']}]"))

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worldmill.qa.audits import AuditRunner
 from worldmill.qa.service import QaService
+from worldmill.runtime.service import error_responses
 
 router = APIRouter(tags=["qa"])
 
@@ -47,7 +48,7 @@ async def start_audit(body: AuditRequest, audits: Audits) -> dict[str, str]:
     return {"audit_id": audit_id, "state": "running"}
 
 
-@router.get("/qa/audits/{audit_id}")
+@router.get("/qa/audits/{audit_id}", responses=error_responses(404))
 async def get_audit(audit_id: str, audits: Audits) -> dict[str, Any]:
     """An audit's state, and its report once done (totals, failures by check, groups, missing, files)."""
     found = await audits.get(audit_id)
@@ -56,7 +57,7 @@ async def get_audit(audit_id: str, audits: Audits) -> dict[str, Any]:
     return found
 
 
-@router.get("/qa/{asset_id}")
+@router.get("/qa/{asset_id}", responses=error_responses(404))
 async def get_verdict(asset_id: str, service: Service) -> dict[str, Any]:
     """An asset's verdict: passed or failed, with every finding, screenshots and contact sheet."""
     verdict = await service.verdict(asset_id)

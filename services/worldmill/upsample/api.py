@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from worldmill.contracts.base import Identifier
+from worldmill.contracts.http_errors import ErrorBody, ValidationProblem
 from worldmill.contracts.upsample import (
     UpsampleAccepted,
     UpsamplerInfo,
@@ -16,6 +17,7 @@ from worldmill.contracts.upsample import (
     UpsampleSubmission,
 )
 from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.service import error_responses, validation_response
 from worldmill.upsample.service import UnknownSpecsError, UpsampleService, UpsampleUnavailableError
 
 router = APIRouter(tags=["upsample"])
@@ -42,7 +44,7 @@ Service = Annotated[UpsampleService, Depends(get_service)]
     response_model=UpsampleAccepted,
     responses={
         422: {"description": "Unknown prompt ids, or a hint that is not an image/video in the store"},
-        503: {"description": "No upsampling server is configured"},
+        **error_responses(503, s503="No upsampling server is configured"),
     },
 )
 async def upsample(body: UpsampleSubmission, service: Service) -> JSONResponse:
@@ -50,16 +52,18 @@ async def upsample(body: UpsampleSubmission, service: Service) -> JSONResponse:
     try:
         accepted = await service.submit(body)
     except UpsampleUnavailableError as exc:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
+        return JSONResponse(status_code=503, content=ErrorBody(detail=str(exc)).model_dump())
     except UnknownSpecsError as exc:
-        detail = [
-            {"loc": ["body", "prompt_ids"], "msg": f"unknown prompt id {p!r}", "type": "unknown prompt"}
-            for p in exc.missing
-        ]
-        return JSONResponse(status_code=422, content={"detail": detail})
+        return validation_response(
+            [
+                ValidationProblem(loc=["body", "prompt_ids"], msg=f"unknown prompt id {p!r}", type="unknown prompt")
+                for p in exc.missing
+            ]
+        )
     except InvalidInputError as exc:
-        detail = [{"loc": ["body", *exc.field.split(".")], "msg": exc.rule, "type": "invalid"}]
-        return JSONResponse(status_code=422, content={"detail": detail})
+        return validation_response(
+            [ValidationProblem(loc=["body", *exc.field.split(".")], msg=exc.rule, type="invalid")]
+        )
     return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"))
 
 
@@ -76,7 +80,7 @@ async def server_info(info: Annotated[UpsamplerInfo, Depends(get_info)], service
     return info.model_copy(update={"calibration": round(calibration, 4)})
 
 
-@router.get("/upsample/{prompt_id}", response_model=UpsampleStatus)
+@router.get("/upsample/{prompt_id}", response_model=UpsampleStatus, responses=error_responses(404))
 async def prompt_status(prompt_id: str, service: Service) -> UpsampleStatus:
     """Where a spec's latest upsample stands, with the rewrite and how it was made once done."""
     found = await service.status(prompt_id)
