@@ -28,16 +28,34 @@ each, so every file is in the page cache); medians of wall time and files/s are 
 what each variant actually checks (ours: the check names found in its own JSON report). Without
 ffmpeg/ffprobe on PATH the seeds000 baseline is skipped with a note (the JSON says so).
 
-Part 3 - within one video (issue #15). The labelled corpus of ``tests/helpers/qa_corpus.py``
-(clean clips at several sizes, frame rates and encoder settings, loops of a 4-5.8 s clip to 10 and
-30 s, compilations of unrelated shots, re-encoded copies) is analysed and checked; reported per
-fault class (``loop``, ``cuts``): precision and recall of the failed finding (target ≥ 0.95 each),
-and whether the reported period / cut times match the truth. Part 1's analyze() timings include
-``check()`` (so the new checks are on) and are reported as QA cost in plain decodes (target ≤ 1.3).
+Part 3 - the labelled corpus (issue #15) of ``tests/helpers/qa_corpus.py``: clean clips at several
+sizes, frame rates and encoder settings, loops of a 4-5.8 s clip to 10 and 30 s, compilations of
+unrelated shots, and the copy class (sources from 256x144 to 960x544 at 16-30 fps; re-encodes,
+rescales, 2 % crops, re-timings, trims, later starts, extensions, tails, a 4 s fork, loops of a
+source; hard negatives: takes of one scene with other seeds with a panning, a fixed and a drifting
+camera, near-static and low-motion clips, a 1 s fork). Each file is analysed once (``analyze()``,
+the service's decode pass) and checked; reported per fault class (``loop``, ``cuts``): precision
+and recall of the failed finding (target ≥ 0.95 each) and whether the reported period / cut
+times match the truth. For copies, the decode pass's fingerprints (``worldmill.qa.service.fingerprint_of``)
+go into the real ``FingerprintIndex`` (default parameters, as the service and ``worldmill audit``
+build it) and are scored by ``tests/helpers/qa_copy_scores.py``: every ordered pair of files (all
+held, each looked up with itself excluded: the audit's way) by relation (``equal``, ``contains``,
+``contained_in``, ``overlaps``) and for "shares picture" overall, with the share of found ranges
+within 0.5 s of the truth; and "is a copy of an earlier file" per file in corpus order (each looked
+up with ``limit=20`` before it is added: the service's way). Pairs beyond what the fingerprint claims
+(a 3 % crop; two seeds of one still scene; a hard re-encode of a still) are listed apart, outside
+the precision and recall. Then the same on random corpora (``--random-seeds``, default 11; 20 scenes
+each: two takes with other seeds and a random copy of one, ``qa_random_corpus.build``), every pair
+counted; the index's thresholds were chosen on the labelled corpus and random seeds 1-5, never on 11.
+
+QA cost: part 1 times ``analyze()`` + ``check()`` (the fingerprint is made in the decode pass,
+loops and cuts are checked by ``check()``) + one ``copy_of`` lookup and add in an index holding
+``--held`` (10,000) fingerprints, reported in plain decodes (target ≤ 1.3).
 
 The last line of stdout is one JSON object with every figure.
 
     .venv/bin/python bench/qa.py [--files 12] [--frames 720] [--width 320 --height 192] [--repeats 9]
+        [--random-seeds 11] [--held 10000]
 """
 
 from __future__ import annotations
@@ -74,16 +92,19 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # tests.helpers.video (--encoder test)
     sys.path.insert(0, str(REPO))
 
-from tests.helpers import qa_corpus  # noqa: E402
+from tests.helpers import qa_copy_scores, qa_corpus, qa_random_corpus  # noqa: E402
 from tests.helpers.video import write_video  # noqa: E402
 from worldmill.gpu_runner.video import encode_mp4  # noqa: E402
 from worldmill.qa import cli as qa_cli  # noqa: E402
 from worldmill.qa.analyze import analyze, check  # noqa: E402
+from worldmill.qa.fingerprint import Fingerprint  # noqa: E402
+from worldmill.qa.fpindex import FingerprintIndex, FingerprintLike  # noqa: E402
+from worldmill.qa.service import fingerprint_of  # noqa: E402
 
 TARGET_RATIO = 1.5
 #: Issue #15: QA (decode pass + every check, loops and cuts included) in plain decodes.
 TARGET_QA_COST = 1.3
-#: Issue #15: precision and recall of the loop and cuts findings on the corpus.
+#: Issue #15: precision and recall of the loop, cuts and copy_of findings on the corpus (each class).
 TARGET_PR = 0.95
 #: What each folder approach checks (ours: confirmed against the check names of its own report).
 OUR_CHECKS = (
@@ -100,6 +121,9 @@ OUR_CHECKS = (
     "seams (with a plan)",
     "identical (sha256)",
     "near_duplicate (dHash)",
+    "fingerprint (pHash 4/s)",
+    "loop, cuts (one shot)",
+    "copy_of (across files, any offset)",
     "missing variants",
     "3 screenshots",
 )
@@ -138,10 +162,30 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
-def qa(path: Path) -> Any:
-    """The QA of one file as the service runs it: the decode pass and every check (loop and cuts included)."""
+def held_index(count: int, seed: int = 7) -> FingerprintIndex:
+    """An index holding ``count`` video-like fingerprints of 5-30 s (a random start, ~7 bits change a sample)."""
+    rng = np.random.default_rng(seed)
+    index = FingerprintIndex()
+    entries = []
+    for i in range(count):
+        n = int(rng.integers(20, 121))
+        flips = np.packbits(rng.random((n, 64)) < 7 / 64, axis=1).view(">u8").reshape(-1).astype(np.uint64)
+        flips[0] = np.uint64(int(rng.integers(0, 2**63)))
+        hashes = np.bitwise_xor.accumulate(flips)
+        entries.append((f"held-{i}", Fingerprint(hashes=tuple(int(h) for h in hashes)), None))
+    index.add_many(entries)
+    return index
+
+
+def qa(path: Path, index: FingerprintIndex) -> Any:
+    """The QA of one file as the service runs it: the decode pass, every check (loop and cuts included) and
+    the ``copy_of`` lookup and add (the same id each round: the add is a no-op after the first)."""
     analysis = analyze(path)
     check(analysis, None)
+    fp = fingerprint_of(analysis)
+    if fp is not None:
+        index.lookup(fp, exclude={"bench"}, limit=20)
+        index.add("bench", fp)
     return analysis
 
 
@@ -175,8 +219,9 @@ def profile_top(fn: Callable[[], Any], top: int) -> list[dict[str, Any]]:
 # -- part 1 ------------------------------------------------------------------------------------
 
 
-def part1(videos: list[dict[str, Any]], repeats: int, profile: int) -> list[dict[str, Any]]:
+def part1(videos: list[dict[str, Any]], repeats: int, profile: int, held: int) -> list[dict[str, Any]]:
     out = []
+    index = held_index(held)
     for v in videos:
         path: Path = v["path"]
         decoded = plain_decode(path)  # warm-up: page cache, codec init
@@ -186,7 +231,8 @@ def part1(videos: list[dict[str, Any]], repeats: int, profile: int) -> list[dict
         for r in range(repeats):
             order = ("decode", "analyze") if r % 2 == 0 else ("analyze", "decode")
             for which in order:
-                wall, cpu, _ = timed(functools.partial(plain_decode if which == "decode" else qa, path))
+                run = functools.partial(plain_decode, path) if which == "decode" else functools.partial(qa, path, index)
+                wall, cpu, _ = timed(run)
                 walls[which].append(wall)
                 cpus[which].append(cpu)
         dec, ana = median(walls["decode"]), median(walls["analyze"])
@@ -225,14 +271,19 @@ def part1(videos: list[dict[str, Any]], repeats: int, profile: int) -> list[dict
 # -- part 3 ------------------------------------------------------------------------------------
 
 
-def part3(folder: Path) -> dict[str, Any]:
-    """Precision and recall of ``loop`` and ``cuts`` on the labelled corpus, and how right the ranges are."""
+def part3(folder: Path, random_scenes: int, random_seeds: list[int]) -> dict[str, Any]:
+    """Precision and recall of ``loop``, ``cuts`` and ``copy_of`` on the labelled corpus, and how right the ranges are;
+    then ``copy_of`` on a random corpus of ``random_scenes`` scenes per seed (``qa_random_corpus.build``)."""
     t0 = time.perf_counter()
     items = qa_corpus.build(folder)
     made = time.perf_counter() - t0
     rows = []
+    fingerprints: dict[str, FingerprintLike] = {}
     for item in items:
         analysis = analyze(item.path)
+        fp = fingerprint_of(analysis)
+        if fp is not None:
+            fingerprints[item.name] = fp
         named = {f.check: f for f in check(analysis, None)}
         loop_f, cuts_f = named["loop"], named["cuts"]
         cut_times = [float(x) for x in cuts_f.measured] if isinstance(cuts_f.measured, list) else []
@@ -259,19 +310,104 @@ def part3(folder: Path) -> dict[str, Any]:
         tp = sum(1 for r in rows if r[f"{what}_true"] and r[f"{what}_found"])
         fp = sum(1 for r in rows if not r[f"{what}_true"] and r[f"{what}_found"])
         fn = sum(1 for r in rows if r[f"{what}_true"] and not r[f"{what}_found"])
-        precision = tp / (tp + fp) if tp + fp else 1.0
-        recall = tp / (tp + fn) if tp + fn else 1.0
+        pr = qa_copy_scores.precision_recall(tp, fp, fn)
         classes[what] = {
             "positives": tp + fn,
             "negatives": len(rows) - tp - fn,
-            "tp": tp,
-            "fp": fp,
-            "fn": fn,
-            "precision": round(precision, 3),
-            "recall": round(recall, 3),
-            "met": precision >= TARGET_PR and recall >= TARGET_PR,
+            **pr,
+            "met": pr["precision"] >= TARGET_PR and pr["recall"] >= TARGET_PR,
         }
-    return {"files": len(rows), "make_s": round(made, 2), "classes": classes, "rows": rows}
+    missing = [it.name for it in items if it.name not in fingerprints]
+    printed = [it for it in items if it.name in fingerprints]
+    held_out = []
+    for seed in random_seeds if random_scenes else []:
+        t1 = time.perf_counter()
+        extra = qa_random_corpus.build(folder / f"random{seed}", scenes=random_scenes, seed=seed)
+        prints = {it.name: fp for it in extra if (fp := fingerprint_of(analyze(it.path))) is not None}
+        part = copy_part(
+            [it for it in extra if it.name in prints], prints, [it.name for it in extra if it.name not in prints]
+        )
+        held_out.append(part | {"scenes": random_scenes, "seed": seed, "seconds": round(time.perf_counter() - t1, 1)})
+    return {
+        "files": len(rows),
+        "make_s": round(made, 2),
+        "classes": classes,
+        "rows": rows,
+        "copies": copy_part(printed, fingerprints, missing),
+        "copies_random": held_out,
+        "copies_random_total": _total([h["pair_scores"]["copy"] for h in held_out]) if held_out else None,
+    }
+
+
+def _total(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    """Precision and recall over several corpora (their counts summed)."""
+    tp, fp, fn = (sum(s[k] for s in scores) for k in ("tp", "fp", "fn"))
+    return {"corpora": len(scores), "positives": tp + fn, **qa_copy_scores.precision_recall(tp, fp, fn)}
+
+
+def copy_part(
+    items: list[qa_corpus.Item], fingerprints: dict[str, FingerprintLike], missing: list[str]
+) -> dict[str, Any]:
+    """``copy_of`` on the corpus: per relation over every ordered pair, per file in service order, ranges, negatives."""
+    pairs = qa_copy_scores.pairs(items, fingerprints)
+    arrivals = qa_copy_scores.in_service_order(items, fingerprints)
+    scores = qa_copy_scores.scores(pairs)
+    for v in scores.values():
+        v["met"] = v["precision"] >= TARGET_PR and v["recall"] >= TARGET_PR
+    inside = [p for p in pairs if not p.beyond]
+    agreed = [p for p in inside if p.truth is not None and p.true_relation == p.found_relation]
+    errors = [e for p in agreed if (e := p.range_error_s) is not None]
+    tags = {it.name: it.tags for it in items}
+    groups = ("same_scene", "short_opening", "near_static", "low_motion", "clean")
+    negatives = {
+        g: {
+            "pairs": sum(1 for p in inside if p.truth is None and g in tags[p.query]),
+            "flagged": sum(1 for p in inside if p.truth is None and p.found is not None and g in tags[p.query]),
+        }
+        for g in groups
+    }
+
+    def show(p: qa_copy_scores.Pair) -> dict[str, Any]:
+        return {
+            "query": p.query,
+            "other": p.other,
+            "true": p.true_relation,
+            "true_ranges": [list(map(list, s)) for s in p.truth.stretches] if p.truth else None,
+            "found": p.found.describe() if p.found else None,
+        }
+
+    return {
+        "order": [it.name for it in items],
+        "no_fingerprint": missing,
+        "pairs": len(inside),
+        "pair_scores": scores,
+        "service_order": qa_copy_scores.arrival_scores(arrivals),
+        "ranges": {
+            "agreed": len(agreed),
+            "within_tolerance": sum(e <= qa_copy_scores.TOLERANCE_S for e in errors),
+            "tolerance_s": qa_copy_scores.TOLERANCE_S,
+            "max_error_s": round(max(errors, default=0.0), 3),
+            "occurrences_right": sum(bool(p.occurrences_right) for p in agreed),
+        },
+        "negatives": negatives,
+        "largest_range_errors": [
+            {**show(p), "error_s": round(p.range_error_s or 0.0, 3)}
+            for p in sorted(agreed, key=lambda p: -(p.range_error_s or 0.0))[:3]
+        ],
+        "occurrences_wrong": [
+            {**show(p), "true_occurrences": p.truth.occurrences if p.truth else None}
+            for p in agreed
+            if p.occurrences_right is False
+        ],
+        "wrong": [show(p) for p in inside if p.true_relation != p.found_relation or p.ranges_right is False],
+        "beyond_claim": [{**show(p), "right": p.true_relation == p.found_relation} for p in pairs if p.beyond],
+        "missed_in_service_order": [a.name for a in arrivals if a.is_copy and not a.flagged],
+        "flagged_in_service_order": [
+            {"name": a.name, "found": [m.describe() for m in a.matches[:3]]}
+            for a in arrivals
+            if a.flagged and not a.is_copy
+        ],
+    }
 
 
 def print_part3(p3: dict[str, Any]) -> None:
@@ -298,6 +434,54 @@ def print_part3(p3: dict[str, Any]) -> None:
             "" if not r["cuts_true"] else str(r["cut_times_match"]),
         )
     console.print(files)
+    print_copies(p3["copies"])
+    for held in p3["copies_random"]:
+        print_copies(held, f"a random corpus ({held['scenes']} scenes, seed {held['seed']})")
+    total = p3["copies_random_total"]
+    if total and total["corpora"] > 1:
+        console.print(
+            f"random corpora together ({total['corpora']}): copy precision {total['precision']}, recall "
+            f"{total['recall']} ({total['tp']} tp, {total['fp']} fp, {total['fn']} fn of {total['positives']} positives)"
+        )
+
+
+def print_copies(c: dict[str, Any], what: str = "the labelled corpus") -> None:
+    table = Table(
+        title=f"part 3 - copy_of on {what}: {c['pairs']} ordered pairs of {len(c['order'])} files (audit's way: all held)",
+        caption="copy = shares picture (any relation); a pair with the wrong relation is a miss of its true one "
+        "and a false find of the one reported",
+        caption_justify="left",
+    )
+    for col in ("relation", "positives", "tp", "fp", "fn", "precision", "recall", f"≥ {TARGET_PR}"):
+        table.add_column(col, justify="right")
+    for rel, v in c["pair_scores"].items():
+        table.add_row(
+            rel,
+            *(str(v[k]) for k in ("positives", "tp", "fp", "fn", "precision", "recall")),
+            "yes" if v["met"] else "no",
+        )
+    s = c["service_order"]
+    table.add_row(
+        "copy of an earlier file (service order)",
+        *(str(s[k]) for k in ("positives", "tp", "fp", "fn", "precision", "recall")),
+        "yes" if s["precision"] >= TARGET_PR and s["recall"] >= TARGET_PR else "no",
+    )
+    console.print(table)
+    r = c["ranges"]
+    console.print(
+        f"ranges: {r['within_tolerance']} of {r['agreed']} agreed pairs within ± {r['tolerance_s']} s of the truth "
+        f"(largest error {r['max_error_s']} s); loop occurrences right in {r['occurrences_right']} of {r['agreed']}"
+    )
+    neg = ", ".join(f"{g} {v['flagged']}/{v['pairs']}" for g, v in c["negatives"].items())
+    console.print(f"negative pairs flagged (by the query's tag): {neg}")
+    for w in c["wrong"]:
+        console.print(
+            f"[red]wrong[/]: {w['query']} -> {w['other']}: true {w['true']} {w['true_ranges']}, found {w['found']}"
+        )
+    for w in c["occurrences_wrong"]:
+        console.print(f"occurrences: {w['query']} -> {w['other']}: true ×{w['true_occurrences']}, found {w['found']}")
+    for b in c["beyond_claim"]:
+        console.print(f"beyond the claim: {b['query']} -> {b['other']}: true {b['true']}, found {b['found']}")
 
 
 # -- part 2 ------------------------------------------------------------------------------------
@@ -592,10 +776,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 (one flat scrip
         help="production: gpu_runner encode_mp4 (crf 20 veryfast, smooth panning texture); "
         "test: tests/helpers write_video (ultrafast crf 30, random texture)",
     )
+    add("--random-scenes", type=int, default=20, help="part 3: scenes per random corpus (default 20; 0: none)")
+    add("--random-seeds", default="11", help="part 3: seeds of the random corpora, comma-separated (default 11)")
+    add("--held", type=int, default=10_000, help="part 1: fingerprints held by the copy_of index (default 10000)")
     add("--profile", type=int, default=8, help="functions listed from one cProfile run of analyze() (0: none)")
     add("--keep", action="store_true", help="keep the temporary folder (printed)")
     add("--strict", action="store_true", help="exit 1 when a part 1 ratio is over the target")
-    add("--no-structure", action="store_true", help="skip part 3 (loops and cuts on the labelled corpus)")
+    add("--no-structure", action="store_true", help="skip part 3 (loops, cuts and copies on the labelled corpus)")
     args = parser.parse_args(argv)
 
     have_ffmpeg = bool(shutil.which("ffmpeg") and shutil.which("ffprobe") and shutil.which("md5sum"))
@@ -611,13 +798,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 (one flat scrip
         videos, folder, paths = make_inputs(args, tmp)
         make_s = time.perf_counter() - t0
 
-        p1 = part1(videos, args.repeats, args.profile)
+        p1 = part1(videos, args.repeats, args.profile, args.held)
         print_part1(p1, args.repeats)
         p2 = None
         if args.files:
             p2 = part2(paths, folder, tmp, args.audit_repeats, have_ffmpeg)
             print_part2(p2, args.audit_repeats)
-        p3 = None if args.no_structure else part3(tmp / "corpus")
+        seeds = [int(x) for x in args.random_seeds.split(",") if x.strip()]
+        p3 = None if args.no_structure else part3(tmp / "corpus", args.random_scenes, seeds)
         if p3 is not None:
             print_part3(p3)
         verdict = all(r["within_target"] for r in p1)
@@ -655,6 +843,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 (one flat scrip
         "part3": p3,
         "structure_pr": None if p3 is None else {k: [v["precision"], v["recall"]] for k, v in p3["classes"].items()},
         "structure_met": None if p3 is None else all(v["met"] for v in p3["classes"].values()),
+        "copy_pr": None
+        if p3 is None
+        else {k: [v["precision"], v["recall"]] for k, v in p3["copies"]["pair_scores"].items()},
+        "copy_service_order_pr": None
+        if p3 is None
+        else [p3["copies"]["service_order"]["precision"], p3["copies"]["service_order"]["recall"]],
+        "copy_ranges_right": None
+        if p3 is None
+        else [p3["copies"]["ranges"]["within_tolerance"], p3["copies"]["ranges"]["agreed"]],
+        "copy_met": None if p3 is None else all(v["met"] for v in p3["copies"]["pair_scores"].values()),
+        "copy_random_pr": None
+        if p3 is None or not p3["copies_random"]
+        else [p3["copies_random_total"]["precision"], p3["copies_random_total"]["recall"]],
         "ffmpeg_available": have_ffmpeg,
         "seeds000_skipped": None if have_ffmpeg else "ffmpeg/ffprobe not on PATH",
         "config": dict(vars(args)),

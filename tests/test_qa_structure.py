@@ -28,7 +28,7 @@ def _named(findings: list[Finding]) -> dict[str, Finding]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Item, Analysis]]:
-    items = qa_corpus.build(tmp_path_factory.mktemp("corpus"), small=True)
+    items = qa_corpus.build(tmp_path_factory.mktemp("corpus"), small=True, kinds=("structure",))
     return {it.name: (it, analyze(it.path)) for it in items}
 
 
