@@ -8,6 +8,15 @@ goes first alternates per round, so drift on a noisy machine hits both alike):
 * ``publish_conc`` - N publishes in ``asyncio.gather`` windows of ``--window``;
 * ``consume``      - N preloaded messages pulled, decoded and acked.
 
+Then the transactional outbox's relay (``worldmill.runtime.docstore.OutboxRelay``), old and new side by
+side in the same rounds: ``--outbox-rows`` rows committed to a SQLite document store (untimed), then
+flushed until none is pending, by the relay as it was before pipelining (one publish, wait for its ack,
+the next; a copy of that loop is kept here as the baseline) and by ``OutboxRelay`` (a window of
+``--outbox-window`` publishes in flight, the acked rows deleted in one transaction per window); each
+with every row about its own entity (what a manifest's ``prompt.created`` burst is) and with every row
+about one entity (the new relay keeps an entity's rows in order by sending them one at a time: its worst
+case). Reported: median rows/s, the relay process's CPU ms per row and nats-server's, and new ÷ old.
+
 Runtime publish includes building the envelope (``wrap``) and its JSON encoding, i.e. the real
 cost of ``Bus.publish``; raw nats-py publishes the same pre-encoded bytes with the same
 ``Nats-Msg-Id`` header. Runtime consume is ``worldmill.runtime.consumer.Consumer`` (envelope and
@@ -15,7 +24,7 @@ data validation, structlog context, ack); raw consume is ``fetch`` + ``json.load
 with the same batch size. Reported: median msgs/s per variant, ratio = runtime / raw (of the
 medians), overhead = 1 - ratio. The last line of stdout is one JSON object with every figure.
 
-    .venv/bin/python bench/bus.py [--messages 5000] [--rounds 3]
+    .venv/bin/python bench/bus.py [--messages 5000] [--rounds 3] [--outbox-rows 300 --outbox-window 128]
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import psutil
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -46,6 +56,7 @@ from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import ConsumerSpec, StreamSpec
 from worldmill.runtime.bus import Bus, encode
 from worldmill.runtime.consumer import Consumer, Delivery
+from worldmill.runtime.docstore import DEFAULT_WINDOW, DocumentStore, OutboxItem, OutboxRelay
 from worldmill.runtime.logs import configure_logging
 from worldmill.runtime.servers import start_nats
 
@@ -295,6 +306,161 @@ class Bench:
             await reset_stream(rjs, stream, durable)
 
 
+# --- the outbox relay: before and after pipelining ---------------------------------------------
+
+OUTBOX_STREAM = StreamSpec(
+    name="BENCH_OUTBOX",
+    subjects=("bench.outbox.>",),
+    retention="limits",
+    max_age_s=3600.0,
+    duplicate_window_s=120.0,
+    description="worldmill bench: outbox relay",
+)
+RELAYS = ("sequential", "pipelined")
+SHAPES = ("entities", "one_entity")
+
+
+class SequentialRelay(OutboxRelay):
+    """The relay as it was before pipelining: publish a row, wait for its ack, the next; stop at the first
+    failure; delete what was sent in one transaction at the end (kept here as the baseline)."""
+
+    async def flush(self, limit: int = 500) -> int:
+        sent: list[int] = []
+        try:
+            for row in await self.store.pending_outbox(limit):
+                try:
+                    await self.bus.publish_raw(row.subject, row.payload, row.headers)
+                except Exception:
+                    break
+                sent.append(row.id)
+        finally:
+            await self.store.mark_sent(sent)
+        return len(sent)
+
+
+def outbox_items(tag: str, n: int, *, one_entity: bool) -> list[OutboxItem]:
+    """``n`` events, each about its own object (or all about one), ids unique per ``tag``."""
+    out = []
+    for i, m in enumerate(message(i) for i in range(n)):
+        event = m.model_copy(update={"key": "uploads/one-entity.mp4"}) if one_entity else m
+        envelope = wrap(event, source="bench", event_id=event_id(tag, i))
+        out.append(OutboxItem.from_envelope(envelope, subject=f"bench.outbox.{tag}"))
+    return out
+
+
+class OutboxBench:
+    def __init__(self, bus: Bus, store: DocumentStore, n: int, window: int, nats_pid: int) -> None:
+        self.bus, self.store, self.n, self.window = bus, store, n, window
+        self.server = psutil.Process(nats_pid)
+        self.results: dict[str, dict[str, list[dict[str, float]]]] = {s: {r: [] for r in RELAYS} for s in SHAPES}
+
+    async def one(self, r: int, shape: str, relay_name: str, record: bool) -> None:
+        tag = f"o{r:02d}{shape[:3]}{relay_name[:3]}"
+        items = outbox_items(tag, self.n, one_entity=shape == "one_entity")
+        await self.store.commit([], items)  # one transaction, like a manifest's specs and their events
+        relay = (
+            SequentialRelay(self.store, self.bus)
+            if relay_name == "sequential"
+            else OutboxRelay(self.store, self.bus, window=self.window)
+        )
+        server0, cpu0, t0 = self.server.cpu_times(), time.process_time(), time.perf_counter()
+        sent = 0
+        while True:
+            k = await asyncio.wait_for(relay.flush(), STEP_TIMEOUT_S)
+            sent += k
+            if k < 500:
+                break
+        wall, cpu, server1 = time.perf_counter() - t0, time.process_time() - cpu0, self.server.cpu_times()
+        if sent != self.n or await self.store.pending_outbox(1):
+            raise RuntimeError(f"outbox {shape}/{relay_name}: {sent} of {self.n} sent")
+        ids = [(await self.bus.js.get_last_msg(OUTBOX_STREAM.name, f"bench.outbox.{tag}")).headers]
+        if ids[0] is None or ids[0].get("Nats-Msg-Id") != items[-1].headers["Nats-Msg-Id"]:
+            raise RuntimeError(f"outbox {shape}/{relay_name}: the last row is not the last in the stream")
+        if record:
+            server_s = (server1.user + server1.system) - (server0.user + server0.system)
+            self.results[shape][relay_name].append({"wall_s": wall, "cpu_s": cpu, "nats_s": server_s})
+
+    async def round(self, r: int, record: bool) -> None:
+        order = RELAYS if r % 2 == 0 else RELAYS[::-1]
+        for shape in SHAPES:
+            for relay_name in order:
+                await self.one(r, shape, relay_name, record)
+        await self.bus.js.purge_stream(OUTBOX_STREAM.name)
+
+
+def summarize_outbox(results: dict[str, dict[str, list[dict[str, float]]]], rows: int) -> dict[str, Any]:
+    """Median rows/s per relay; CPU ms per row over all rounds together (psutil's clock ticks are 10 ms)."""
+    out: dict[str, Any] = {}
+    for shape, per in results.items():
+        fig = {
+            relay: {
+                "rows_per_s": statistics.median(rows / run["wall_s"] for run in runs),
+                "cpu_ms_per_row": 1000 * sum(run["cpu_s"] for run in runs) / (rows * len(runs)),
+                "nats_ms_per_row": 1000 * sum(run["nats_s"] for run in runs) / (rows * len(runs)),
+            }
+            for relay, runs in per.items()
+        }
+        new, old = fig["pipelined"], fig["sequential"]
+        out[shape] = {
+            **{f"{relay}_{k}": round(v, 4) for relay, f in fig.items() for k, v in f.items()},
+            "speedup": round(new["rows_per_s"] / old["rows_per_s"], 2),
+            "cpu_ratio": round(new["cpu_ms_per_row"] / old["cpu_ms_per_row"], 3),
+            "nats_cpu_ratio": round(new["nats_ms_per_row"] / max(1e-9, old["nats_ms_per_row"]), 3),
+            **{f"{relay}_runs": [round(rows / run["wall_s"]) for run in runs] for relay, runs in per.items()},
+        }
+    return out
+
+
+async def outbox_bench(url: str, args: argparse.Namespace, work: Path, nats_pid: int) -> dict[str, Any]:
+    bus = Bus(url, name="bench-outbox")
+    store = DocumentStore(f"sqlite:///{work / 'outbox.sqlite3'}")
+    await bus.connect()
+    await store.open()
+    try:
+        await bus.ensure_stream(OUTBOX_STREAM)
+        b = OutboxBench(bus, store, args.outbox_rows, args.outbox_window, nats_pid)
+        await b.round(99, record=False)  # warm-up: imports, the SQLite file, the stream
+        for r in range(args.rounds):
+            await b.round(r, record=True)
+    finally:
+        await store.close()
+        await bus.close()
+    summary = summarize_outbox(b.results, args.outbox_rows)
+    return {"rows": args.outbox_rows, "window": args.outbox_window, "store": "sqlite", **summary}
+
+
+def print_outbox(report: dict[str, Any]) -> None:
+    o = report["outbox"]
+    title = (
+        f"outbox relay, before (sequential) and after (pipelined, window {o['window']}) - {o['rows']} rows "
+        f"x {report['rounds']} rounds, SQLite"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in ("rows about", "relay", "rows/s (median)", "relay CPU ms/row", "nats CPU ms/row", "runs rows/s"):
+        table.add_column(col, justify="left" if col in ("rows about", "relay", "runs rows/s") else "right")
+    for shape, label in (("entities", "one entity each"), ("one_entity", "one entity, all")):
+        s = o[shape]
+        for relay in RELAYS:
+            table.add_row(
+                label,
+                relay,
+                f"{s[f'{relay}_rows_per_s']:,.0f}",
+                f"{s[f'{relay}_cpu_ms_per_row']:.3f}",
+                f"{s[f'{relay}_nats_ms_per_row']:.3f}",
+                " ".join(str(x) for x in s[f"{relay}_runs"]),
+            )
+        table.add_row(
+            "",
+            "new ÷ old",
+            f"x{s['speedup']:.2f}",
+            f"x{s['cpu_ratio']:.2f}",
+            f"x{s['nats_cpu_ratio']:.2f}",
+            "",
+            end_section=True,
+        )
+    Console(width=max(120, len(title) + 4)).print(table)
+
+
 def summarize(results: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for op, per in results.items():
@@ -330,7 +496,8 @@ def print_table(summary: dict[str, Any], meta: dict[str, Any]) -> None:
     Console(width=max(120, len(title) + 4)).print(table)
 
 
-async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def bench(url: str, args: argparse.Namespace, work: Path, nats_pid: int) -> dict[str, Any]:
+    outbox = await outbox_bench(url, args, work, nats_pid) if args.outbox_rows else None
     b = Bench(url, args.messages, args.window, args.batch, args.concurrency)
     try:
         await b.open()
@@ -363,6 +530,7 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "publish_conc_ratio": summary["publish_conc"]["ratio"],
         "consume_ratio": summary["consume"]["ratio"],
         "all_within_target": all(s["within_target"] for s in summary.values()),
+        "outbox": outbox,
     }
 
 
@@ -381,20 +549,26 @@ def main(argv: list[str] | None = None) -> int:
     add("--window", type=int, default=200, help="concurrent publish window / preload window")
     add("--batch", type=int, default=256, help="consume fetch batch = runtime prefetch")
     add("--concurrency", type=int, default=1, help="runtime Consumer concurrency (raw is sequential)")
+    add("--outbox-rows", type=int, default=300, help="outbox rows per relay measurement (default 300; 0 skips it)")
+    add("--outbox-window", type=int, default=DEFAULT_WINDOW, help=f"OutboxRelay window (default {DEFAULT_WINDOW})")
     add("--log-level", default="INFO", help="runtime log level, as in a deployed service (stderr)")
     add("--strict", action="store_true", help="exit 1 when an overhead is over the 20%% target")
     args = parser.parse_args(argv)
     if args.messages < 1 or args.rounds < 1 or args.window < 1 or args.batch < 1 or args.concurrency < 1:
         parser.error("--messages, --rounds, --window, --batch and --concurrency must be >= 1")
+    if args.outbox_rows < 0 or args.outbox_window < 1:
+        parser.error("--outbox-rows must be >= 0 and --outbox-window >= 1")
     configure_logging(args.log_level, json=True, service="bench")
 
     with tempfile.TemporaryDirectory(prefix="worldmill-bench-") as tmp:
         proc, endpoint = start_nats(Path(tmp))
         try:
-            report = asyncio.run(bench(endpoint.url, args))
+            report = asyncio.run(bench(endpoint.url, args, Path(tmp), proc.pid))
         finally:
             proc.stop()
     print_table(report["results"], report)
+    if report["outbox"]:
+        print_outbox(report)
     print(json.dumps(report, separators=(",", ":")))
     return 1 if args.strict and not report["all_within_target"] else 0
 

@@ -15,7 +15,12 @@ Part 1 - ingest. Each synthetic asset is the event mix the live pipeline sends: 
 taking turns chunk by chunk (who goes first alternates), so load from other processes hits both alike:
 
 * ``apply``      - ``--ingest-assets`` assets' events through ``db.apply``, one event per transaction
-                   (what the live consumer does, thread hop included): events/s and per-event p50/p99;
+                   (what the live consumer did before it batched, thread hop included): events/s and
+                   per-event p50/p99;
+* ``grouped``    - another ``--group-assets`` assets' events the way the live consumer applies them now:
+                   ``--group-window`` (256, its prefetch) events in hand at once, each handed to the
+                   service's ``IngestBatcher.apply`` by its own task, which commits whatever is waiting
+                   in one transaction: events/s and per-event p50/p99 (from the call to its commit);
 * ``apply_many`` - another ``--batch-assets`` assets' events through ``db.apply_many`` in batches of
                    ``--batch-size`` (what a rebuild does): events/s, and from it the time a rebuild of
                    ``--assets`` assets × 7 events would take;
@@ -23,7 +28,8 @@ taking turns chunk by chunk (who goes first alternates), so load from other proc
                    must return False: the idempotence check alone): events/s.
 
 Part 2 - search. The catalog is filled to ``--assets`` assets (untimed). ``apply_many`` runs at a few
-hundred events/s here, so filling 100,000 assets through it would take 10-20 minutes per database;
+hundred (PostgreSQL) to a few thousand (SQLite) events/s here, so filling 100,000 assets through it would
+take minutes to half an hour per database;
 the fill writes instead the rows those events give: each event goes through the projection's own
 ``changes_for``, the changes are merged in memory with the rules ``apply`` executes, and the rows are
 inserted with plain multi-row INSERTs (both databases at once, from the same batches). First, the
@@ -81,13 +87,14 @@ from rich.table import Table
 from sqlalchemy.engine import Connection, Engine
 
 from worldmill.catalog.database import CatalogDatabase, Event
+from worldmill.catalog.ingest import IngestBatcher
 from worldmill.catalog.projection import PROMPT_FIELDS_ON_ASSETS, Edge, FillAssets, RefreshRating, Upsert, changes_for
 from worldmill.catalog.queries import counts, search
 from worldmill.catalog.search import AssetQuery
 from worldmill.catalog.tables import ALL_TABLES, ASSETS, EDGES, EVENTS, PROMPTS
 from worldmill.contracts.base import Message, ObjectRef, Resolution
 from worldmill.contracts.cards import GenerationMode
-from worldmill.contracts.envelope import wrap
+from worldmill.contracts.envelope import EnvelopeAttributes, wrap
 from worldmill.contracts.generation import (
     AttemptRecord,
     ChunkPlan,
@@ -576,6 +583,20 @@ async def one_by_one(db: CatalogDatabase, events: list[Event]) -> tuple[list[flo
     return lat, new
 
 
+async def grouped(db: CatalogDatabase, events: list[Event]) -> tuple[list[float], int]:
+    """The live consumer's way: every event of the chunk handed to ``IngestBatcher.apply`` by its own task at
+    once (the consumer's handlers of one fetch); per-event latencies from the call to its commit."""
+    batcher = IngestBatcher(db)
+
+    async def one(attrs: EnvelopeAttributes, message: Message) -> tuple[float, bool]:
+        s = time.perf_counter()
+        new = await batcher.apply(attrs, message)
+        return time.perf_counter() - s, new
+
+    done = await asyncio.gather(*(one(attrs, message) for attrs, message in events))
+    return [lat for lat, _ in done], sum(new for _, new in done)
+
+
 async def batched(db: CatalogDatabase, events: list[Event]) -> tuple[list[float], int]:
     """One ``db.apply_many`` of the chunk (one transaction)."""
     s = time.perf_counter()
@@ -602,12 +623,17 @@ def ingest_figures(r: dict[str, Any], events: int, *, batch: int | None = None) 
 
 
 async def ingest_bench(
-    dbs: dict[str, CatalogDatabase], ingest: list[Event], more: list[Event], args: argparse.Namespace
+    dbs: dict[str, CatalogDatabase],
+    ingest: list[Event],
+    group: list[Event],
+    more: list[Event],
+    args: argparse.Namespace,
 ) -> dict[str, dict[str, Any]]:
     res: dict[str, dict[str, Any]] = {name: {} for name in dbs}
     dups = ingest[: args.duplicates]
     runs = (
         ("ingest_apply", ingest, one_by_one, 350, len(ingest), None),  # chunks of 50 assets
+        ("ingest_grouped", group, grouped, args.group_window, len(group), args.group_window),
         ("ingest_apply_many", more, batched, args.batch_size, len(more), args.batch_size),
         ("duplicate_apply", dups, one_by_one, 100, 0, None),
     )
@@ -634,8 +660,11 @@ def bulk_rows(events: Sequence[Event]) -> dict[str, list[dict[str, Any]]]:
     """
     rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
     applied = []
+    now = datetime.now(UTC)
     for attrs, message in events:
-        applied.append({"event_id": attrs.id, "type": attrs.type, "subject": attrs.subject, "time": attrs.time})
+        applied.append(
+            {"event_id": attrs.id, "type": attrs.type, "subject": attrs.subject, "time": attrs.time, "applied_at": now}
+        )
         for ch in changes_for(attrs, message):
             if isinstance(ch, Upsert):
                 table = rows.setdefault(ch.table, {})
@@ -697,8 +726,13 @@ def fill_batches(start: int, total: int, size: int) -> Iterator[list[Event]]:
 
 
 def _dump(engine: Engine) -> dict[str, list[str]]:
+    """Every row of every table, but when each event was applied (the two catalogs applied them at other times)."""
+
+    def columns(t: sa.Table) -> list[sa.Column[Any]]:
+        return [c for c in t.columns if not (t is EVENTS and c.name == "applied_at")]
+
     with engine.connect() as conn:
-        return {t.name: sorted(repr(tuple(r)) for r in conn.execute(sa.select(t))) for t in ALL_TABLES}
+        return {t.name: sorted(repr(tuple(r)) for r in conn.execute(sa.select(*columns(t)))) for t in ALL_TABLES}
 
 
 async def verify_bulk(work: Path, assets: int, total: int) -> dict[str, Any]:
@@ -901,16 +935,20 @@ async def bench(
     work = sqlite_path.parent
     dbs = {name: CatalogDatabase(url) for name, url in urls.items()}
     res: dict[str, dict[str, Any]] = {}
-    n_ing, n_batch = args.ingest_assets, args.batch_assets
-    first = min(args.assets, n_ing + n_batch)  # assets made by part 1; the fill adds the rest
+    n_ing, n_group, n_batch = args.ingest_assets, args.group_assets, args.batch_assets
+    first = min(args.assets, n_ing + n_group + n_batch)  # assets made by part 1; the fill adds the rest
     try:
         for db in dbs.values():
             await db.open()
-        # Part 1 events, built once (not timed): assets 0..n_ing-1 one by one, then the next n_batch batched.
-        ingest = [e for i in range(n_ing) for e in events_of(ingest_facts(i, args.assets), full=True)]
-        more = [e for i in range(n_ing, n_ing + n_batch) for e in events_of(ingest_facts(i, args.assets), full=True)]
-        res = await ingest_bench(dbs, ingest, more, args)
-        del ingest, more  # the bench's own garbage should not cost the searches GC time
+
+        # Part 1 events, built once (not timed): assets 0..n_ing-1 one by one, the next n_group grouped as the
+        # live consumer does, then the next n_batch batched.
+        def assets(start: int, n: int) -> list[Event]:
+            return [e for i in range(start, start + n) for e in events_of(ingest_facts(i, args.assets), full=True)]
+
+        ingest, group, more = assets(0, n_ing), assets(n_ing, n_group), assets(n_ing + n_group, n_batch)
+        res = await ingest_bench(dbs, ingest, group, more, args)
+        del ingest, group, more  # the bench's own garbage should not cost the searches GC time
         gc.collect()
         console.log(f"bulk loader check: {args.verify_assets} assets by apply_many and by bulk insert…")
         shared["bulk_check"] = await verify_bulk(work, args.verify_assets, args.assets)
@@ -975,6 +1013,19 @@ def print_table(report: dict[str, Any], slow_ms: float) -> None:
         "  per event p50 / p99",
         [f"{r[n]['ingest_apply']['event_p50_ms']:.2f} / {r[n]['ingest_apply']['event_p99_ms']:.2f} ms" for n in names],
     )
+    g = r[names[0]]["ingest_grouped"]
+    row(
+        f"grouped, ≤{g['batch']} waiting ev/txn ({g['events']:,} ev)",
+        [_rate(r[n]["ingest_grouped"]) for n in names],
+        ratio(lambda x: x["ingest_grouped"]["events_per_s"]),
+    )
+    row(
+        "  per event p50 / p99",
+        [
+            f"{r[n]['ingest_grouped']['batch_p50_ms']:.2f} / {r[n]['ingest_grouped']['batch_p99_ms']:.2f} ms"
+            for n in names
+        ],
+    )
     b = r[names[0]]["ingest_apply_many"]
     row(
         f"apply_many ×{b['batch']} ({b['events']:,} ev)",
@@ -1018,8 +1069,9 @@ def print_table(report: dict[str, Any], slow_ms: float) -> None:
         ratio(lambda x: x["search"]["overall"]["p50_ms"]),
     )
     table.caption = (
-        "apply: db.apply per event (thread hop + one transaction), rate over all events; apply_many: one "
-        "transaction per batch; duplicate: events already applied (must return False); rebuild: assets × 7 events "
+        "apply: db.apply per event (thread hop + one transaction), rate over all events; grouped: the live "
+        "consumer's IngestBatcher, a window of events handed in at once and committed together (per-event latency: "
+        "call to commit); apply_many: one transaction per batch; duplicate: events already applied (must return False); rebuild: assets × 7 events "
         "at the apply_many rate. search: db.read + queries.search, one page of 50 newest first, p50 / p99 ms over "
         f"{report['runs']} runs per shape (after {report['warmup']} warm-ups; red: p99 > {slow_ms:g} ms); db: the "
         "database's own time for one such query (PostgreSQL: EXPLAIN ANALYZE execution time; SQLite: driver-level "
@@ -1047,6 +1099,8 @@ def main(argv: list[str] | None = None) -> int:
     add = parser.add_argument
     add("--assets", type=int, default=100_000, help="assets in the catalog for the searches (default 100000)")
     add("--ingest-assets", type=int, default=1000, help="assets whose 7 events go through db.apply (default 1000)")
+    add("--group-assets", type=int, default=1000, help="assets whose 7 events go through IngestBatcher (default 1000)")
+    add("--group-window", type=int, default=256, help="events handed to IngestBatcher at once (default 256)")
     add("--batch-assets", type=int, default=1000, help="assets whose 7 events go through apply_many (default 1000)")
     add("--batch-size", type=int, default=500, help="events per apply_many transaction (default 500)")
     add("--fill-batch", type=int, default=3000, help="events per bulk-fill transaction (default 3000)")
@@ -1060,12 +1114,16 @@ def main(argv: list[str] | None = None) -> int:
     add("--quick", action="store_true", help="a tiny smoke run (3000 assets, 150+150 ingested, 10 runs)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.assets, args.ingest_assets, args.batch_assets = 3000, 150, 150
+        args.assets, args.ingest_assets, args.batch_assets, args.group_assets = 3000, 150, 150, 150
         args.duplicates, args.runs, args.batch_size, args.verify_assets = 200, 10, 200, 30
-    if min(args.assets, args.ingest_assets, args.batch_size, args.runs) < 1 or args.batch_assets < 0:
-        parser.error("--assets, --ingest-assets, --batch-size and --runs must be >= 1")
+    if (
+        min(args.assets, args.ingest_assets, args.batch_size, args.runs, args.group_window) < 1
+        or min(args.batch_assets, args.group_assets) < 0
+    ):
+        parser.error("--assets, --ingest-assets, --batch-size, --group-window and --runs must be >= 1")
     args.ingest_assets = min(args.ingest_assets, args.assets)
-    args.batch_assets = min(args.batch_assets, args.assets - args.ingest_assets)
+    args.group_assets = min(args.group_assets, args.assets - args.ingest_assets)
+    args.batch_assets = min(args.batch_assets, args.assets - args.ingest_assets - args.group_assets)
     args.duplicates = min(args.duplicates, args.ingest_assets * 7)
 
     t0 = time.perf_counter()
@@ -1089,6 +1147,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "catalog",
         "assets": args.assets,
         "ingest_assets": args.ingest_assets,
+        "group_assets": args.group_assets,
+        "group_window": args.group_window,
         "batch_assets": args.batch_assets,
         "events_per_asset": 7,
         "batch_size": args.batch_size,

@@ -13,6 +13,7 @@ from worldmill.catalog.database import CatalogDatabase
 from worldmill.catalog.gallery import gallery_router
 from worldmill.catalog.service import CatalogService
 from worldmill.contracts.subjects import EVENTS, ConsumerSpec
+from worldmill.runtime.bus import Bus
 from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
@@ -29,14 +30,26 @@ EVERY_EVENT = ConsumerSpec(
 )
 
 
-def consumers(ctx: ServiceContext) -> list[Consumer]:
-    """The catalog's one consumer."""
-    service: CatalogService = ctx.state["catalog"]
+#: Messages the catalog's consumer holds and handles at once: their events share transactions
+#: (``catalog.ingest``), and each is acked after the commit that applied it.
+INGEST_WINDOW = 256
+
+
+def ingest_consumer(
+    bus: Bus, service: CatalogService, *, spec: ConsumerSpec = EVERY_EVENT, source: str = "/worldmill/catalog"
+) -> Consumer:
+    """The consumer that feeds ``service.ingest``: every fetched message handled concurrently, so the
+    events of one fetch are applied in one transaction (the read model does not depend on their order)."""
 
     async def on_event(d: Delivery) -> None:
         await service.ingest(d.envelope, d.message)
 
-    return [Consumer(ctx.bus, EVERY_EVENT, on_event, source=ctx.source, prefetch=256)]
+    return Consumer(bus, spec, on_event, source=source, concurrency=INGEST_WINDOW, prefetch=INGEST_WINDOW)
+
+
+def consumers(ctx: ServiceContext) -> list[Consumer]:
+    """The catalog's one consumer."""
+    return [ingest_consumer(ctx.bus, ctx.state["catalog"], source=ctx.source)]
 
 
 def create_app(settings: RuntimeSettings) -> FastAPI:

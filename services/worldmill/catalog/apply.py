@@ -2,9 +2,9 @@
 
 Upserts are ``INSERT … ON CONFLICT (key) DO UPDATE SET <the event's columns> WHERE <guard>``, a
 statement both databases have with the same meaning; the guard is the ``newer`` rule. An event is
-applied at most once: its id goes into ``applied_events`` in the same transaction as its changes,
-with ``ON CONFLICT DO NOTHING … RETURNING``; when that returns nothing the event was applied
-before and the transaction changes nothing else.
+applied at most once: its id goes into ``applied_events`` (with ``applied_at``, when the catalog
+applied it) in the same transaction as its changes, with ``ON CONFLICT DO NOTHING … RETURNING``;
+when that returns nothing the event was applied before and the transaction changes nothing else.
 
 Statements are built once per shape (dialect, table, key columns, columns set, guard) and executed
 with the values as parameters: building SQLAlchemy constructs per event cost more than the
@@ -53,6 +53,7 @@ def _mark_statement(dialect: str) -> Any:
             type=sa.bindparam("type"),
             subject=sa.bindparam("subject"),
             time=sa.bindparam("time", type_=EVENTS.c.time.type),
+            applied_at=sa.bindparam("applied_at", type_=EVENTS.c.applied_at.type),
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(EVENTS.c.event_id)
@@ -60,8 +61,14 @@ def _mark_statement(dialect: str) -> Any:
 
 
 def mark_applied(conn: Connection, attrs: EnvelopeAttributes) -> bool:
-    """Record the event as applied; False when it was applied before (then apply nothing)."""
-    params = {"event_id": attrs.id, "type": attrs.type, "subject": attrs.subject, "time": _utc(attrs.time)}
+    """Record the event as applied, and when (now, UTC); False when it was applied before (then apply nothing)."""
+    params = {
+        "event_id": attrs.id,
+        "type": attrs.type,
+        "subject": attrs.subject,
+        "time": _utc(attrs.time),
+        "applied_at": datetime.now(UTC),
+    }
     return conn.execute(_mark_statement(conn.dialect.name), params).first() is not None
 
 

@@ -1,8 +1,9 @@
 """The catalog database: migrated by Alembic at start-up, written only by applying events.
 
 SQLite (a file under the data folder) is the default; PostgreSQL is used the same way through its
-URL. Writes happen in one transaction per event (or per batch of events): the event id and every
-change it makes commit together, so a crash in between leaves neither.
+URL. Writes happen in one transaction per batch of events (the live consumer's group commit, a
+rebuild's chunks) or per event: the event id and every change it makes commit together, so a crash
+in between leaves neither.
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ def _migrate(engine: Engine) -> None:
         command.upgrade(alembic_config(conn), "head")
 
 
-def _apply(engine: Engine, events: Sequence[Event]) -> int:
-    applied = 0
+def _apply(engine: Engine, events: Sequence[Event]) -> list[bool]:
+    applied: list[bool] = []
     with engine.begin() as conn:
         for attrs, message in events:
-            if mark_applied(conn, attrs):
+            new = mark_applied(conn, attrs)
+            if new:
                 apply_changes(conn, changes_for(attrs, message))
-                applied += 1
+            applied.append(new)
     return applied
 
 
@@ -100,10 +102,15 @@ class CatalogDatabase:
 
     async def apply(self, attrs: EnvelopeAttributes, message: Message) -> bool:
         """Apply one event; False when it had been applied already."""
-        return await self.apply_many([(attrs, message)]) == 1
+        return (await self.apply_batch([(attrs, message)]))[0]
 
     async def apply_many(self, events: Sequence[Event]) -> int:
         """Apply events in one transaction, in order; returns how many were new."""
+        return sum(await self.apply_batch(events))
+
+    async def apply_batch(self, events: Sequence[Event]) -> list[bool]:
+        """Apply events in one transaction, in order; per event, whether it was new. If any event fails,
+        the transaction is rolled back and nothing of the batch is applied."""
         return await self.run("apply", lambda e: _apply(e, events))
 
     async def reset(self) -> None:

@@ -2,7 +2,8 @@
 
 Ratings, notes and exports are published as events first and then applied here with the same event
 id, so the answer shows them at once, the consumer's later delivery of the same event changes
-nothing, and a rebuild from the stream restores them.
+nothing, and a rebuild from the stream restores them. Every write of the read model from this
+process (the consumer's events and these) goes through one ``IngestBatcher``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from worldmill.catalog import queries
 from worldmill.catalog.database import CatalogDatabase, Event
 from worldmill.catalog.hub import Hub, Update
+from worldmill.catalog.ingest import IngestBatcher
 from worldmill.catalog.projection import KEPT_TYPES
 from worldmill.catalog.report import build_status
 from worldmill.catalog.search import AssetQuery
@@ -79,14 +81,19 @@ class CatalogService:
     bus: Bus | None = None
     source: str = "/worldmill/catalog"
     hub: Hub = field(default_factory=Hub)
+    batcher: IngestBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = IngestBatcher(self.db)
 
     # -- writing ------------------------------------------------------------------------------
 
     async def ingest(self, attrs: EnvelopeAttributes, message: Message) -> bool:
-        """Apply one event (a repeat changes nothing) and tell the live streams."""
+        """Apply one event (a repeat changes nothing) and tell the live streams. Concurrent calls share
+        transactions (``IngestBatcher``); each returns once its event is committed."""
         if not _kept(message):
             return False
-        applied = await self.db.apply(attrs, message)
+        applied = await self.batcher.apply(attrs, message)
         if applied and self.hub.subscribers:
             await self._announce(message)
         return applied
@@ -109,7 +116,9 @@ class CatalogService:
         envelope = wrap(message, source=self.source, event_id=event_id or f"{message.TYPE}-{secrets.token_hex(12)}")
         if self.bus is not None:
             await self.bus.publish(envelope)
-        await self.db.apply(envelope, message)
+        # Through the batcher like the consumer's events: one write transaction at a time in this process, so
+        # this one never waits on a batch that waits on it (the consumer's copy of the same event id).
+        await self.batcher.apply(envelope, message)
 
     async def rate(self, asset_id: str, body: RatingSubmission) -> AssetSummary:
         """Store a 1–5 rating (the rater's previous one is replaced)."""

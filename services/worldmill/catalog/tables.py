@@ -39,6 +39,7 @@ EVENTS = sa.Table(
     sa.Column("type", sa.String(200), nullable=False),
     _key("subject", 1100, nullable=True),
     _when("time", nullable=False),
+    _when("applied_at", nullable=True, comment="When the catalog applied the event (UTC); NULL before migration 0003."),
 )
 
 MANIFESTS = sa.Table(

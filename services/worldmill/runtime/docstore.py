@@ -11,9 +11,14 @@ Why this shape:
   without JSON operators that differ between them. Bodies are canonical JSON text.
 * **A transactional outbox.** ``commit`` writes the documents and the events announcing them in
   ONE transaction, so a request is acknowledged only after it is stored, and an event exists
-  exactly when its state does. ``OutboxRelay`` publishes pending rows in order with their
-  ``Nats-Msg-Id`` header and then deletes them: delivery is at least once (a crash between
-  publish and delete re-sends), and JetStream drops re-sends inside the duplicate window.
+  exactly when its state does. ``OutboxRelay`` publishes pending rows with their ``Nats-Msg-Id``
+  header and then deletes them: delivery is at least once (a crash between publish and delete
+  re-sends), and JetStream drops re-sends inside the duplicate window. It publishes a window of
+  rows at once and waits for their acks together (one round trip per window, not per row), then
+  deletes exactly the acked ones in one transaction per flush. Order: a window holds at most one
+  row per entity (the envelope's CloudEvents ``subject``), so the rows of one entity reach the
+  stream in the order they were written even when a publish fails; rows of different entities go
+  in id order unless one fails, which then goes after the later rows of other entities.
 
 Only the runtime imports SQLAlchemy; services use this API. Calls run a sync engine in a worker
 thread (``asyncio.to_thread``), like ``worldmill.runtime.store``.
@@ -23,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -200,9 +207,18 @@ class DocumentStore:
     def __init__(self, url: str) -> None:
         self.url = sa.make_url(url)
         self._engine: Engine | None = None
+        self._flush_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def __repr__(self) -> str:
         return f"DocumentStore({self.url.render_as_string(hide_password=True)!r})"  # no password in logs
+
+    def outbox_lock(self) -> asyncio.Lock:
+        """Held by a relay's flush: one flush at a time per store in this process (the background relay
+        and a request's ``flush_now`` would otherwise publish the same rows twice over)."""
+        loop = asyncio.get_running_loop()
+        if self._flush_lock is None or self._flush_lock[0] is not loop:
+            self._flush_lock = (loop, asyncio.Lock())
+        return self._flush_lock[1]
 
     async def _run(self, what: str, fn: Callable[[Engine], T]) -> T:
         return await run_sql(self._engine, f"{self!r}: {what}", fn)
@@ -339,31 +355,97 @@ class DocumentStore:
             await self._run("mark outbox sent", lambda e: _execute(e, q))
 
 
-class OutboxRelay:
-    """Publishes outbox rows in order. Run one per database; a second one only causes re-sends
-    that JetStream drops as duplicates inside the stream's duplicate window."""
+#: Rows a relay publishes at once before waiting for their acks (``OutboxRelay(window=...)``).
+DEFAULT_WINDOW = 128
 
-    def __init__(self, store: DocumentStore, bus: Bus) -> None:
+
+def order_key(row: OutboxRow) -> str:
+    """What a row must stay in order with: its envelope's entity (CloudEvents ``subject``), else its NATS subject."""
+    try:
+        entity = json.loads(row.payload).get("subject")
+    except (ValueError, AttributeError):  # not an envelope (never written by OutboxItem): its subject orders it
+        entity = None
+    return f"entity:{entity}" if isinstance(entity, str) and entity else f"subject:{row.subject}"
+
+
+def windows(rows: Sequence[OutboxRow], size: int) -> Iterator[list[OutboxRow]]:
+    """``rows`` (in id order) as windows to publish one after the other, each in id order.
+
+    A window holds at most ``size`` rows and at most one per order key: the rows of a key form a lane,
+    and a window takes the first row of the ``size`` lanes whose first rows are the oldest. So a row is
+    never in flight with an earlier row of its key, and goes only after that row's window.
+    """
+    lanes: dict[str, deque[OutboxRow]] = {}
+    for row in rows:
+        lanes.setdefault(order_key(row), deque()).append(row)
+    heads = [(lane[0].id, key) for key, lane in lanes.items()]
+    heapq.heapify(heads)
+    while heads:
+        taken = [heapq.heappop(heads) for _ in range(min(size, len(heads)))]
+        yield [lanes[key].popleft() for _, key in taken]
+        for _, key in taken:
+            if lanes[key]:
+                heapq.heappush(heads, (lanes[key][0].id, key))
+
+
+class OutboxRelay:
+    """Publishes outbox rows, a window at a time. One flush runs at a time per store in a process; a
+    relay in another process only causes re-sends that JetStream drops as duplicates inside the
+    stream's duplicate window (a row is deleted only after its ack, so the per-entity order holds
+    across relays too)."""
+
+    def __init__(self, store: DocumentStore, bus: Bus, *, window: int = DEFAULT_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
         self.store = store
         self.bus = bus
+        self.window = window
 
     async def flush(self, limit: int = 500) -> int:
-        """Publish pending rows in order; stop at the first failure (later rows stay pending).
+        """Publish up to ``limit`` pending rows, ``window`` at a time (each window's acks awaited together),
+        then delete the acked rows in one transaction. A window with a failed publish ends the flush: the
+        failed rows, their entities' later rows and the rows not sent yet stay pending for the next flush.
 
         Returns how many rows were published (re-sends that JetStream dropped count as sent).
         """
-        sent: list[int] = []
-        try:
-            for row in await self.store.pending_outbox(limit):
-                try:
-                    await self.bus.publish_raw(row.subject, row.payload, row.headers)
-                except Exception as exc:  # any failure: keep order, retry from this row next time
-                    log.warning("outbox.publish_failed", outbox_id=row.id, subject=row.subject, error=repr(exc))
-                    break
-                sent.append(row.id)
-        finally:
-            await self.store.mark_sent(sent)
-        return len(sent)
+        async with self.store.outbox_lock():
+            acked: list[int] = []
+            try:
+                for window in windows(await self.store.pending_outbox(limit), self.window):
+                    if not await self._publish(window, acked):
+                        break
+            finally:  # also when cancelled: what was acked is not sent again
+                await self.store.mark_sent(acked)
+            return len(acked)
+
+    async def _publish(self, rows: list[OutboxRow], acked: list[int]) -> bool:
+        """Publish ``rows`` concurrently, adding the acked ones' ids to ``acked``; False if any failed."""
+
+        async def one(row: OutboxRow) -> None:
+            await self.bus.publish_raw(row.subject, row.payload, row.headers)
+            acked.append(row.id)
+
+        outcomes: list[BaseException | None]
+        if len(rows) == 1:  # an entity's rows one after the other: no tasks to make
+            outcomes = [None]
+            try:
+                await one(rows[0])
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
+        failed = [(row, out) for row, out in zip(rows, outcomes, strict=True) if isinstance(out, BaseException)]
+        if failed:  # these rows (and their entities' later rows) are retried by the next flush
+            first, error = failed[0]
+            log.warning(
+                "outbox.publish_failed",
+                failed=len(failed),
+                of=len(rows),
+                outbox_id=first.id,
+                subject=first.subject,
+                error=repr(error),
+            )
+        return not failed
 
     @classmethod
     async def flush_now(cls, store: DocumentStore, bus: Bus | None) -> None:
