@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers.bus import PrivateStream
-from worldmill.contracts.subjects import ALL_STREAMS, StreamSpec
+from tests.helpers.bus import PrivateStream, private_stream
+from worldmill.contracts.subjects import ALL_STREAMS
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, free_port, start_nats, start_seaweedfs
 from worldmill.runtime.store import ObjectStore
@@ -73,20 +73,11 @@ async def bus(nats: NatsEndpoint) -> AsyncIterator[Bus]:
 @pytest.fixture
 async def test_stream(bus: Bus) -> AsyncIterator[PrivateStream]:
     """A private limits stream, deleted after the test."""
-    tag = uuid.uuid4().hex[:10]
-    spec = StreamSpec(
-        name=f"T_{tag.upper()}",
-        subjects=(f"t{tag}.>",),
-        retention="limits",
-        max_age_s=3600,
-        duplicate_window_s=120,
-        description="test stream",
-    )
-    await bus.ensure_stream(spec)
+    stream = await private_stream(bus)
     try:
-        yield PrivateStream(spec=spec, prefix=f"t{tag}")
+        yield stream
     finally:
-        await bus.js.delete_stream(spec.name)
+        await bus.js.delete_stream(stream.spec.name)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.bus import PrivateStream, run_until
+from tests.helpers.bus import PrivateStream, private_stream, run_until
 from tests.helpers.factories import synthetic_job
 from tests.helpers.generation import runner_client
 from tests.helpers.outage import KillableServers
@@ -29,7 +29,7 @@ from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import GpuJob, JobCompleted, JobFailed
 from worldmill.contracts.keys import ALL_BUCKETS, ARTIFACTS_BUCKET
 from worldmill.contracts.objects import ObjectCreated
-from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, GPU_JOBS, ConsumerSpec, StreamSpec, event_subject
+from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, GPU_JOBS, ConsumerSpec, event_subject
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.store import ObjectStore
@@ -188,17 +188,7 @@ async def test_the_runner_resumes_by_itself_after_the_store_is_down_60s(
 
 
 async def _private_stream(bus: Bus) -> PrivateStream:
-    tag = uuid.uuid4().hex[:10]
-    spec = StreamSpec(
-        name=f"T_{tag.upper()}",
-        subjects=(f"t{tag}.>",),
-        retention="workqueue",
-        max_age_s=3600,
-        duplicate_window_s=120,
-        description="outage test stream",
-    )
-    await bus.ensure_stream(spec)
-    return PrivateStream(spec=spec, prefix=f"t{tag}")
+    return await private_stream(bus, retention="workqueue", description="outage test stream")
 
 
 def _event(n: int) -> ObjectCreated:

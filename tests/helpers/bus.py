@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from worldmill.contracts.deadletter import DeadLetter
 from worldmill.contracts.envelope import Envelope
@@ -25,6 +26,23 @@ class PrivateStream:
     def subject(self, leaf: str = "x") -> str:
         """A subject inside this stream."""
         return f"{self.prefix}.{leaf}"
+
+
+async def private_stream(
+    bus: Bus, *, retention: Literal["limits", "workqueue", "interest"] = "limits", description: str = "test stream"
+) -> PrivateStream:
+    """Create a stream ``T_<id>`` on subjects ``t<id>.>`` for one test (the caller deletes it, if it must)."""
+    tag = uuid.uuid4().hex[:10]
+    spec = StreamSpec(
+        name=f"T_{tag.upper()}",
+        subjects=(f"t{tag}.>",),
+        retention=retention,
+        max_age_s=3600,
+        duplicate_window_s=120,
+        description=description,
+    )
+    await bus.ensure_stream(spec)
+    return PrivateStream(spec=spec, prefix=f"t{tag}")
 
 
 async def run_until(consumer: Consumer, done: Callable[[], bool], timeout_s: float = 20.0) -> None:
