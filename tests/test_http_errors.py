@@ -10,6 +10,7 @@ route that answers a status its document does not list.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -161,3 +162,35 @@ def test_the_fuzz_harness_fails_on_an_undocumented_status(nats: NatsEndpoint, s3
     finally:
         shutdown_lifespans()
     assert "GET /things/{thing_id}" in str(failed.value) and "Undocumented status code" in str(failed.value)
+
+
+def test_bodies_over_the_limit_get_413_naming_it_and_the_document_says_so(nats: NatsEndpoint, s3: S3Endpoint) -> None:
+    """Declared (Content-Length) or chunked: refused before the route runs; a body under the limit is served."""
+    settings = _settings(nats, s3).model_copy(update={"http_max_body_bytes": 2048})
+    app = create_service_app(settings, title="probe", routers=[_router()])
+    big = {"size": 1, "name": "x" * 5000}
+    with TestClient(app) as c:
+        declared = c.post("/things", json=big, headers=AUTH)
+
+        def chunks() -> Iterator[bytes]:
+            text = json.dumps(big).encode()
+            for i in range(0, len(text), 1000):
+                yield text[i : i + 1000]
+
+        chunked = c.post("/things", content=chunks(), headers={**AUTH, "content-type": "application/json"})
+        small_chunked = c.post(
+            "/things",
+            content=iter([b'{"size": 3, ', b'"name": "ok"}']),
+            headers={**AUTH, "content-type": "application/json"},
+        )
+        fits = c.post("/things", json={"size": 2, "name": "ok"}, headers=AUTH)
+        doc = c.get("/openapi.json", headers=AUTH).json()
+    for resp in (declared, chunked):
+        assert resp.status_code == 413, resp.text
+        body = ErrorBody.model_validate(resp.json())
+        assert "the limit is 2048 bytes (WM_HTTP_MAX_BODY_BYTES)" in body.detail
+    assert "is 50" in declared.json()["detail"] and "chunked" in chunked.json()["detail"]
+    assert (fits.status_code, fits.json()) == (201, {"size": 2})
+    assert (small_chunked.status_code, small_chunked.json()) == (201, {"size": 3})
+    assert "413" in doc["paths"]["/things"]["post"]["responses"]
+    assert "413" not in doc["paths"]["/invalid"]["get"]["responses"]  # no body, no limit to document

@@ -16,7 +16,8 @@
 * one error shape: every 422 is a ``ValidationErrorBody`` (a list of ``{loc, msg, type}``, with
   ``line``/``column`` for manifest problems), every other error an ``ErrorBody`` (``{detail}``), and
   the OpenAPI document says so for every status a route can answer: 401 on every protected route,
-  422 wherever there is input, and what a route adds with ``responses=error_responses(404, ...)``.
+  422 wherever there is input, and what a route adds with ``responses=error_responses(404, ...)``;
+* request bodies bounded (``WM_HTTP_MAX_BODY_BYTES``): 413 naming the limit, listed on every route with a body.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from worldmill.contracts.http_errors import ErrorBody, ValidationErrorBody, ValidationProblem
 from worldmill.contracts.keys import ALL_BUCKETS
 from worldmill.contracts.subjects import ALL_STREAMS
+from worldmill.runtime.body_limit import BodyLimit
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.consumer import Consumer
 from worldmill.runtime.docstore import DocumentStore, OutboxRelay
@@ -210,6 +212,7 @@ def create_service_app(
     app = FastAPI(title=title, lifespan=lifespan, version=_version(), openapi_url=None, docs_url=None, redoc_url=None)
 
     _add_request_logging(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
     _add_error_handlers(app)
     _add_health_routes(app, settings)
 
@@ -372,8 +375,14 @@ def _document_errors(app: FastAPI) -> None:
         schemas.update(defs.get("$defs", {}))
         for schema_name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(schema_name, None)
+        too_large = {
+            "description": ERROR_DESCRIPTIONS[413],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
         for path_item in doc.get("paths", {}).values():
             for operation in path_item.values():
+                if "requestBody" in operation:  # the body limit (BodyLimit) answers before the route
+                    operation.setdefault("responses", {}).setdefault("413", too_large)
                 invalid = operation.get("responses", {}).get("422")
                 if invalid is None:
                     continue

@@ -45,6 +45,9 @@ class RuntimeSettings(BaseSettings):
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
+    http_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest request body a service reads; larger ones get 413."
+    )
     log_level: str = "INFO"
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless on a TTY.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
