@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -83,11 +82,8 @@ from worldmill.contracts.subjects import DLQ, EVENTS, event_subject
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.logs import configure_logging
 from worldmill.runtime.servers import (
-    ClusterRole,
     ManagedProcess,
     NatsCluster,
-    NatsEndpoint,
-    NatsNode,
     spawn,
     start_seaweedfs,
     wait_for_port,
@@ -113,27 +109,6 @@ def _sigkill(proc: ManagedProcess) -> None:
         proc.proc.wait(10)
 
 
-def _flags(argv: list[str]) -> dict[str, str]:
-    """``-x value`` / ``--flag value`` pairs of a command line."""
-    return {a: b for a, b in itertools.pairwise(argv) if a.startswith("-") and not b.startswith("-")}
-
-
-def _cluster_of(stack: LocalStack) -> NatsCluster:
-    """The stack's nats-server nodes as a :class:`NatsCluster`, read back from their command lines."""
-    nodes = []
-    for proc in stack.processes:
-        if not proc.name.startswith("nats-n"):
-            continue
-        f = _flags([str(a) for a in proc.proc.args])  # type: ignore[union-attr]
-        port, monitor = int(f["-p"]), int(f["-m"])
-        route = int(f["--cluster"].rsplit(":", 1)[1])
-        others = tuple(int(u.rsplit(":", 1)[1]) for u in f["--routes"].split(","))
-        role = ClusterRole(name=f["-n"], cluster=f["--cluster_name"], route_port=route, route_ports=(route, *others))
-        endpoint = NatsEndpoint(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor}", port, monitor)
-        nodes.append(NatsNode(proc=proc, endpoint=endpoint, data_dir=Path(f["-sd"]).parent, role=role))
-    return NatsCluster(name=nodes[0].role.cluster, nodes=nodes)
-
-
 @dataclass
 class Chaos:
     """Kills and restarts the stack's processes in place (the stack's process list is kept current)."""
@@ -157,7 +132,6 @@ class Chaos:
         if name.startswith("nats-n"):
             node = next(i for i, n in enumerate(self.cluster.nodes) if n.proc is self.stack.processes[index])
             self.cluster.restart(node)
-            self.cluster.nodes[node].proc.name = name
             self.stack.processes[index] = self.cluster.nodes[node].proc
         elif name == "seaweedfs":
             state = self.stack.state
@@ -599,7 +573,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         commands = stack_services(args.runners, (tmp / "stack" / "catalog.sqlite3").resolve())
         stack = start_stack(tmp / "stack", commands, nats_nodes=3)
         wait_ready(stack)
-        chaos = Chaos(stack, {c.name: c for c in commands}, _cluster_of(stack))
+        assert stack.nats_cluster is not None  # started with nats_nodes=3
+        chaos = Chaos(stack, {c.name: c for c in commands}, stack.nats_cluster)
         raw = asyncio.run(drive(stack, chaos, args, tag))
         report = build_report(raw, args, time.monotonic() - started)
         report["logs"] = str(tmp / "stack" / "logs") if args.keep else None

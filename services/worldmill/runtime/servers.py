@@ -190,6 +190,11 @@ class ClusterRole:
     route_port: int
     route_ports: tuple[int, ...]
 
+    @property
+    def short_name(self) -> str:
+        """The node's name within its cluster (``n1`` of ``worldmill-n1``): its process is ``nats-n1``."""
+        return self.name.removeprefix(f"{self.cluster}-")
+
 
 def start_nats(
     data_dir: Path,
@@ -222,7 +227,7 @@ def start_nats(
     if role is not None:
         routes = ",".join(f"nats://127.0.0.1:{p}" for p in role.route_ports if p != role.route_port)
         args += ["--cluster_name", role.cluster, "--cluster", f"nats://127.0.0.1:{role.route_port}", "--routes", routes]
-    proc = spawn("nats", args, data_dir / "logs" / "nats.log")
+    proc = spawn("nats" if role is None else f"nats-{role.short_name}", args, data_dir / "logs" / "nats.log")
     endpoint = NatsEndpoint(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor_port}", port, monitor_port)
     try:
         wait_for_port(port, timeout_s, proc.proc)

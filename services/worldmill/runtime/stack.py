@@ -24,6 +24,7 @@ from worldmill.contracts.subjects import ALL_STREAMS
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.servers import (
     ManagedProcess,
+    NatsCluster,
     ServerStartError,
     free_port,
     pid_alive,
@@ -156,6 +157,8 @@ class LocalStack:
     data_dir: Path
     state: StackState
     processes: list[ManagedProcess] = field(default_factory=list)
+    #: The nodes of ``up --cluster N`` (N > 1), to kill and restart one in place; None on one nats-server.
+    nats_cluster: NatsCluster | None = None
 
     def stop(self) -> None:
         """Stop services first, then SeaweedFS and NATS; remove the state file."""
@@ -174,18 +177,18 @@ def _previous_ports(data_dir: Path) -> dict[str, int]:
 
 def _start_nats(
     data_dir: Path, before: dict[str, int], nodes: int
-) -> tuple[list[ManagedProcess], str, str, dict[str, int]]:
-    """One nats-server (its previous ports when free) or a routed cluster of ``nodes``: processes, URL(s), ports."""
+) -> tuple[list[ManagedProcess], NatsCluster | None, str, str, dict[str, int]]:
+    """One nats-server (previous ports when free) or a cluster of ``nodes``: processes, cluster, URL(s), ports."""
     if nodes > 1:
         cluster = start_nats_cluster(data_dir / "nats-cluster", nodes=nodes)
-        ports = {f"nats_{n.role.name.rsplit('-', 1)[-1]}": n.endpoint.port for n in cluster.nodes}
-        for node in cluster.nodes:
-            node.proc.name = f"nats-{node.role.name.rsplit('-', 1)[-1]}"
-        return [n.proc for n in cluster.nodes], cluster.urls, cluster.nodes[0].endpoint.monitor_url, ports
+        ports = {f"nats_{n.role.short_name}": n.endpoint.port for n in cluster.nodes}
+        monitor_url = cluster.nodes[0].endpoint.monitor_url
+        return [n.proc for n in cluster.nodes], cluster, cluster.urls, monitor_url, ports
     nats_port = before.get("nats") if before.get("nats") and port_is_free(before["nats"]) else None
     mon = before.get("nats_monitor") if before.get("nats_monitor") and port_is_free(before["nats_monitor"]) else None
     proc, endpoint = start_nats(data_dir, port=nats_port, monitor_port=mon)
-    return [proc], endpoint.url, endpoint.monitor_url, {"nats": endpoint.port, "nats_monitor": endpoint.monitor_port}
+    ports = {"nats": endpoint.port, "nats_monitor": endpoint.monitor_port}
+    return [proc], None, endpoint.url, endpoint.monitor_url, ports
 
 
 def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None, *, nats_nodes: int = 1) -> LocalStack:
@@ -204,7 +207,7 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None, *,
     before = _previous_ports(data_dir)
     processes: list[ManagedProcess] = []
     try:
-        nats_procs, nats_url, nats_monitor_url, nats_ports = _start_nats(data_dir, before, nats_nodes)
+        nats_procs, cluster, nats_url, nats_monitor_url, nats_ports = _start_nats(data_dir, before, nats_nodes)
         processes += nats_procs
         s3_ports = {k.removeprefix("s3_"): v for k, v in before.items() if k.startswith("s3_")}
         weed_proc, s3_ep = start_seaweedfs(
@@ -248,7 +251,7 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None, *,
         raise
     (data_dir / "ports.json").write_text(json.dumps(ports))
     (data_dir / STATE_FILE).write_text(state.model_dump_json(indent=2))
-    return LocalStack(data_dir=data_dir, state=state, processes=processes)
+    return LocalStack(data_dir=data_dir, state=state, processes=processes, nats_cluster=cluster)
 
 
 def stop_stack_by_state(state: StackState) -> dict[str, bool]:
