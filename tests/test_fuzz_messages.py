@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +44,7 @@ from worldmill.generate.settings import GenerateSettings
 from worldmill.prompt.app import create_app as create_prompt_app
 from worldmill.qa.app import create_app as create_qa_app
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
+from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, start_nats
 from worldmill.runtime.settings import RuntimeSettings
 from worldmill.upsample.app import create_app as create_upsample_app
 from worldmill.upsample.settings import UpsampleSettings
@@ -135,8 +135,30 @@ def _concrete(pattern: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def services(nats: NatsEndpoint, s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
-    """Every service app running (with its consumers), and the GPU runner."""
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsEndpoint]:
+    """A nats-server for this module alone: the session's shared consumers may hold other tests' leftovers
+    (still being retried), which would keep them from ever being empty here."""
+    proc, endpoint = start_nats(tmp_path_factory.mktemp("hostile-nats"))
+    try:
+        yield endpoint
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def own_bus(own_nats: NatsEndpoint) -> AsyncIterator[Bus]:
+    bus = Bus(own_nats.url, name="hostile")
+    await bus.connect()
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+@pytest.fixture(scope="module")
+def services(own_nats: NatsEndpoint, s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+    """Every service app running (with its consumers), and the GPU runner, on this module's nats-server."""
+    nats = own_nats
 
     def fields(service: str) -> dict[str, Any]:
         folder: Path = tmp_path_factory.mktemp(f"hostile-{service}")
@@ -166,7 +188,10 @@ def _consumers(clients: list[TestClient]) -> list[tuple[ConsumerSpec, Any]]:
     return out
 
 
-async def test_every_consumer_dead_letters_hostile_messages_and_goes_on(services: list[TestClient], bus: Bus) -> None:
+async def test_every_consumer_dead_letters_hostile_messages_and_goes_on(
+    services: list[TestClient], own_bus: Bus
+) -> None:
+    bus = own_bus
     consumers = _consumers(services)
     subjects = sorted({_concrete(spec.filter_subject) for spec, _ in consumers})
     assert len(consumers) >= 8, [s.durable for s, _ in consumers]
