@@ -65,6 +65,11 @@ def test_search_detail_rating_notes_report_and_rebuild(
     with catalog(nats, s3, tmp_path, url) as client:
         asyncio.run(publish(nats, events))
         page = wait_assets(client, 6, manifest=name)
+        # Events are applied in batches: an asset may be visible a moment before its verdict.
+        page = wait_for(
+            lambda: client.get("/assets", params={"limit": 500, "manifest": name}, headers=AUTH).json(),
+            lambda p: len(p["items"]) >= 6 and all(i["qa_status"] != "pending" for i in p["items"]),
+        )
         assert {i["qa_status"] for i in page["items"]} == {"passed", "failed"}
         assert len(wait_assets(client, 4, manifest=name, qa_status="passed")["items"]) == 4
         one = page["items"][0]
