@@ -34,9 +34,14 @@ from worldmill.runtime.store import ObjectStore
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsEndpoint]:
-    """A real nats-server with JetStream for the whole session."""
+    """A real nats-server with JetStream for each test module (it starts in about 0.1 s).
+
+    Not one for the whole session: services share durable consumers and the GPU job queue, so a
+    leftover of one module (a job still queued, a request still being retried) was taken by another
+    module's runner or service and broke tests that count what they made (CI failed on it twice).
+    """
     proc, endpoint = start_nats(tmp_path_factory.mktemp("nats"))
     try:
         yield endpoint
