@@ -30,8 +30,10 @@ from worldmill.gpu_runner.worker import Runner
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.consumer import dead_letter
 from worldmill.runtime.decode import parse
+from worldmill.runtime.docstore import DocumentStore
 from worldmill.runtime.media import probe
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, free_port
+from worldmill.runtime.spec_copies import SpecCopies
 from worldmill.runtime.store import ObjectStore
 
 
@@ -181,6 +183,29 @@ async def test_a_repeated_request_id_finds_its_runs(
         info = await bus.js.stream_info("WM_JOBS")
     assert [r["run_id"] for r in first["runs"]] == [r["run_id"] for r in again["runs"]]
     assert info.state.messages >= 1
+
+
+async def test_a_spec_kept_before_a_crash_still_gets_its_run_when_its_event_comes_again(
+    nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path
+) -> None:
+    """A generate process killed after keeping an auto-generate spec's copy but before storing its run
+    gets prompt.created again: the run is made then (the 1,000-job chaos run lost one spec so), once."""
+    name = f"g-{uuid.uuid4().hex[:8]}"
+    [spec] = [s.model_copy(update={"auto_generate": True}) for s in specs(name, durations=(5,))]
+    docs = DocumentStore(f"sqlite:///{tmp_path / 'generate.sqlite3'}")  # the service's own database
+    await docs.open()
+    try:
+        assert await SpecCopies(docs).remember(spec)  # what the killed process did before it died
+    finally:
+        await docs.close()
+    await announce(bus, [spec])
+    with generate_client(nats, s3, tmp_path) as gen:
+        runs = wait_runs(gen, f"auto-{spec.prompt_id}-v{spec.version}", 1, final=("queued",))
+        await announce(bus, [spec.model_copy(update={"auto_generate": True})])  # a second redelivery
+        time.sleep(1.0)
+        again = gen.get("/runs", params={"prompt_id": spec.prompt_id}, headers=AUTH).json()["items"]
+    assert [r["prompt_id"] for r in runs] == [spec.prompt_id]
+    assert [r["run_id"] for r in again] == [runs[0]["run_id"]]
 
 
 async def test_cancel_queued_running_and_finished(

@@ -84,10 +84,15 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
     async def on_spec(d: Delivery) -> None:
         if isinstance(d.message, PromptCreated):
             spec = d.message.spec
-            new = await service.remember_spec(spec)
-            # A spec marked for upsampling waits for its upsampled version (or upsample.skipped).
-            if new and spec.auto_generate and not (spec.upsample and spec.upsampled is None):
-                await auto_generate(spec)
+            await service.remember_spec(spec)
+            # A spec marked for upsampling waits for its upsampled version (or upsample.skipped). Whether
+            # the copy was new does not matter: a process killed after keeping it and before its run was
+            # stored gets the event again, and the run must still be made (the request id makes a second
+            # submit find the first's runs). Only the newest version of a spec is generated automatically.
+            if spec.auto_generate and not (spec.upsample and spec.upsampled is None):
+                latest = await service.spec(spec.prompt_id)
+                if latest is not None and latest.version == spec.version:
+                    await auto_generate(spec)
 
     async def on_upsample_skipped(d: Delivery) -> None:
         if not isinstance(d.message, UpsampleSkipped):
