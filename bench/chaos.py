@@ -272,7 +272,7 @@ def _verdicted(watch: CatalogWatch) -> set[str]:
 
 async def drive(stack: LocalStack, chaos: Chaos, args: argparse.Namespace, tag: str) -> dict[str, Any]:
     seen = Observed()
-    observer = Bus(stack.state.nats_url, name="bench-chaos", reconnect_wait_s=0.2)
+    observer = stack.state.bus("bench-chaos", reconnect_wait_s=0.2)
     await observer.connect()
 
     async def completed(_: object) -> None:

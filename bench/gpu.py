@@ -701,7 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     add("--steps", type=int, default=3, help="denoising steps timed per attention backend (default 3, at least 2)")
     add("--work", default=None, help="parent folder of the temporary checkpoint folders (default: the temp dir)")
     add("--keep", action="store_true", help="keep the checkpoint folders (printed)")
-    add("--phases", default="", help="comma-separated phases to run (default: all), e.g. env,build,setup,attn:native,compile")
+    add(
+        "--phases",
+        default="",
+        help="comma-separated phases to run (default: all), e.g. env,build,setup,attn:native,compile",
+    )
     args = parser.parse_args(argv)
     args.phases = frozenset(filter(None, args.phases.split(",")))
     args.steps = max(2, args.steps)

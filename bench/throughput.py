@@ -505,7 +505,7 @@ async def wait_for_catalog(
 async def drive(stack: LocalStack, args: argparse.Namespace, tag: str) -> dict[str, Any]:
     """Submit, follow every job to the catalog, read the log back; the raw observations."""
     state = stack.state
-    bus = Bus(state.nats_url, name="bench-throughput")
+    bus = state.bus("bench-throughput")
     await bus.connect()
     store = ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key)
     await bus.ensure_streams(ALL_STREAMS)

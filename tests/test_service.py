@@ -87,6 +87,20 @@ def test_every_other_route_needs_a_valid_bearer_token(client: TestClient) -> Non
         assert client.get("/things", headers={"Authorization": f"Bearer {token}"}).json() == {"ok": True}
 
 
+def test_a_read_only_token_reads_and_is_refused_what_changes_state(nats: NatsEndpoint, s3: S3Endpoint) -> None:
+    """WM_API_READ_TOKENS may GET but gets 403 naming the scope on a POST; an operate token may do both."""
+    with _app(_settings(nats, s3, api_tokens=(SecretStr("op"),), api_read_tokens=(SecretStr("ro"),))) as c:
+        assert c.get("/things", headers={"Authorization": "Bearer ro"}).json() == {"ok": True}
+        refused = c.post("/bad", headers={"Authorization": "Bearer ro"})
+        assert refused.status_code == 403
+        assert "may only read" in refused.json()["detail"] and "WM_API_TOKENS" in refused.json()["detail"]
+        assert c.post("/bad", headers={"Authorization": "Bearer op"}).status_code == 422  # past the guard
+        assert c.get("/things", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        doc = c.get("/openapi.json", headers={"Authorization": "Bearer ro"}).json()
+    assert "403" in doc["paths"]["/bad"]["post"]["responses"]
+    assert "403" not in doc["paths"]["/things"]["get"]["responses"]
+
+
 def test_openapi_is_served_behind_the_token(client: TestClient) -> None:
     """The OpenAPI document is a route like the others: 401 without a token, the schema with one."""
     assert client.get("/openapi.json").status_code == 401

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -43,9 +44,6 @@ async def test_stack_starts_is_healthy_stops_and_reuses_its_data(tmp_path: Path)
     data = tmp_path / "wm"
     stack = start_stack(data)
     try:
-        from worldmill.cli.stack_commands import _bootstrap  # noqa: PLC0415 - the CLI's own bootstrap
-
-        await _bootstrap(stack.state)
         results = await run_checks(load_state(data), data)
         assert [r for r in results if not r.ok] == []
         assert {r.name for r in results} >= {"nats", "jetstream", "streams", "s3", "s3 signatures", "buckets"}
@@ -106,6 +104,13 @@ def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "The stack is healthy" in doctor.stdout
         assert "service prompt" in doctor.stdout
+        # Every service process logged in to NATS as its own user (contracts.permissions), none as admin.
+        state = load_state(data)
+        assert state is not None
+        connz = httpx.get(f"{state.nats_monitor_url}/connz", params={"auth": "true", "limit": 1024}, timeout=5).json()
+        users = {c.get("name"): c.get("authorized_user") for c in connz["connections"]}
+        for service in state.services:
+            assert users.get(service) == service, (service, users)
         manifest = REPO / "examples" / "security-cameras-demo.yaml"
         submit = subprocess.run(
             [*CLI, "manifest", "submit", str(manifest), "--data-dir", str(data)],

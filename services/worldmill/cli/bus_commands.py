@@ -20,8 +20,10 @@ import typer
 
 from worldmill.cli.console import console, fail
 from worldmill.cli.serve_command import ServiceName, entry_module
-from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec
+from worldmill.contracts.subjects import ALL_STREAMS, CANCEL_BUCKET, ConsumerSpec
+from worldmill.runtime.cancel import CancelFlags
 from worldmill.runtime.errors import WorldmillError
+from worldmill.runtime.nats_auth import render_config
 from worldmill.runtime.service import bus_from
 from worldmill.runtime.settings import RuntimeSettings
 
@@ -47,11 +49,12 @@ def all_consumers() -> list[ConsumerSpec]:
 
 
 async def ensure_all(settings: RuntimeSettings, consumers: list[ConsumerSpec]) -> None:
-    """Connect, ensure every stream of ``contracts.subjects.ALL_STREAMS``, then every consumer."""
+    """Connect, ensure every stream of ``contracts.subjects.ALL_STREAMS``, the cancel bucket, then every consumer."""
     bus = bus_from(settings)
     await bus.connect()
     try:
         await bus.ensure_streams(ALL_STREAMS)
+        await CancelFlags(bus).ensure()
         for spec in consumers:
             await bus.ensure_consumer(spec)
     finally:
@@ -64,7 +67,11 @@ def init(
         bool, typer.Option("--dry-run", help="Print what would be ensured; connect to nothing.")
     ] = False,
 ) -> None:
-    """Create or update every stream and durable consumer (WM_NATS_URL, WM_NATS_TOKEN); exit 1 if NATS refuses."""
+    """Create or update every stream, the cancel bucket and every durable consumer; exit 1 if NATS refuses.
+
+    Run it as the ``admin`` NATS user (WM_NATS_URL, WM_NATS_USER/WM_NATS_PASSWORD or WM_NATS_TOKEN):
+    services may read the streams' settings but not create or change them.
+    """
     consumers = all_consumers()
     if not dry_run:
         settings = RuntimeSettings.for_service("bus")
@@ -77,3 +84,15 @@ def init(
         console.print(f"{verb} stream {stream.name} ({', '.join(stream.subjects)})")
     for spec in consumers:
         console.print(f"{verb} consumer {spec.stream}/{spec.durable} ({spec.filter_subject})")
+    console.print(f"{verb} key-value bucket {CANCEL_BUCKET}")
+
+
+@bus_app.command("permissions")
+def permissions() -> None:
+    """Print nats-server's ``authorization`` block: one user per service, allowed only its own subjects.
+
+    Passwords are ``$WM_NATS_PASSWORD_<USER>`` references nats-server reads from its environment
+    (compose and Kubernetes give them from secrets); docker/nats-auth.conf and
+    deploy/base/nats-auth.conf are this output (a test compares them).
+    """
+    typer.echo(render_config(), nl=False)

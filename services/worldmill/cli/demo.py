@@ -85,7 +85,7 @@ async def roundtrip(state: StackState, run_id: str) -> dict[str, Any]:
         steps.append({"step": name, "ok": ok, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 1)})
 
     store = ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key)
-    bus = Bus(state.nats_url, name="worldmill-demo")
+    bus = state.bus("worldmill-demo")
     await bus.connect()
     try:
         t = time.perf_counter()

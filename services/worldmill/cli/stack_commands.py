@@ -25,7 +25,7 @@ from rich.table import Table
 
 from worldmill.cli.console import EXIT_FAILED, console, fail, fail_usage
 from worldmill.cli.serve_command import ServiceName, entry_module
-from worldmill.runtime.bus import Bus
+from worldmill.contracts.permissions import ADMIN_USER
 from worldmill.runtime.checks import CheckResult, check_nats, check_s3, check_services
 from worldmill.runtime.errors import WorldmillError
 from worldmill.runtime.servers import ServerStartError
@@ -33,7 +33,6 @@ from worldmill.runtime.stack import (
     LocalStack,
     ServiceCommand,
     StackState,
-    bootstrap,
     load_state,
     python_module_argv,
     running_state,
@@ -41,21 +40,11 @@ from worldmill.runtime.stack import (
     start_stack,
     stop_stack_by_state,
 )
-from worldmill.runtime.store import ObjectStore
 
 DataDir = Annotated[
     Path,
     typer.Option("--data-dir", envvar="WM_DATA_DIR", help="Folder for the stack's data, logs and state."),
 ]
-
-
-async def _bootstrap(state: StackState) -> None:
-    bus = Bus(state.nats_url, name="worldmill-up", stream_replicas=state.stream_replicas)
-    await bus.connect()
-    try:
-        await bootstrap(bus, ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key))
-    finally:
-        await bus.close()
 
 
 def _built(module: str) -> bool:
@@ -208,8 +197,8 @@ def generate_backends(plan: RunnerPlan, environ: Mapping[str, str] | None = None
 def start_local_stack(data_dir: Path, plan: RunnerPlan | None = None, *, nats_nodes: int = 1) -> LocalStack:
     """Start the local stack and create its streams and buckets (exits 1 with the reason on failure)."""
     try:
+        # start_stack creates the streams, the cancel bucket and the buckets before the services start.
         stack = start_stack(data_dir, local_services(plan), nats_nodes=nats_nodes)
-        asyncio.run(_bootstrap(stack.state))
     except (ServerStartError, WorldmillError) as exc:
         fail(str(exc))
     return stack
@@ -320,7 +309,9 @@ async def run_checks(state: StackState | None, data_dir: Path) -> list[CheckResu
         )
         for n, ok in alive.items()
     ]
-    results += await check_nats(state.nats_url)
+    results += await check_nats(
+        state.nats_url, user=state.bus("doctor").user, password=state.nats_passwords.get(ADMIN_USER)
+    )
     results += await check_s3(state.s3_endpoint, state.s3_access_key, state.s3_secret_key)
     results += await check_services(state.services)
     return results

@@ -24,7 +24,6 @@ from worldmill.contracts.generation import (
 )
 from worldmill.contracts.subjects import EVENTS, event_subject
 from worldmill.runtime import cli_support
-from worldmill.runtime.bus import Bus
 from worldmill.runtime.cli_support import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -175,7 +174,7 @@ async def _follow(data_dir: Path, run_ids: set[str], follow_all: bool) -> None:
     if state is None:
         err.print("[bold red]failed:[/] no running stack to follow (start it with `worldmill up`)")
         raise typer.Exit(EXIT_FAILED)
-    bus = Bus(state.nats_url, name="worldmill-follow")
+    bus = state.bus("worldmill-follow")
     await bus.connect()
     try:
         with Progress(

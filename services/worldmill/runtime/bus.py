@@ -36,8 +36,9 @@ from worldmill.contracts.envelope import (
 from worldmill.contracts.registry import message_class
 from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
 from worldmill.runtime.decode import Undeliverable, parse
-from worldmill.runtime.errors import BusError, BusUnavailableError, InvalidInputError
+from worldmill.runtime.errors import BusError, BusPermissionError, BusUnavailableError, InvalidInputError
 from worldmill.runtime.logs import get_logger
+from worldmill.runtime.nats_auth import inbox_prefix
 from worldmill.runtime.outage import Outage
 
 log = get_logger(__name__)
@@ -131,6 +132,8 @@ class Bus:
         *,
         name: str,
         token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
         connect_timeout_s: float = 10.0,
         reconnect_wait_s: float = 0.5,
         stream_replicas: int = 1,
@@ -142,6 +145,13 @@ class Bus:
         self.stream_replicas = stream_replicas
         self.name = name
         self._token = token
+        #: The NATS user (``contracts.permissions``: one per service) and its password; None: no login.
+        self.user = user
+        self._password = password
+        #: Subjects the server refused this connection to publish on, with its words (newest last).
+        self._denied: dict[str, str] = {}
+        #: The server answered "Authorization Violation" (wrong user, password or token).
+        self._login_refused = False
         self._connect_timeout_s = connect_timeout_s
         self._reconnect_wait_s = reconnect_wait_s
         self.outage = Outage("nats")
@@ -177,17 +187,26 @@ class Bus:
                     servers=self.servers,
                     name=self.name,
                     token=self._token,
+                    user=self.user,
+                    password=self._password,
+                    # A user's replies come on its own prefix, the only one it may subscribe to.
+                    inbox_prefix=inbox_prefix(self.user) if self.user else "_INBOX",
                     connect_timeout=2,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=self._reconnect_wait_s,
                     allow_reconnect=True,
-                    error_cb=_on_error,
+                    error_cb=self._on_error,
                     disconnected_cb=self._on_disconnect,
                     reconnected_cb=self._on_reconnect,
                 ),
                 timeout=self._connect_timeout_s,
             )
         except (TimeoutError, NoServersError, OSError, nats.errors.Error) as exc:
+            if self._login_refused or isinstance(exc, nats.errors.AuthorizationError):
+                raise BusPermissionError(
+                    f"bus: NATS at {self.url} refused the login of user {self.user or '(none)'} "
+                    "(check WM_NATS_USER and WM_NATS_PASSWORD, or WM_NATS_TOKEN)"
+                ) from exc
             raise BusUnavailableError(
                 f"bus: cannot reach NATS at {self.url} within {self._connect_timeout_s:g} s ({exc!r})"
             ) from exc
@@ -293,6 +312,7 @@ class Bus:
         try:
             ack = await self.js.publish(target, payload, headers=headers_for(envelope))
         except _UNAVAILABLE as exc:
+            self._raise_if_denied(target)
             raise BusUnavailableError(f"bus: publish to {target} failed ({exc!r})") from exc
         return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate), envelope_id=envelope.id)
 
@@ -301,6 +321,7 @@ class Bus:
         try:
             ack = await self.js.publish(subject, payload, headers=headers)
         except _UNAVAILABLE as exc:
+            self._raise_if_denied(subject)
             raise BusUnavailableError(f"bus: publish to {subject} failed ({exc!r})") from exc
         return Published(
             stream=ack.stream,
@@ -377,14 +398,32 @@ class Bus:
         finally:
             await sub.unsubscribe()
 
+    async def _on_error(self, exc: Exception) -> None:
+        text = str(exc)
+        if "permissions violation" in text.lower():
+            # 'Permissions Violation for Publish to "wm.job.gpu"' (nats-py lower-cases it): the server drops
+            # the message and the publish waits for an ack that never comes; remember why, so it can say so.
+            subject = text.rsplit('"', 2)[-2] if text.count('"') >= 2 else ""
+            self._denied[subject.lower()] = text.removeprefix("nats: ")
+            log.error("nats.permission_denied", user=self.user, subject=subject, error=text)
+            return
+        if "authorization violation" in text.lower():
+            self._login_refused = True
+        log.debug("nats.error", error=repr(exc))
+
+    def _raise_if_denied(self, subject: str) -> None:
+        """After a failed publish: ``BusPermissionError`` if the server refused this subject to our user."""
+        reason = self._denied.pop(subject.lower(), None)
+        if reason is not None:
+            raise BusPermissionError(
+                f"bus: NATS refused to let user {self.user or '(none)'} publish on {subject} ({reason}); "
+                "the grants are in worldmill.contracts.permissions"
+            )
+
     async def jetstream_info(self) -> dict[str, Any]:
         """Account-level JetStream information (raises if JetStream is off)."""
         info = await self.js.account_info()
         return {"streams": info.streams, "consumers": info.consumers, "storage": info.storage}
-
-
-async def _on_error(exc: Exception) -> None:
-    log.debug("nats.error", error=repr(exc))
 
 
 def _decode_quietly(data: bytes, type_hint: str | None) -> tuple[EnvelopeAttributes, Message] | None:

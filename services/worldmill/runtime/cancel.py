@@ -39,6 +39,10 @@ class CancelFlags:
                 )
         return self._kv
 
+    async def ensure(self) -> None:
+        """Create the bucket when it is missing (``bus init`` and the local stack's set-up do, as ``admin``)."""
+        await self._bucket()
+
     async def cancel(self, run_id: str, reason: str = "") -> None:
         """Flag a run as canceled (idempotent)."""
         kv = await self._bucket()

@@ -29,10 +29,12 @@ class CheckResult:
     hint: str = ""
 
 
-async def check_nats(url: str, token: str | None = None) -> list[CheckResult]:
-    """NATS reachable, recent enough, JetStream on, worldmill's streams present."""
+async def check_nats(
+    url: str, token: str | None = None, *, user: str | None = None, password: str | None = None
+) -> list[CheckResult]:
+    """NATS reachable (logged in as ``user`` when given), recent enough, JetStream on, worldmill's streams present."""
     out: list[CheckResult] = []
-    bus = Bus(url, name="worldmill-doctor", token=token, connect_timeout_s=3.0)
+    bus = Bus(url, name="worldmill-doctor", token=token, user=user, password=password, connect_timeout_s=3.0)
     try:
         await bus.connect()
     except WorldmillError as exc:

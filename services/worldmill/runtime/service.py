@@ -99,6 +99,8 @@ def bus_from(settings: RuntimeSettings) -> Bus:
         settings.nats_url,
         name=settings.service,
         token=token,
+        user=settings.nats_user,
+        password=settings.nats_password.get_secret_value() if settings.nats_password else None,
         connect_timeout_s=settings.connect_timeout_s,
         reconnect_wait_s=settings.nats_reconnect_wait_s,
         stream_replicas=settings.stream_replicas,
@@ -126,16 +128,27 @@ def store_from(settings: RuntimeSettings) -> ObjectStore:
 _bearer = HTTPBearer(auto_error=False)
 
 
+#: Methods a read-only token may use: everything else changes state and needs an operate token.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def token_checker(settings: RuntimeSettings) -> Callable[..., Awaitable[None]]:
-    """A dependency that accepts only ``Authorization: Bearer <one of settings.api_tokens>``."""
-    tokens = [t.get_secret_value().encode() for t in settings.api_tokens]
+    """A dependency that accepts only ``Authorization: Bearer <token>`` with a token of the service.
+
+    Two scopes: ``api_tokens`` (``WM_API_TOKENS``) operate — every route; ``api_read_tokens``
+    (``WM_API_READ_TOKENS``) only read — GET and HEAD; a state-changing call with one gets 403
+    naming the scope it needs. A token in both lists operates.
+    """
+    operate = [t.get_secret_value().encode() for t in settings.api_tokens]
+    read_only = [t.get_secret_value().encode() for t in settings.api_read_tokens]
     prefix = f"WM_{settings.service.upper().replace('-', '_')}_API_TOKENS"
 
     async def require_token(
+        request: Request,
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
         challenge = {"WWW-Authenticate": "Bearer"}
-        if not tokens:
+        if not operate and not read_only:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 f"no API tokens are configured for the {settings.service} service; set WM_API_TOKENS or {prefix}",
@@ -148,8 +161,19 @@ def token_checker(settings: RuntimeSettings) -> Callable[..., Awaitable[None]]:
                 headers=challenge,
             )
         given = creds.credentials.encode()
-        if not any(hmac.compare_digest(given, t) for t in tokens):
+        # Compare with every token (no early exit), so timing does not tell which list matched.
+        operates = [hmac.compare_digest(given, t) for t in operate]
+        reads = [hmac.compare_digest(given, t) for t in read_only]
+        if any(operates):
+            return
+        if not any(reads):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid bearer token", headers=challenge)
+        if request.method not in READ_METHODS:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this token may only read (WM_API_READ_TOKENS); {request.method} {request.url.path} "
+                "changes state and needs an operate token (WM_API_TOKENS)",
+            )
 
     return require_token
 
@@ -277,6 +301,7 @@ def _add_request_logging(app: FastAPI) -> None:
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Bad request",
     401: "Missing or invalid bearer token (or none configured)",
+    403: "The token may only read: this call needs an operate token",
     404: "Not found",
     409: "Refused in the current state",
     413: "Request body larger than the limit",
@@ -379,10 +404,17 @@ def _document_errors(app: FastAPI) -> None:
             "description": ERROR_DESCRIPTIONS[413],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
         }
+        read_only = {
+            "description": ERROR_DESCRIPTIONS[403],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
         for path_item in doc.get("paths", {}).values():
-            for operation in path_item.values():
+            for method, operation in path_item.items():
                 if "requestBody" in operation:  # the body limit (BodyLimit) answers before the route
                     operation.setdefault("responses", {}).setdefault("413", too_large)
+                protected = "401" in operation.get("responses", {})
+                if protected and method.upper() not in READ_METHODS:  # a read-only token is refused here
+                    operation["responses"].setdefault("403", read_only)
                 invalid = operation.get("responses", {}).get("422")
                 if invalid is None:
                     continue

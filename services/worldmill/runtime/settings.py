@@ -35,6 +35,11 @@ class RuntimeSettings(BaseSettings):
         default=1, ge=1, le=5, description="Copies of each stream: 1 on one nats-server, 3 on a JetStream cluster."
     )
     nats_token: SecretStr | None = None
+    nats_user: str | None = Field(
+        default=None,
+        description="NATS user (one per service: contracts.permissions); WM_<SERVICE>_NATS_USER per service.",
+    )
+    nats_password: SecretStr | None = None
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str | None = Field(
         default=None, description="Endpoint put in presigned URLs handed to people; defaults to s3_endpoint."
@@ -42,7 +47,12 @@ class RuntimeSettings(BaseSettings):
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
-    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), description="Bearer tokens that may call every route (operate), comma-separated."
+    )
+    api_read_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), description="Bearer tokens that may only read (GET, HEAD): others get 403."
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
     http_max_body_bytes: int = Field(
@@ -83,7 +93,7 @@ class RuntimeSettings(BaseSettings):
         description="SQLAlchemy URL of the service's own database; default: SQLite under data_dir.",
     )
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "api_read_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:
         if isinstance(value, str):

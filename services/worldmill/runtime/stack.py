@@ -1,14 +1,19 @@
 """The local stack: nats-server, SeaweedFS and the services under one data folder.
 
 ``.worldmill/`` (by default) holds the servers' data, their logs, ``credentials.json`` (created
-once, mode 0600, reused by every later ``up``) and ``stack.json`` (the running stack's endpoints,
-ports and PIDs, removed on a clean stop). A second ``up`` reuses the data and, when they are still
+once, mode 0600, reused by every later ``up``: S3 keys, the API token, a password per NATS user),
+``nats-auth.conf`` (nats-server's users with their permissions, from ``runtime.nats_auth``; mode
+0600) and ``stack.json`` (the running stack's endpoints, ports and PIDs, removed on a clean stop).
+Each service logs in to NATS as its own user and may publish only what it owns; the CLI and the
+stack's set-up use ``admin``. A second ``up`` reuses the data and, when they are still
 free, the same ports. Several processes may run the same service (one GPU runner per GPU): each is
 its own ``ServiceCommand`` with its own name, port and environment.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
@@ -16,12 +21,16 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from worldmill.contracts.keys import ALL_BUCKETS
+from worldmill.contracts.permissions import ADMIN_USER
 from worldmill.contracts.subjects import ALL_STREAMS
 from worldmill.runtime.bus import Bus
+from worldmill.runtime.cancel import CancelFlags
+from worldmill.runtime.nats_auth import all_users, render_config
 from worldmill.runtime.servers import (
     ManagedProcess,
     NatsCluster,
@@ -41,6 +50,7 @@ from worldmill.runtime.store import ObjectStore
 
 STATE_FILE = "stack.json"
 CREDENTIALS_FILE = "credentials.json"
+NATS_AUTH_FILE = "nats-auth.conf"
 
 
 class Credentials(BaseModel):
@@ -51,6 +61,8 @@ class Credentials(BaseModel):
     s3_access_key: str
     s3_secret_key: str
     api_token: str
+    #: NATS user → password (every user of ``runtime.nats_auth.all_users``; added to older files on load).
+    nats_passwords: dict[str, str] = {}
 
 
 class StackState(BaseModel):
@@ -67,6 +79,8 @@ class StackState(BaseModel):
     s3_access_key: str
     s3_secret_key: str
     api_token: str
+    #: NATS user → password: ``admin`` for the CLI and set-up, one per service (``contracts.permissions``).
+    nats_passwords: dict[str, str] = {}
     ports: dict[str, int]
     pids: dict[str, int]
     services: dict[str, str] = {}
@@ -76,8 +90,14 @@ class StackState(BaseModel):
     stream_replicas: int = 1
 
     def env(self) -> dict[str, str]:
-        """Environment that points worldmill settings at this stack."""
+        """Environment that points worldmill settings at this stack (NATS as ``admin``: the CLI's user)."""
+        login = (
+            {"WM_NATS_USER": ADMIN_USER, "WM_NATS_PASSWORD": self.nats_passwords[ADMIN_USER]}
+            if ADMIN_USER in self.nats_passwords
+            else {}
+        )
         return {
+            **login,
             "WM_NATS_URL": self.nats_url,
             "WM_S3_ENDPOINT": self.s3_endpoint,
             "WM_S3_ACCESS_KEY": self.s3_access_key,
@@ -87,26 +107,71 @@ class StackState(BaseModel):
             "WM_STREAM_REPLICAS": str(self.stream_replicas),
         }
 
+    def service_env(self, service: str) -> dict[str, str]:
+        """:meth:`env` for a process of ``service``: it logs in to NATS as its own user when it has one."""
+        env = self.env()
+        if service in self.nats_passwords and service != ADMIN_USER:
+            prefix = service_prefix(service)
+            env |= {f"{prefix}NATS_USER": service, f"{prefix}NATS_PASSWORD": self.nats_passwords[service]}
+        return env
+
+    def bus(self, name: str, *, user: str = ADMIN_USER, **kwargs: Any) -> Bus:
+        """A bus (not connected) on this stack's NATS, logged in as ``user`` (``admin`` by default)."""
+        return Bus(
+            self.nats_url,
+            name=name,
+            user=user if user in self.nats_passwords else None,
+            password=self.nats_passwords.get(user),
+            stream_replicas=self.stream_replicas,
+            **kwargs,
+        )
+
     def alive(self) -> dict[str, bool]:
         """Which of its processes are still running."""
         return {name: pid_alive(pid) for name, pid in self.pids.items()}
 
 
 def load_credentials(data_dir: Path) -> Credentials:
-    """The data folder's credentials, created on first use (file mode 0600)."""
+    """The data folder's credentials, created on first use (file mode 0600); NATS users added when new."""
     path = data_dir / CREDENTIALS_FILE
     if path.exists():
-        return Credentials.model_validate_json(path.read_text())
+        creds = Credentials.model_validate_json(path.read_text())
+        missing = [u for u in all_users() if u not in creds.nats_passwords]
+        if not missing:
+            return creds
+        creds = creds.model_copy(
+            update={"nats_passwords": {**creds.nats_passwords, **{u: secrets.token_urlsafe(24) for u in missing}}}
+        )
+        _write_private(path, creds.model_dump_json(indent=2), replace=True)
+        return creds
     data_dir.mkdir(parents=True, exist_ok=True)
     creds = Credentials(
         s3_access_key=f"wm{secrets.token_hex(8)}",
         s3_secret_key=secrets.token_urlsafe(30),
         api_token=secrets.token_urlsafe(24),
+        nats_passwords={u: secrets.token_urlsafe(24) for u in all_users()},
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(creds.model_dump_json(indent=2))
+    _write_private(path, creds.model_dump_json(indent=2), replace=False)
     return creds
+
+
+def _write_private(path: Path, text: str, *, replace: bool) -> None:
+    """Write a secret file readable by its owner only (replacing it atomically when ``replace``)."""
+    target = path.with_name(f".{path.name}.tmp") if replace else path
+    if replace:
+        target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    if replace:
+        target.replace(path)
+
+
+def write_nats_auth(data_dir: Path, creds: Credentials) -> Path:
+    """``nats-auth.conf``: nats-server's users (passwords written in, mode 0600) for this data folder."""
+    path = data_dir / NATS_AUTH_FILE
+    _write_private(path, render_config(creds.nats_passwords), replace=True)
+    return path
 
 
 def load_state(data_dir: Path) -> StackState | None:
@@ -176,17 +241,17 @@ def _previous_ports(data_dir: Path) -> dict[str, int]:
 
 
 def _start_nats(
-    data_dir: Path, before: dict[str, int], nodes: int
+    data_dir: Path, before: dict[str, int], nodes: int, config: Path
 ) -> tuple[list[ManagedProcess], NatsCluster | None, str, str, dict[str, int]]:
     """One nats-server (previous ports when free) or a cluster of ``nodes``: processes, cluster, URL(s), ports."""
     if nodes > 1:
-        cluster = start_nats_cluster(data_dir / "nats-cluster", nodes=nodes)
+        cluster = start_nats_cluster(data_dir / "nats-cluster", nodes=nodes, config=config)
         ports = {f"nats_{n.role.short_name}": n.endpoint.port for n in cluster.nodes}
         monitor_url = cluster.nodes[0].endpoint.monitor_url
         return [n.proc for n in cluster.nodes], cluster, cluster.urls, monitor_url, ports
     nats_port = before.get("nats") if before.get("nats") and port_is_free(before["nats"]) else None
     mon = before.get("nats_monitor") if before.get("nats_monitor") and port_is_free(before["nats_monitor"]) else None
-    proc, endpoint = start_nats(data_dir, port=nats_port, monitor_port=mon)
+    proc, endpoint = start_nats(data_dir, port=nats_port, monitor_port=mon, config=config)
     ports = {"nats": endpoint.port, "nats_monitor": endpoint.monitor_port}
     return [proc], None, endpoint.url, endpoint.monitor_url, ports
 
@@ -207,7 +272,8 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None, *,
     before = _previous_ports(data_dir)
     processes: list[ManagedProcess] = []
     try:
-        nats_procs, cluster, nats_url, nats_monitor_url, nats_ports = _start_nats(data_dir, before, nats_nodes)
+        auth = write_nats_auth(data_dir, creds)
+        nats_procs, cluster, nats_url, nats_monitor_url, nats_ports = _start_nats(data_dir, before, nats_nodes, auth)
         processes += nats_procs
         s3_ports = {k.removeprefix("s3_"): v for k, v in before.items() if k.startswith("s3_")}
         weed_proc, s3_ep = start_seaweedfs(
@@ -226,12 +292,20 @@ def start_stack(data_dir: Path, services: list[ServiceCommand] | None = None, *,
             s3_access_key=creds.s3_access_key,
             s3_secret_key=creds.s3_secret_key,
             api_token=creds.api_token,
+            nats_passwords=creds.nats_passwords,
             ports=ports,
             pids={p.name: p.pid for p in processes},
         )
+        # Streams, the cancel bucket and the buckets exist before any service starts: services may
+        # only read the streams' settings, not create them (contracts.permissions).
+        set_up(state)
         services_urls: dict[str, str] = {}
         for svc in services or []:
-            env = {**state.env(), f"{service_prefix(svc.settings_service)}HTTP_PORT": str(svc.port), **dict(svc.env)}
+            env = {
+                **state.service_env(svc.settings_service),
+                f"{service_prefix(svc.settings_service)}HTTP_PORT": str(svc.port),
+                **dict(svc.env),
+            }
             proc = spawn(svc.name, list(svc.argv), data_dir / "logs" / f"{svc.name}.log", env)
             processes.append(proc)
             wait_for_port(svc.port, 60.0, proc.proc)
@@ -264,9 +338,26 @@ def stop_stack_by_state(state: StackState) -> dict[str, bool]:
 
 
 async def bootstrap(bus: Bus, store: ObjectStore) -> None:
-    """Create the streams and buckets worldmill needs. Idempotent."""
+    """Create the streams, the cancel flags' bucket and the buckets worldmill needs (as ``admin``). Idempotent."""
     await bus.ensure_streams(ALL_STREAMS)
+    await CancelFlags(bus).ensure()
     await store.ensure_buckets(ALL_BUCKETS)
+
+
+async def bootstrap_state(state: StackState) -> None:
+    """:func:`bootstrap` on a running stack, as its ``admin``."""
+    bus = state.bus("worldmill-up")
+    await bus.connect()
+    try:
+        await bootstrap(bus, ObjectStore(state.s3_endpoint, state.s3_access_key, state.s3_secret_key))
+    finally:
+        await bus.close()
+
+
+def set_up(state: StackState) -> None:
+    """Run :func:`bootstrap_state` to completion from sync code, inside a running event loop or not."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, bootstrap_state(state)).result()
 
 
 def service_port() -> int:
