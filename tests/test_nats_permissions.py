@@ -31,7 +31,7 @@ from worldmill.contracts.subjects import ALL_STREAMS, GPU_JOBS, ConsumerSpec
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.cancel import CancelFlags
 from worldmill.runtime.errors import BusPermissionError
-from worldmill.runtime.nats_auth import all_users, inbox_prefix, publish_allowed, render_config
+from worldmill.runtime.nats_auth import all_users, inbox_prefix, permissions_table, publish_allowed, render_config
 from worldmill.runtime.servers import NatsEndpoint, start_nats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,6 +155,25 @@ def test_the_committed_configurations_are_the_generated_one() -> None:
     expected = render_config()
     for path in (REPO / "docker/nats-auth.conf", REPO / "deploy/base/nats-auth.conf"):
         assert path.read_text() == expected, f"{path} is stale: run `worldmill bus permissions > {path}`"
+
+
+def generated_block(text: str, marker: str) -> str:
+    """The text between ``<!-- generated: MARKER -->`` and ``<!-- end generated -->``."""
+    start = text.index(f"<!-- generated: {marker} -->\n") + len(f"<!-- generated: {marker} -->\n")
+    return text[start : text.index("<!-- end generated -->", start)]
+
+
+def test_the_architecture_document_shows_the_grants_as_the_code_has_them() -> None:
+    doc = (REPO / "docs/architecture.md").read_text()
+    block = generated_block(doc, "worldmill bus permissions --markdown")
+    assert block == permissions_table(), (
+        "docs/architecture.md §19 is stale: paste `worldmill bus permissions --markdown`"
+    )
+    # The table names every user and every subject a grant publishes, so a changed grant shows.
+    for grant in service_grants():
+        row = next(line for line in block.splitlines() if line.startswith(f"| `{grant.user}` |"))
+        assert all(f"`{subject}`" in row for subject in grant.subjects)
+    assert permissions_table().replace("`wm.evt.qa.passed`", "`wm.evt.qa.ok`") != block
 
 
 # --- on a real nats-server with the generated users ----------------------------------------------

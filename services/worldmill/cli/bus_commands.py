@@ -23,7 +23,7 @@ from worldmill.cli.serve_command import ServiceName, entry_module
 from worldmill.contracts.subjects import ALL_STREAMS, CANCEL_BUCKET, ConsumerSpec
 from worldmill.runtime.cancel import CancelFlags
 from worldmill.runtime.errors import WorldmillError
-from worldmill.runtime.nats_auth import render_config
+from worldmill.runtime.nats_auth import permissions_table, render_config
 from worldmill.runtime.service import bus_from
 from worldmill.runtime.settings import RuntimeSettings
 
@@ -88,11 +88,15 @@ def init(
 
 
 @bus_app.command("permissions")
-def permissions() -> None:
+def permissions(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the grants as a Markdown table (docs/architecture.md §19).")
+    ] = False,
+) -> None:
     """Print nats-server's ``authorization`` block: one user per service, allowed only its own subjects.
 
     Passwords are ``$WM_NATS_PASSWORD_<USER>`` references nats-server reads from its environment
     (compose and Kubernetes give them from secrets); docker/nats-auth.conf and
     deploy/base/nats-auth.conf are this output (a test compares them).
     """
-    typer.echo(render_config(), nl=False)
+    typer.echo(permissions_table() if markdown else render_config(), nl=False)

@@ -145,6 +145,21 @@ def render_config(passwords: Mapping[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def permissions_table() -> str:
+    """A Markdown table of every grant (docs/architecture.md holds this output; a test compares)."""
+    rows = [
+        "| user | publishes | binds (stream/durable) | event log | cancel flags |",
+        "| --- | --- | --- | --- | --- |",
+        f"| `{ADMIN_USER}` | anything (`bus init`, the CLI, set-up) | any | any | write |",
+    ]
+    for grant in service_grants():
+        published = ", ".join(f"`{s}`" for s in grant.subjects) or "none"
+        bound = ", ".join(f"{stream}/`{durable}`" for stream, durable in grant.consumers) or "none"
+        events = "read, own durables" if grant.own_event_consumers else "read" if grant.reads_events else "none"
+        rows.append(f"| `{grant.user}` | {published} | {bound} | {events} | {grant.cancel} |")
+    return "\n".join(rows) + "\n"
+
+
 def all_users() -> list[str]:
     """Every NATS user: ``admin`` first, then each grant's."""
     return [ADMIN_USER, *(g.user for g in service_grants())]
