@@ -462,6 +462,43 @@ def test_duplicate_scenario_id_across_series_is_refused() -> None:
     assert (p.line, p.column) == where(text, "X1", 2)
 
 
+def test_a_bad_value_and_cross_reference_problems_are_reported_in_one_check() -> None:
+    """A value the schema refuses does not hide a duplicate id or an unknown template (all at once)."""
+    text = doc(
+        """
+        name: m
+        durations: [5]
+        templates:
+          t: "a {thing}"
+        series:
+          - id: R
+            fps: -3
+            scenarios:
+              - id: R1
+                prompt: x
+              - id: R1
+                template: nope
+                vars: {thing: y}
+          - id: R
+            scenarios:
+              - id: R2
+                template: t
+                vars: {thing: z}
+        """
+    )
+    exp = check(text)
+    assert not exp.ok and exp.specs == []
+    rules = sorted(p.rule for p in exp.problems)
+    assert rules.count("duplicate id") == 2, exp.problems
+    assert "unknown template" in rules
+    assert any(p.path.endswith(".fps") for p in exp.problems), exp.problems
+    unknown = problem(exp, "unknown template", "series[R].scenarios[R1].template")
+    assert (unknown.line, unknown.column) == where(text, "nope")
+    # Every problem has its position, and they come in the order of the document.
+    lines = [p.line for p in exp.problems]
+    assert None not in lines and lines == sorted(lines)
+
+
 def test_unknown_model_is_refused_listing_known_models() -> None:
     """An unknown model is refused at its key and the message lists every known model."""
     text = SIMPLE.replace("durations: [5]\n", "durations: [5]\ndefaults:\n  model: cosmos-9000\n")

@@ -186,28 +186,56 @@ def _variants(si: int, ci: int, manifest: Manifest) -> tuple[int | dict[float, i
     return manifest.variants, ("variants",)
 
 
-def _check_ids(manifest: Manifest, problems: _Problems) -> None:
+def _items(node: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
+    """The mappings of the list ``node[key]`` with their indexes (anything else is the schema's business)."""
+    value = node.get(key) if isinstance(node, dict) else None
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _check_references(data: Any, problems: _Problems) -> None:
+    """Duplicate ids and unknown templates, read from the document itself.
+
+    It runs on the raw data, not the validated model, so a manifest with a bad value *and* a
+    duplicate id gets both problems in one check (the model does not exist when a value is bad).
+    """
+    templates = data.get("templates") if isinstance(data, dict) else None
+    known = set(templates) if isinstance(templates, dict) else set()
     first_series: dict[str, int] = {}
     seen_scenarios: dict[str, str] = {}
-    for si, series in enumerate(manifest.series):
-        if series.id in first_series:
-            problems.add(
-                ("series", si, "id"),
-                "duplicate id",
-                f"series id {series.id!r} is already used by series number {first_series[series.id] + 1}",
-            )
-        else:
-            first_series[series.id] = si
-        for ci, scenario in enumerate(series.scenarios):
-            where = seen_scenarios.get(scenario.id)
-            if where is not None:
+    for si, series in _items(data, "series"):
+        series_id = series.get("id")
+        if isinstance(series_id, str):
+            if series_id in first_series:
                 problems.add(
-                    ("series", si, "scenarios", ci, "id"),
+                    ("series", si, "id"),
                     "duplicate id",
-                    f"scenario id {scenario.id!r} is already used in series {where!r}",
+                    f"series id {series_id!r} is already used by series number {first_series[series_id] + 1}",
                 )
             else:
-                seen_scenarios[scenario.id] = series.id
+                first_series[series_id] = si
+        for ci, scenario in _items(series, "scenarios"):
+            scenario_id = scenario.get("id")
+            if isinstance(scenario_id, str):
+                where = seen_scenarios.get(scenario_id)
+                if where is not None:
+                    problems.add(
+                        ("series", si, "scenarios", ci, "id"),
+                        "duplicate id",
+                        f"scenario id {scenario_id!r} is already used in series {where!r}",
+                    )
+                else:
+                    seen_scenarios[scenario_id] = str(series_id)
+            template = scenario.get("template")
+            if isinstance(template, str) and template not in known:
+                problems.add(
+                    ("series", si, "scenarios", ci, "template"),
+                    "unknown template",
+                    _unknown_template(template),
+                )
+
+
+def _unknown_template(name: str) -> str:
+    return f"template {name!r} is not defined under 'templates'"
 
 
 def _check_durations(
@@ -285,9 +313,7 @@ def _prompt_text(manifest: Manifest, scenario: Scenario, base: Path, problems: _
         return scenario.prompt or "", (*base, "prompt")
     template = manifest.templates.get(scenario.template)
     if template is None:
-        problems.add(
-            (*base, "template"), "unknown template", f"template {scenario.template!r} is not defined under 'templates'"
-        )
+        problems.add((*base, "template"), "unknown template", _unknown_template(scenario.template))
         return None, (*base, "template")
     text, template_problems = render(template, scenario.vars)
     for tp in template_problems:
@@ -448,8 +474,9 @@ def expand(source: Source, *, sha256: str, now: datetime, cards: dict[str, Model
                 problems.add(loc, _pydantic_rule(errs[0]), messages[0])
             else:  # a union: say what each allowed form wanted, once
                 problems.add(loc, "no allowed form", "matches no allowed form: " + "; or ".join(messages[:5]))
-        return Expansion(sha256=sha256, problems=problems.items)
-    _check_ids(manifest, problems)
+        _check_references(source.data, problems)
+        return Expansion(sha256=sha256, problems=_in_document_order(problems.items))
+    _check_references(source.data, problems)
     specs: list[PromptSpec] = []
     for si, series in enumerate(manifest.series):
         for ci in range(len(series.scenarios)):
@@ -461,8 +488,13 @@ def expand(source: Source, *, sha256: str, now: datetime, cards: dict[str, Model
                 problems.add((), "too many specs", f"the manifest expands to more than {MAX_SPECS} specs")
                 return Expansion(sha256=sha256, manifest=manifest, problems=problems.items)
     if problems.items:
-        return Expansion(sha256=sha256, manifest=manifest, problems=problems.items)
+        return Expansion(sha256=sha256, manifest=manifest, problems=_in_document_order(problems.items))
     return Expansion(sha256=sha256, manifest=manifest, specs=specs)
+
+
+def _in_document_order(problems: list[ManifestProblem]) -> list[ManifestProblem]:
+    """Problems by line (those without a position last), the order a reader fixes them in."""
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
 
 
 def check_text(text: str | bytes, *, now: datetime, cards: dict[str, ModelCard] | None = None) -> Expansion:
