@@ -77,7 +77,7 @@ def test_without_a_server_the_cli_says_upsampling_is_unavailable(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "give PROMPT_IDS or --manifest FILE"),
+        ([], "give PROMPT_IDS or --manifest NAME|FILE"),
         (["p1", "--hint", "bucket/key"], "s3://BUCKET/KEY"),
         (["--manifest", "/no/such/file.yaml"], "cannot read"),
     ],

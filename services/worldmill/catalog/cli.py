@@ -13,13 +13,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
 from worldmill.catalog.export_write import write_atomic
 from worldmill.contracts.catalog import CatalogCounts, GenerationStatus
-from worldmill.runtime.cli_support import EXIT_FAILED, console, fail, fail_response, fail_usage, service_client
+from worldmill.runtime.cli_support import (
+    EXIT_FAILED,
+    console,
+    fail,
+    fail_response,
+    fail_usage,
+    manifest_name,
+    service_client,
+)
 from worldmill.runtime.stack import running_state
 
 catalog_app = typer.Typer(
@@ -29,21 +36,6 @@ DataDir = Annotated[Path, typer.Option("--data-dir", envvar="WM_DATA_DIR", help=
 #: Specs listed one per row under the table (the JSON has all of them).
 MAX_ROWS = 40
 STYLE = {"passed": "green", "in_flight": "cyan", "unverified": "yellow", "failed": "red", "missing": "magenta"}
-
-
-def manifest_name(arg: str) -> str:
-    """A manifest's name: ``arg`` itself, or the ``name`` inside the manifest file ``arg``."""
-    path = Path(arg)
-    if not path.is_file():
-        return arg
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        fail_usage(f"MANIFEST: {escape(arg)} cannot be read as YAML ({escape(str(exc).splitlines()[0])})")
-    name = doc.get("name") if isinstance(doc, dict) else None
-    if not isinstance(name, str) or not name:
-        fail_usage(f"MANIFEST: {escape(arg)} has no 'name' (a manifest file must name its dataset)")
-    return name
 
 
 def _write_report(path: Path, status: GenerationStatus) -> None:
@@ -80,7 +72,7 @@ def report(
     data_dir: DataDir = Path(".worldmill"),
 ) -> None:
     """Print a manifest's status: what exists, passed, failed, is missing or in flight."""
-    name = manifest_name(manifest)
+    name = manifest_name(manifest, "MANIFEST")
     with service_client("catalog", data_dir) as client:
         resp = client.request("GET", f"/manifests/{name}/status")
     if resp.status_code != 200:

@@ -56,7 +56,7 @@ from worldmill.contracts.catalog import (
     ExportRecordRequest,
 )
 from worldmill.runtime import cli_support
-from worldmill.runtime.cli_support import fail, fail_response, fail_usage, progress_bar, service_client
+from worldmill.runtime.cli_support import fail, fail_response, fail_usage, manifest_name, progress_bar, service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
 from worldmill.runtime.errors import WorldmillError
 
@@ -166,8 +166,8 @@ def _get(catalog: ServiceClient, path: str, params: list[tuple[str, Any]] | None
     return resp.json()
 
 
-def collect_items(catalog: ServiceClient, filters: list[tuple[str, str]]) -> tuple[list[ExportItem], list[SkippedItem]]:
-    """Every matching asset as an :class:`ExportItem`, or as skipped with the reason."""
+def list_assets(catalog: ServiceClient, filters: list[tuple[str, str]]) -> list[AssetSummary]:
+    """Every asset matching ``filters`` (``GET /assets``, page by page)."""
     summaries: list[AssetSummary] = []
     cursor: str | None = None
     while True:
@@ -178,7 +178,12 @@ def collect_items(catalog: ServiceClient, filters: list[tuple[str, str]]) -> tup
         summaries.extend(page.items)
         cursor = page.next_cursor
         if not cursor:
-            break
+            return summaries
+
+
+def collect_items(catalog: ServiceClient, filters: list[tuple[str, str]]) -> tuple[list[ExportItem], list[SkippedItem]]:
+    """Every matching asset as an :class:`ExportItem`, or as skipped with the reason."""
+    summaries = list_assets(catalog, filters)
     items: list[ExportItem] = []
     skipped: list[SkippedItem] = []
     with progress_bar() as bar:
@@ -290,7 +295,7 @@ def export(
     dest: Annotated[Path, typer.Argument(help="Folder to write the dataset to (empty, or an export to resume).")],
     *,
     manifest: Annotated[
-        str | None, typer.Option("--manifest", help="Export the QA-passed videos of a manifest.")
+        str | None, typer.Option("--manifest", help="Export the QA-passed videos of a manifest (its name or its file).")
     ] = None,
     query: Annotated[
         str | None,
@@ -310,6 +315,8 @@ def export(
     ] = Path(".worldmill"),
 ) -> None:
     """Export QA-passed videos to DEST as webdataset shards or the Cosmos video2world folders."""
+    if manifest is not None:
+        manifest = manifest_name(manifest)
     try:
         filters, selection = selection_of(manifest, query)
     except QueryError as exc:

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worldmill.contracts.catalog import GenerationStatus
 from worldmill.contracts.generation import (
     FINAL_STATES,
     GenerationAccepted,
@@ -23,11 +24,15 @@ from worldmill.contracts.generation import (
     RunRecord,
 )
 from worldmill.contracts.subjects import EVENTS, event_subject
+from worldmill.generate.backlog import ACTIVE_RUN_STATES, Backlog, backlog_request_id, plan_backlog
 from worldmill.runtime import cli_support
 from worldmill.runtime.cli_support import (
     EXIT_FAILED,
     EXIT_USAGE,
     fail_response,
+    fail_usage,
+    is_manifest_file,
+    manifest_name,
     post_once_specs_are_known,
     progress_bar,
     prompt_ids_or_manifest,
@@ -90,20 +95,162 @@ def wait_for_runs(client: ServiceClient, request_id: str, total: int, *, timeout
 
 def generate(
     prompt_ids: Annotated[list[str] | None, typer.Argument(help="Prompt ids to generate.")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="Submit this manifest and generate all its specs.")] = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(help="Generate all specs of this manifest: its name, or its file (submitted first)."),
+    ] = None,
+    missing: Annotated[
+        bool, typer.Option("--missing", help="Only the manifest's specs `worldmill report` lists as missing.")
+    ] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only its failed specs: each is regenerated with a new seed.")
+    ] = False,
+    unverified: Annotated[
+        bool, typer.Option("--unverified", help="Only its specs whose videos never got a QA verdict.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --missing/--failed/--unverified: list what would be queued.")
+    ] = False,
     data_dir: DataDir = Path(".worldmill"),
     max_attempts: Annotated[int, typer.Option(min=1, max=20)] = 3,
     wait: Annotated[bool, typer.Option(help="Wait until every run is finished.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3600.0,
 ) -> None:
-    """Generate videos for prompt specs (or a whole manifest) and wait for them."""
+    """Generate videos for prompt specs (or a whole manifest, or what its report lists as missing/failed)."""
+    states = [s for s, on in (("missing", missing), ("failed", failed), ("unverified", unverified)) if on]
+    if states:
+        _generate_backlog(
+            prompt_ids,
+            manifest,
+            states,
+            dry_run=dry_run,
+            data_dir=data_dir,
+            max_attempts=max_attempts,
+            wait=wait,
+            timeout=timeout,
+        )
+        return
+    if dry_run:
+        fail_usage("--dry-run: only with --missing, --failed or --unverified")
     ids = prompt_ids_or_manifest(prompt_ids, manifest, data_dir)
     with service_client("generate", data_dir) as client:
         accepted = request_generation(client, ids, max_attempts=max_attempts)
-        console.print(f"request {accepted.request_id}: {len(accepted.runs)} run(s) queued")
+        console.print(f"request {accepted.request_id}: {len(accepted.runs)} run(s) queued{_estimate(accepted)}")
         if not wait:
             return
         runs = wait_for_runs(client, accepted.request_id, len(accepted.runs), timeout_s=timeout)
+    print_runs(runs)
+    if any(r.state != "ready" for r in runs):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _estimate(*accepted: GenerationAccepted) -> str:
+    seconds = sum(r.plan.estimated_gpu_seconds for a in accepted for r in a.runs)
+    return f", estimated {seconds:,.0f} GPU-seconds" if seconds else ""
+
+
+def _active_prompt_ids(client: ServiceClient) -> set[str]:
+    """Prompt ids with a run queued, running or post-processing, as the generate service knows them."""
+    active: set[str] = set()
+    for state in ACTIVE_RUN_STATES:
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"state": state, "limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            resp = client.request("GET", "/runs", params=params)
+            if resp.status_code >= 400:
+                fail_response(resp)
+            page = RunPage.model_validate(resp.json())
+            active.update(r.prompt_id for r in page.items)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+    return active
+
+
+def _print_dry_run(backlog: Backlog) -> None:
+    for pid in backlog.generate:
+        console.print(f"would generate {pid}")
+    for rep in backlog.regenerate:
+        console.print(f"would regenerate {rep.prompt_id} (new seed, replaces {rep.regeneration.replaces})")
+
+
+def _queue_backlog(
+    client: ServiceClient, backlog: Backlog, states: list[str], *, max_attempts: int
+) -> list[GenerationAccepted]:
+    """One request for the specs made as they are, one per failed spec regenerated."""
+    accepted: list[GenerationAccepted] = []
+    if backlog.generate:
+        accepted.append(
+            request_generation(
+                client, list(backlog.generate), max_attempts=max_attempts, request_id=backlog_request_id(states)
+            )
+        )
+    for rep in backlog.regenerate:
+        body = {
+            "prompt_ids": [rep.prompt_id],
+            "request_id": rep.request_id,
+            "max_attempts": max_attempts,
+            "requested_by": "cli",
+            "regeneration": rep.regeneration.model_dump(mode="json"),
+        }
+        resp = client.request("POST", "/generations", json=body)
+        if resp.status_code >= 400:
+            fail_response(resp)
+        accepted.append(GenerationAccepted.model_validate(resp.json()))
+    return accepted
+
+
+def _generate_backlog(
+    prompt_ids: list[str] | None,
+    manifest: str | None,
+    states: list[str],
+    *,
+    dry_run: bool,
+    data_dir: Path,
+    max_attempts: int,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """``--missing|--failed|--unverified``: what the manifest's report lists in those states, once."""
+    flags = "/".join(f"--{s}" for s in states)
+    if manifest is None:
+        fail_usage(f"{flags}: give --manifest NAME|FILE (the report these states come from)")
+    if prompt_ids:
+        fail_usage(f"PROMPT_IDS: not with {flags} (they select the specs themselves)")
+    if is_manifest_file(manifest) and not dry_run:
+        prompt_ids_or_manifest(None, manifest, data_dir)  # submit it first: new specs are missing too
+    name = manifest_name(manifest)
+    with service_client("catalog", data_dir) as catalog:
+        resp = catalog.request("GET", f"/manifests/{name}/status")
+    if resp.status_code != 200:
+        fail_response(resp)
+    status = GenerationStatus.model_validate(resp.json())
+    with service_client("generate", data_dir) as client:
+        backlog = plan_backlog(status.items, states, _active_prompt_ids(client))
+        found = ", ".join(f"{n} {state}" for state, n in backlog.counts.items())
+        console.print(f"manifest {name}: {found} of {status.total} spec(s)")
+        if backlog.in_flight:
+            console.print(
+                f"{len(backlog.in_flight)} already in flight, left alone: {', '.join(backlog.in_flight[:10])}"
+            )
+        if backlog.empty:
+            console.print("nothing to queue")
+            return
+        if dry_run:
+            _print_dry_run(backlog)
+            return
+        accepted = _queue_backlog(client, backlog, states, max_attempts=max_attempts)
+        total = sum(len(a.runs) for a in accepted)
+        console.print(f"{total} run(s) queued in {len(accepted)} request(s){_estimate(*accepted)}")
+        if not wait:
+            return
+        runs: list[RunRecord] = []
+        deadline = time.monotonic() + timeout
+        for a in accepted:
+            left = max(1.0, deadline - time.monotonic())
+            runs += wait_for_runs(client, a.request_id, len(a.runs), timeout_s=left)
     print_runs(runs)
     if any(r.state != "ready" for r in runs):
         raise typer.Exit(EXIT_FAILED)

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import httpx
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,6 +22,7 @@ from worldmill.runtime.client import (
     ServiceClient,
     ServiceUnavailableError,
     error_detail,
+    list_manifest_prompt_ids,
     submit_manifest,
 )
 
@@ -86,23 +88,65 @@ def post_once_specs_are_known(
         time.sleep(0.25)
 
 
-def prompt_ids_or_manifest(prompt_ids: list[str] | None, manifest: Path | None, data_dir: Path) -> list[str]:
-    """The ids given, plus every spec of ``--manifest`` (submitted first: unchanged specs stay as they are).
+#: Suffixes that make a ``--manifest`` value a file (a manifest's name is lower-case letters, digits, dashes).
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
-    Exit 2 when neither is given or the manifest cannot be read or is refused.
+
+def is_manifest_file(arg: str) -> bool:
+    """Whether ``--manifest ARG`` names a file (it exists, or looks like one) rather than a manifest's name."""
+    return Path(arg).is_file() or arg.lower().endswith(MANIFEST_SUFFIXES) or "/" in arg
+
+
+def manifest_name(arg: str, option: str = "--manifest") -> str:
+    """A manifest's name: ``arg`` itself, or the ``name`` inside the manifest file ``arg`` (exit 2 if none)."""
+    if not is_manifest_file(arg):
+        if not arg.strip():
+            fail_usage(f"{option}: the manifest name is empty")
+        return arg
+    path = Path(arg)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        fail_usage(f"{option}: {escape(arg)} cannot be read as a manifest file ({escape(reason)})")
+    name = doc.get("name") if isinstance(doc, dict) else None
+    if not isinstance(name, str) or not name:
+        fail_usage(f"{option}: {escape(arg)} has no 'name' (a manifest file must name its dataset)")
+    return name
+
+
+def prompt_ids_or_manifest(prompt_ids: list[str] | None, manifest: str | None, data_dir: Path) -> list[str]:
+    """The ids given, plus every spec of ``--manifest`` (a name or a file alike).
+
+    A file is submitted first (unchanged specs stay as they are); a name lists the specs the prompt
+    service holds for it. Exit 2 when neither is given, the file cannot be read or is refused, or no
+    manifest of that name is known.
     """
     if not prompt_ids and manifest is None:
-        fail_usage("give PROMPT_IDS or --manifest FILE")
+        fail_usage("give PROMPT_IDS or --manifest NAME|FILE")
     ids = list(prompt_ids or [])
     if manifest is not None:
-        try:
-            content = manifest.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            fail_usage(f"--manifest: cannot read {escape(str(manifest))}: {exc}")
         with service_client("prompt", data_dir) as prompts:
+            ids += manifest_prompt_ids(prompts, manifest)
+    return ids
+
+
+def manifest_prompt_ids(prompts: ServiceClient, manifest: str) -> list[str]:
+    """Every prompt id of ``manifest`` (a file: submitted first; a name: as stored); exit 2 if there is none."""
+    try:
+        if is_manifest_file(manifest):
             try:
-                _, listed = submit_manifest(prompts, content)
-            except RequestFailedError as exc:
-                fail_response(exc.response)
-        ids += listed
+                content = Path(manifest).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                fail_usage(f"--manifest: cannot read {escape(manifest)}: {exc}")
+            _, ids = submit_manifest(prompts, content)
+            return ids
+        ids = list_manifest_prompt_ids(prompts, manifest)
+    except RequestFailedError as exc:
+        fail_response(exc.response)
+    if not ids:
+        fail_usage(
+            f"--manifest: no manifest named {escape(manifest)!r} is known to the prompt service "
+            "(submit its file with `worldmill manifest submit FILE`, or pass the file)"
+        )
     return ids

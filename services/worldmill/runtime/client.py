@@ -89,10 +89,15 @@ def submit_manifest(prompts: ServiceClient, content: str) -> tuple[ManifestResul
     if resp.status_code >= 400:
         raise RequestFailedError(resp)
     result = ManifestResult.model_validate(resp.json())
+    return result, list_manifest_prompt_ids(prompts, result.manifest)
+
+
+def list_manifest_prompt_ids(prompts: ServiceClient, name: str) -> list[str]:
+    """The prompt ids the prompt service holds for manifest ``name`` (latest versions; none if unknown)."""
     ids: list[str] = []
     cursor: str | None = None
     while True:
-        params: dict[str, Any] = {"manifest": result.manifest, "limit": 500}
+        params: dict[str, Any] = {"manifest": name, "limit": 500}
         if cursor:
             params["cursor"] = cursor
         listed = prompts.request("GET", "/prompts", params=params)
@@ -102,7 +107,7 @@ def submit_manifest(prompts: ServiceClient, content: str) -> tuple[ManifestResul
         ids.extend(item.prompt_id for item in page.items)
         cursor = page.next_cursor
         if not cursor:
-            return result, ids
+            return ids
 
 
 def locate_store(data_dir: Path) -> ObjectStore:

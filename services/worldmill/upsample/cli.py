@@ -100,7 +100,10 @@ def print_statuses(items: list[UpsampleStatus]) -> None:
 
 def upsample(
     prompt_ids: Annotated[list[str] | None, typer.Argument(help="Prompt ids to upsample.")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="Submit this manifest and upsample all its specs.")] = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(help="Upsample all specs of this manifest: its name, or its file (submitted first)."),
+    ] = None,
     hint: Annotated[str | None, typer.Option(help="s3://BUCKET/KEY image or video to take hint frames from.")] = None,
     force: Annotated[bool, typer.Option(help="Ask the model again even when a cached answer exists.")] = False,
     data_dir: Annotated[
@@ -119,7 +122,7 @@ def upsample(
 
 def _upsample(
     prompt_ids: list[str] | None,
-    manifest: Path | None,
+    manifest: str | None,
     hint: str | None,
     *,
     force: bool,
