@@ -7,6 +7,7 @@ real catalog and generate services over HTTP, on the session's real nats-server 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tests.helpers.catalog_events import dataset
 from tests.helpers.generation import settings
 from tests.helpers.polling import wait_for
 from tests.helpers.serve import serve
+from tests.helpers.video import write_video
 from worldmill.catalog.app import create_app as create_catalog_app
 from worldmill.cli.main import app as cli_app
 from worldmill.contracts.catalog import StatusItem
@@ -241,3 +243,14 @@ def test_generate_takes_a_manifest_by_name_or_by_file_and_refuses_bad_usage(
         shown = invoke("prompts", "show", "gen-by-name-C01-1s-v0")
         assert shown.exit_code == 0 and "a parcel at a door" in shown.output
         assert invoke("prompts", "show", "no-such-spec").exit_code == 2
+        # `audit --manifest NAME`: the expectations are the stored specs (v1 was never delivered).
+        videos = tmp_path / "delivered"
+        write_video(videos / "C01_1s.mp4", width=64, height=48, fps=24, frames=24, seed=1)
+        report = tmp_path / "audit.json"
+        audited = invoke("audit", str(videos), "--manifest", "gen-by-name", "--json", str(report))
+        assert audited.exit_code == 1, audited.output  # a variant is missing
+        body = json.loads(report.read_text())
+        assert body["files"][0]["expected"]["source"] == "manifest", body["files"][0]
+        assert [m["prompt_id"] for m in body["missing"]] == ["gen-by-name-C01-1s-v1"], body["missing"]
+        unknown_audit = invoke("audit", str(videos), "--manifest", "no-such-manifest")
+        assert unknown_audit.exit_code == 2 and "no-such-manifest" in unknown_audit.output

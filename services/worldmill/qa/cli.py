@@ -5,7 +5,8 @@ no service running: every file decoded once, checked against its expectation, th
 across files (see :mod:`worldmill.qa.audit`). Objects are downloaded one at a time into a
 temporary folder and deleted once analysed, so one video at most is on disk at a time.
 
-Expectations come from ``--manifest FILE`` or from the file names. Expanding a manifest is the
+Expectations come from ``--manifest FILE`` (or a manifest's name: its specs as the prompt service
+holds them) or from the file names. Expanding a manifest is the
 prompt service's code, which this package must not import (services never import each other, see
 docs/architecture.md): the CLI that composes the services hands it in once with
 :func:`set_manifest_expander` (``worldmill.cli.main``:
@@ -32,12 +33,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worldmill.contracts.prompts import ManifestProblem, PromptSpec
+from worldmill.contracts.prompts import ManifestProblem, PromptPage, PromptSpec
 from worldmill.contracts.qa import Finding, Severity
 from worldmill.qa.audit import VIDEO_SUFFIXES, Audit, Auditor, Expectations, find_videos, is_video
 from worldmill.qa.audit_report import write_html, write_json
 from worldmill.qa.findings import passed
-from worldmill.runtime.cli_support import service_client
+from worldmill.runtime.cli_support import is_manifest_file, service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
 from worldmill.runtime.errors import WorldmillError
 from worldmill.runtime.store import ObjectStore
@@ -79,14 +80,16 @@ def _usage(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _expectations(manifest: Path | None, fps: float) -> Expectations:
+def _expectations(manifest: str | None, fps: float, data_dir: Path) -> Expectations:
     if manifest is None:
         return Expectations(fps=fps)
+    if not is_manifest_file(manifest):
+        return Expectations(_stored_specs(manifest, data_dir))
     expander = _WIRING.get("expander")
     if expander is None:
         raise _usage("--manifest: manifest expansion is not available in this program (set_manifest_expander)")
     try:
-        raw = manifest.read_bytes()
+        raw = Path(manifest).read_bytes()
     except OSError as exc:
         raise _usage(f"MANIFEST: cannot read {manifest}: {exc.strerror or exc}") from exc
     expansion = expander(raw)
@@ -97,6 +100,36 @@ def _expectations(manifest: Path | None, fps: float) -> Expectations:
             err.print(escape(f"  {where}: {p.path}: {p.message} [{p.rule}]"))
         raise typer.Exit(EXIT_USAGE)
     return Expectations(list(expansion.specs))
+
+
+def _stored_specs(name: str, data_dir: Path) -> list[PromptSpec]:
+    """The latest spec versions of manifest ``name`` as the prompt service holds them (exit 2 if none)."""
+    specs: list[PromptSpec] = []
+    cursor: str | None = None
+    with service_client("prompt", data_dir) as prompts:
+        while True:
+            params: dict[str, Any] = {"manifest": name, "limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            try:
+                resp = prompts.request("GET", "/prompts", params=params)
+            except ServiceUnavailableError as exc:
+                err.print(f"[bold red]failed:[/] {escape(str(exc))}")
+                raise typer.Exit(EXIT_FAILED) from exc
+            if resp.status_code >= 400:
+                err.print(f"[bold red]failed:[/] {escape(error_detail(resp))}")
+                raise typer.Exit(EXIT_FAILED)
+            page = PromptPage.model_validate(resp.json())
+            specs.extend(page.items)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+    if not specs:
+        raise _usage(
+            f"--manifest: no manifest named {name!r} is known to the prompt service "
+            "(pass its file, or submit it with `worldmill manifest submit FILE`)"
+        )
+    return specs
 
 
 def _parse_s3(url: str) -> tuple[str, str]:
@@ -213,7 +246,11 @@ def _print_summary(result: Audit) -> None:
 def audit(
     path: Annotated[str, typer.Argument(help="A folder of videos (recursive) or s3://bucket/prefix.")],
     manifest: Annotated[
-        Path | None, typer.Option("--manifest", help="Manifest (YAML or JSON) the videos were made from.")
+        str | None,
+        typer.Option(
+            "--manifest",
+            help="The manifest the videos were made from: its file (YAML, JSON) or its name (the stored specs).",
+        ),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
     html_out: Annotated[
@@ -234,7 +271,7 @@ def audit(
             raise _usage(f"PATH: {path} does not exist")
         if not folder.is_dir():
             raise _usage(f"PATH: {path} is neither a folder nor an s3:// URL")
-    expectations = _expectations(manifest, fps)
+    expectations = _expectations(manifest, fps, data_dir)
     auditor = Auditor(expectations, source=path, manifest=str(manifest) if manifest else None)
     if remote:
         _audit_s3(path, auditor, data_dir)
