@@ -1,4 +1,4 @@
-"""``worldmill manifest check|submit`` and ``worldmill prompts ls|show``."""
+"""``worldmill manifest check|submit|import`` and ``worldmill prompts ls|show``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from worldmill.contracts.prompts import (
 )
 from worldmill.prompt.expand import Summary, check_text
 from worldmill.prompt.identity import duration_token, slug
+from worldmill.prompt.importer import Finding, import_prompts, to_yaml
 from worldmill.prompt.input_specs import CATEGORIES, VIDEO_SUFFIXES
 from worldmill.runtime.cli_support import service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
@@ -328,3 +329,166 @@ def coverage(
         )
     console.print(table)
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(report.counts.items())) + f" (of {report.total})")
+
+
+def _json_files(sources: list[Path]) -> tuple[list[Path], str]:
+    """The files to import (a folder's ``*.json``, sorted) and the folder name; exit 2 naming a bad path."""
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            found = sorted(p for p in source.glob("*.json") if p.is_file())
+            if not found:
+                err.print(f"[bold red]error:[/] FILES: no *.json files in {escape(str(source))}")
+                raise typer.Exit(EXIT_USAGE)
+            files.extend(found)
+        elif source.is_file():
+            files.append(source)
+        else:
+            err.print(f"[bold red]error:[/] FILES: {escape(str(source))} is neither a file nor a folder")
+            raise typer.Exit(EXIT_USAGE)
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.name in seen and seen[path.name].resolve() != path.resolve():
+            err.print(
+                f"[bold red]error:[/] FILES: {escape(str(path))} and {escape(str(seen[path.name]))} have the same "
+                "name; scenarios, durations and variants come from file names, so they must differ"
+            )
+            raise typer.Exit(EXIT_USAGE)
+        seen[path.name] = path
+    folder = sources[0] if sources[0].is_dir() else sources[0].parent
+    return [seen[n] for n in dict.fromkeys(p.name for p in files)], folder.resolve().name or "manifest"
+
+
+def _parse_json_files(files: list[Path]) -> dict[str, dict[str, Any]]:
+    """Each file's JSON object by file name; exit 2 listing every file that is not one."""
+    parsed: dict[str, dict[str, Any]] = {}
+    bad: list[str] = []
+    for path in files:
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            bad.append(f"{path}: cannot read: {exc.strerror or exc}")
+            continue
+        except UnicodeDecodeError as exc:
+            bad.append(f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start})")
+            continue
+        except json.JSONDecodeError as exc:
+            bad.append(f"{path}:{exc.lineno}:{exc.colno}: is not JSON: {exc.msg}")
+            continue
+        if not isinstance(data, dict):
+            bad.append(f"{path}: is a JSON {type(data).__name__}, not an object of prompt fields")
+            continue
+        parsed[path.name] = data
+    if bad:
+        err.print(f"[bold red]error:[/] FILES: {len(bad)} file(s) are not JSON objects:")
+        for line in bad:
+            err.print(escape(f"  {line}"))
+        raise typer.Exit(EXIT_USAGE)
+    return parsed
+
+
+def _print_findings(title: str, findings: list[Finding], style: str) -> None:
+    err.print(f"[{style}]{len(findings)} {title}[/]:")
+    for f in findings:
+        err.print(escape(f"  {f.file}: {f.field}: {f.message} [{f.rule}]"))
+
+
+def _print_notes(notes: list[Finding]) -> None:
+    """Notes grouped: the same note for 496 files is one line with a count."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for n in notes:
+        grouped.setdefault((n.field, n.message), []).append(n.file)
+    err.print(f"[yellow]{len(notes)} field(s) not carried as written[/]:")
+    for (field_name, message), names in grouped.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        err.print(escape(f"  {field_name} ({len(names)} file(s): {shown}): {message}"))
+
+
+def _write_manifest(target: Path, text: str, *, force: bool) -> None:
+    """Write the YAML; without ``force`` never over an existing file (checked again at open: ``x`` mode)."""
+    try:
+        with target.open("w" if force else "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError as exc:
+        err.print(f"[bold red]error:[/] OUTPUT: {escape(str(target))} exists; pass --force to overwrite it")
+        raise typer.Exit(EXIT_USAGE) from exc
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] OUTPUT: cannot write {escape(str(target))}: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+@manifest_app.command("import")
+def import_files(
+    sources: Annotated[
+        list[Path], typer.Argument(help="Per-video prompt JSON files, or a folder of them (its *.json, sorted).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the manifest (default: ./<folder>.yaml).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The manifest's name (default: the folder's name as a slug).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the YAML and its check; write nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite the output file if it exists.")] = False,
+    allow_unknown: Annotated[
+        bool, typer.Option(help="Write the manifest even though some JSON fields are not recognised (still listed).")
+    ] = False,
+) -> None:
+    """Turn per-video Cosmos prompt JSON files into one manifest, then check it as `manifest check` does.
+
+    Files are grouped by name: C01_30s.json is scenario C01 of series C at 30 s, C01_5s_v1.json its
+    5 s variant 1; without a duration in the name it is num_output_frames / fps. prompt,
+    negative_prompt, guidance, num_steps, fps, resolution, model and inference_type are carried;
+    seed is not (the manifest derives one per scenario, duration and variant); Transfer controls
+    (edge/depth/seg/vis) and input paths go to scenario metadata only. Every other field is listed
+    with its file.
+
+    Exit 0: written (or, with --dry-run, would be) and it checks. Exit 1: the files contradict
+    themselves (e.g. a name's duration against num_output_frames) or the manifest has check
+    problems; it is written anyway, so the problems' lines point into it. Exit 2: bad input,
+    nothing written: a path that is missing, a file that is not a JSON object, a folder without
+    *.json, an existing output without --force, or fields not recognised without --allow-unknown.
+    """
+    files, folder_name = _json_files(sources)
+    target = output or Path(f"{folder_name}.yaml")
+    if not dry_run and target.exists() and not force:
+        err.print(f"[bold red]error:[/] OUTPUT: {escape(str(target))} exists; pass --force to overwrite it")
+        raise typer.Exit(EXIT_USAGE)
+    parsed = _parse_json_files(files)
+    manifest_name = name if name is not None else slug(folder_name)
+    where = f"{len(files)} prompt JSON file(s) in {folder_name}/"
+    result = import_prompts(parsed, name=manifest_name, description=f"Imported from {where}.")
+    text = to_yaml(result.manifest)
+    blocked = bool(result.unknown) and not allow_unknown
+    written = not dry_run and not blocked
+    if dry_run:
+        typer.echo(text, nl=False)
+    elif written:
+        _write_manifest(target, text, force=force)
+    expansion = check_text(text, now=datetime.now(UTC))
+    if expansion.ok:
+        print_summary(manifest_name, expansion.summary())
+        console.print(f"[green]ok:[/] {len(expansion.specs)} specs, {expansion.summary().frames:,} frames to generate")
+    else:
+        print_problems(expansion.problems, str(target))
+    if result.notes:
+        _print_notes(result.notes)
+    if result.problems:
+        _print_findings("problem(s) in the JSON files", result.problems, "bold red")
+    if result.unknown:
+        _print_findings("field(s) not recognised", result.unknown, "bold red" if blocked else "yellow")
+    if written:
+        console.print(f"wrote {escape(str(target))} from {escape(where)}")
+    elif dry_run:
+        console.print(f"dry run: {escape(str(target))} not written")
+    if blocked:
+        err.print(
+            "[bold red]not written:[/] fields are not recognised; map them by hand, or pass --allow-unknown "
+            "to write the manifest without them"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    if result.problems or not expansion.ok:
+        count = len(result.problems) + len(expansion.problems)
+        then = f"fix {target} or the JSON files (then rerun with --force)" if written else "fix the JSON files"
+        err.print(f"[bold red]failed:[/] {count} problem(s); {escape(then)}")
+        raise typer.Exit(EXIT_FAILED)
