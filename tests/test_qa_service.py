@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from tests.helpers.generation import AUTH, announce, generate_client, runner_client, settings, specs, wait_runs
 from tests.helpers.video import write_video
+from worldmill.contracts.catalog import AssetDeleted
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.generation import GenerationRequested, VideoReady
 from worldmill.contracts.subjects import EVENTS, event_subject
@@ -312,3 +314,39 @@ def test_copy_severity_another_spec_fails_a_rendition_or_the_same_input_warns() 
     assert copy_severity("a-5s-v0", "a-5s-v0") is Severity.WARNING
     assert copy_severity("aug-1", "aug-2", shared_input=True) is Severity.WARNING
     assert copy_severity(None, None) is Severity.ERROR
+
+
+async def test_a_deleted_asset_is_forgotten_so_its_copy_is_no_longer_a_copy_even_after_a_restart(
+    nats: NatsEndpoint,
+    s3: S3Endpoint,
+    bus: Bus,
+    store: ObjectStore,
+    tmp_path: Path,
+) -> None:
+    """asset.deleted takes the fingerprint out of the index (and out of the index a restart builds)."""
+    name, other = f"d-{uuid.uuid4().hex[:8]}", f"e-{uuid.uuid4().hex[:8]}"
+    items, others = specs(name, durations=(5,)), specs(other, durations=(5,))
+    await announce(bus, items + others)
+    fields = settings(nats, s3, tmp_path, "qa")
+    with TestClient(create_app(RuntimeSettings(**fields))) as qa:
+        run, original = await _generated(nats, s3, bus, tmp_path, qa, items[0])
+        _verdict(qa, run["asset_id"])
+        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        assert run["asset_id"] in service.index
+        deleted = AssetDeleted(asset_id=run["asset_id"], reason="test", deleted_at=datetime.now(UTC))
+        await bus.publish(wrap(deleted, source="/test"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and run["asset_id"] in service.index:
+            time.sleep(0.1)
+        assert run["asset_id"] not in service.index
+        # The same picture for another spec is now nobody's copy.
+        copy = original.model_copy(
+            update={"asset_id": f"asset-after-{name}", "prompt_id": others[0].prompt_id, "run_id": f"run-after-{name}"}
+        )
+        await bus.publish(wrap(copy, source="/test"))
+        found = next(f for f in _verdict(qa, copy.asset_id)["findings"] if f["check"] == "copy_of")
+        assert found["passed"] is True, found
+    with TestClient(create_app(RuntimeSettings(**fields))) as qa:
+        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        assert run["asset_id"] not in service.index.asset_ids()
+        assert copy.asset_id in service.index.asset_ids()

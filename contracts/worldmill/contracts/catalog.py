@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints, model_validator
 
 from worldmill.contracts.base import Contract, Identifier, Message, ObjectRef, Requester
 from worldmill.contracts.qa import Finding
@@ -48,6 +48,53 @@ class AssetNoted(Message):
 
     def entity_id(self) -> str | None:
         return self.asset_id
+
+
+ObjectUri = Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][a-z0-9.\-]+[a-z0-9]/.+$", max_length=1100)]
+
+#: Objects named in one deletion event at most (an asset has a handful: video, provenance, screenshots).
+MAX_DELETED_OBJECTS = 200
+
+
+class AssetDeleted(Message):
+    """An asset was deleted on purpose: its stored objects are gone and the catalog forgets it.
+
+    Lineage edges stay (an export that held the asset still says so); ``exports`` names the
+    exports that hold it, ``forced`` says the deletion was asked for in spite of them.
+    """
+
+    TYPE: ClassVar[str] = "asset.deleted"
+
+    asset_id: Identifier
+    run_id: Identifier | None = None
+    prompt_id: Identifier | None = None
+    objects: tuple[ObjectUri, ...] = Field(
+        default=(), max_length=MAX_DELETED_OBJECTS, description="Every object removed, as s3://bucket/key."
+    )
+    exports: tuple[Identifier, ...] = Field(default=(), max_length=1000)
+    forced: bool = False
+    reason: str = Field(default="", max_length=500)
+    requested_by: str = Field(default="api", min_length=1, max_length=200)
+    deleted_at: datetime
+
+    def entity_id(self) -> str | None:
+        return self.asset_id
+
+
+class RunDeleted(Message):
+    """A run was deleted with every video it made (each has its own ``asset.deleted``)."""
+
+    TYPE: ClassVar[str] = "run.deleted"
+
+    run_id: Identifier
+    prompt_id: Identifier | None = None
+    asset_ids: tuple[Identifier, ...] = Field(default=(), max_length=1000)
+    reason: str = Field(default="", max_length=500)
+    requested_by: str = Field(default="api", min_length=1, max_length=200)
+    deleted_at: datetime
+
+    def entity_id(self) -> str | None:
+        return self.run_id
 
 
 class ExportedSample(Contract):
@@ -175,6 +222,88 @@ class AssetDetail(Contract):
     lineage_edges: tuple[LineageEdge, ...] = ()
     ratings_by_rater: dict[str, int] = Field(default_factory=dict)
     notes: tuple[Note, ...] = ()
+
+
+class DeletionRequest(Contract):
+    """``POST /deletions``: assets, runs or specs to delete with everything their lineage holds.
+
+    A spec (``prompts``) loses every run and video made from it; the spec itself stays, so its
+    manifest's report lists it as missing and ``generate --missing`` makes it again. What an export
+    holds is refused unless ``force``; ``dry_run`` only says what would go.
+    """
+
+    assets: tuple[Identifier, ...] = Field(default=(), max_length=10000)
+    runs: tuple[Identifier, ...] = Field(default=(), max_length=10000)
+    prompts: tuple[Identifier, ...] = Field(default=(), max_length=10000)
+    dry_run: bool = False
+    force: bool = Field(default=False, description="Delete assets that an export holds too.")
+    reason: str = Field(default="", max_length=500)
+    requested_by: str = Field(default="api", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _something(self) -> DeletionRequest:
+        if not (self.assets or self.runs or self.prompts):
+            raise ValueError("name at least one asset, run or prompt to delete")
+        return self
+
+
+class DeletedAsset(Contract):
+    """One asset a deletion removes (or would), with its objects and the exports that hold it."""
+
+    asset_id: Identifier
+    run_id: Identifier | None = None
+    prompt_id: Identifier | None = None
+    scenario: str | None = None
+    qa_status: QaStatus = "pending"
+    objects: tuple[ObjectUri, ...] = Field(default=(), description="Its stored objects, as s3://bucket/key.")
+    exports: tuple[Identifier, ...] = ()
+
+
+class DeletionPlan(Contract):
+    """The answer to ``POST /deletions``: everything the lineage removes, and whether it was removed."""
+
+    assets: tuple[DeletedAsset, ...] = ()
+    runs: tuple[Identifier, ...] = ()
+    prompts: tuple[Identifier, ...] = ()
+    unknown: tuple[str, ...] = Field(default=(), description="Ids asked for that the catalog does not hold.")
+    exports: tuple[Identifier, ...] = Field(default=(), description="Exports holding any of the assets.")
+    blocked: bool = Field(default=False, description="True when exports hold assets and force was not given.")
+    deleted: bool = False
+    objects_deleted: int = 0
+
+
+class VerifyRequest(Contract):
+    """``POST /verify``: compare the catalog's rows with the stored objects; ``fix`` repairs what it can."""
+
+    fix: bool = False
+    min_orphan_age_s: float = Field(
+        default=3600.0, ge=0, description="Objects younger than this are never orphans (a run may be uploading)."
+    )
+    requested_by: str = Field(default="api", min_length=1, max_length=200)
+
+
+VerifyKind = Literal["missing", "mismatch", "orphan"]
+
+
+class VerifyProblem(Contract):
+    """One disagreement between the catalog and the store, and what ``fix`` did about it."""
+
+    kind: VerifyKind
+    uri: ObjectUri
+    asset_id: Identifier | None = None
+    detail: str = ""
+    fixed: bool = False
+    repair: str = Field(default="", description="What fix does (or did) about it; empty when it cannot.")
+
+
+class VerifyReport(Contract):
+    """The answer to ``POST /verify``."""
+
+    assets: int
+    objects_checked: int
+    objects_listed: int
+    problems: tuple[VerifyProblem, ...] = ()
+    fixed: int = 0
 
 
 class RatingSubmission(Contract):

@@ -20,7 +20,7 @@ from typing import Literal
 
 from worldmill.contracts.augment import AugmentCompleted, AugmentRejected, AugmentRequested, InputSpecRequested
 from worldmill.contracts.base import Message
-from worldmill.contracts.catalog import AssetNoted, AssetRated, DatasetExported
+from worldmill.contracts.catalog import AssetDeleted, AssetNoted, AssetRated, DatasetExported, RunDeleted
 from worldmill.contracts.generation import (
     GenerationRejected,
     GenerationRequested,
@@ -124,7 +124,7 @@ def service_grants() -> tuple[NatsGrant, ...]:
             user="qa",
             description="Verdicts on every video; regenerations of failed ones.",
             publishes=(QaPassed, QaFailed, GenerationRequested),
-            consumers=_events("qa-videos"),
+            consumers=_events("qa-videos", "qa-deletions"),
         ),
         NatsGrant(
             user="augment",
@@ -143,8 +143,8 @@ def service_grants() -> tuple[NatsGrant, ...]:
         ),
         NatsGrant(
             user="catalog",
-            description="The read model of every event; ratings, notes, and exports the export command reports.",
-            publishes=(AssetRated, AssetNoted, DatasetExported),
+            description="The read model of every event; ratings, notes, exports the export command reports, deletions.",
+            publishes=(AssetRated, AssetNoted, DatasetExported, AssetDeleted, RunDeleted),
             consumers=_events("catalog"),
         ),
         NatsGrant(

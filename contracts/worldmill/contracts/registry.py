@@ -21,16 +21,22 @@ from worldmill.contracts.backends import BackendCapabilities
 from worldmill.contracts.base import Message
 from worldmill.contracts.cards import ModelCard
 from worldmill.contracts.catalog import (
+    AssetDeleted,
     AssetDetail,
     AssetNoted,
     AssetPage,
     AssetRated,
     CatalogCounts,
     DatasetExported,
+    DeletionPlan,
+    DeletionRequest,
     GenerationStatus,
     NoteSubmission,
     QueueStatus,
     RatingSubmission,
+    RunDeleted,
+    VerifyReport,
+    VerifyRequest,
 )
 from worldmill.contracts.deadletter import DeadLetter
 from worldmill.contracts.envelope import Envelope, TypedEnvelope, typed_envelope
@@ -108,6 +114,8 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     AssetRated,
     AssetNoted,
     DatasetExported,
+    AssetDeleted,
+    RunDeleted,
     DeadLetter,
 )
 
@@ -148,6 +156,10 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     QueueStatus,
     GenerationStatus,
     CatalogCounts,
+    DeletionRequest,
+    DeletionPlan,
+    VerifyRequest,
+    VerifyReport,
     ValidationErrorBody,
     ErrorBody,
 )

@@ -19,12 +19,16 @@ from worldmill.contracts.catalog import (
     AssetPage,
     AssetSummary,
     CatalogCounts,
+    DeletionPlan,
+    DeletionRequest,
     ExportRecordRequest,
     GenerationStatus,
     Note,
     NoteSubmission,
     QueueStatus,
     RatingSubmission,
+    VerifyReport,
+    VerifyRequest,
 )
 from worldmill.runtime.service import error_responses
 
@@ -155,6 +159,37 @@ async def record_export(request: Request, body: ExportRecordRequest) -> dict[str
     """Record a finished export (published as ``dataset.exported``)."""
     await _service(request).record_export(body.export)
     return {"export_id": body.export.export_id}
+
+
+@router.post(
+    "/deletions",
+    response_model=DeletionPlan,
+    tags=["assets"],
+    responses=error_responses(404, 409),
+)
+async def delete(request: Request, body: DeletionRequest) -> DeletionPlan:
+    """Delete assets, runs or the videos of specs with everything their lineage holds (``dry_run``: the plan).
+
+    404 when an id is unknown, 409 when an export holds an asset and ``force`` is not set; nothing
+    is deleted then. A dry run answers the plan in every case.
+    """
+    plan = await _service(request).delete(body)
+    if body.dry_run:
+        return plan
+    if plan.unknown:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"not in the catalog: {', '.join(plan.unknown)}")
+    if plan.blocked:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"exports hold these assets: {', '.join(plan.exports)}; set force to delete them anyway",
+        )
+    return plan
+
+
+@router.post("/verify", response_model=VerifyReport, tags=["catalog"])
+async def verify(request: Request, body: VerifyRequest) -> VerifyReport:
+    """Compare the catalog with the stored objects (missing, mismatched, orphaned); ``fix`` repairs what it can."""
+    return await _service(request).verify(body)
 
 
 @router.post("/rebuild", response_model=CatalogCounts, tags=["catalog"])

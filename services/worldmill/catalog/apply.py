@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from worldmill.catalog.projection import (
     PROMPT_FIELDS_ON_ASSETS,
     Change,
+    Delete,
     Edge,
     FillAssets,
     RefreshRating,
@@ -81,6 +82,8 @@ def apply_changes(conn: Connection, changes: list[Change]) -> None:
             _edge(conn, change)
         elif isinstance(change, FillAssets):
             _fill_assets(conn, change)
+        elif isinstance(change, Delete):
+            _delete(conn, change)
         else:
             _refresh_rating(conn, change)
 
@@ -145,6 +148,16 @@ _SET_RATING = (
     .where(ASSETS.c.asset_id == sa.bindparam("aid"))
     .values(rating=sa.bindparam("mean", type_=ASSETS.c.rating.type), ratings=sa.bindparam("n", type_=sa.Integer))
 )
+
+
+@functools.cache
+def _delete_statement(table_name: str, columns: tuple[str, ...]) -> Any:
+    table = metadata.tables[table_name]
+    return sa.delete(table).where(*(table.c[c] == sa.bindparam(f"w_{c}", type_=table.c[c].type) for c in columns))
+
+
+def _delete(conn: Connection, d: Delete) -> None:
+    conn.execute(_delete_statement(d.table, tuple(d.where)), {f"w_{k}": v for k, v in d.where.items()})
 
 
 def _fill_assets(conn: Connection, f: FillAssets) -> None:

@@ -100,14 +100,30 @@ class QueryError(ValueError):
     """A ``--query`` breaks a rule; the message names the key and the rule."""
 
 
-def parse_query(text: str) -> list[tuple[str, str]]:
-    """``series=a&risk_level=high&tag=x&tag=y`` as sorted (filter, value) pairs; :class:`QueryError` if bad."""
-    pairs = parse_qsl(text, keep_blank_values=True)
+#: Short names ``worldmill search`` also takes.
+ALIASES: Final = {"qa": "qa_status", "risk": "risk_level"}
+_QA_STATUSES: Final = ("pending", "passed", "failed")
+
+
+def parse_query(text: str, *, option: str = "--query", any_qa_status: bool = False) -> list[tuple[str, str]]:
+    """``series=a&risk_level=high&tag=x&tag=y`` as sorted (filter, value) pairs; :class:`QueryError` if bad.
+
+    An export takes QA-passed assets only; ``worldmill search`` (``any_qa_status``) may filter on
+    ``qa_status`` (or ``qa``) too, and accepts ``risk`` for ``risk_level``.
+    """
+    pairs = [(ALIASES.get(k, k) if any_qa_status else k, v) for k, v in parse_qsl(text, keep_blank_values=True)]
     if not pairs:
-        raise QueryError("--query: no filter given (e.g. --query 'series=a&risk_level=high')")
+        raise QueryError(f"{option}: no filter given (e.g. {option} 'series=a&risk_level=high')")
     seen: set[str] = set()
     for key, value in pairs:
-        _check_pair(key, value, seen)
+        if any_qa_status and key == "qa_status":
+            if value not in _QA_STATUSES or key in seen:
+                raise QueryError(f"{option}: filter 'qa_status' takes one of {', '.join(_QA_STATUSES)}, once")
+        else:
+            try:
+                _check_pair(key, value, seen)
+            except QueryError as exc:
+                raise QueryError(str(exc).replace("--query", option, 1)) from None
         seen.add(key)
     return sorted(pairs)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from worldmill.contracts.augment import AugmentCompleted
 from worldmill.contracts.base import Message
-from worldmill.contracts.catalog import AssetNoted, AssetRated, DatasetExported
+from worldmill.contracts.catalog import AssetDeleted, AssetNoted, AssetRated, DatasetExported, RunDeleted
 from worldmill.contracts.envelope import EnvelopeAttributes
 from worldmill.contracts.generation import (
     GenerationRequested,
@@ -74,7 +74,15 @@ class Edge:
     relation: str
 
 
-Change = Upsert | FillAssets | RefreshRating | Edge
+@dataclass(frozen=True)
+class Delete:
+    """Remove the rows of ``table`` whose columns equal ``where`` (a deletion event: the asset is gone)."""
+
+    table: str
+    where: dict[str, Any]
+
+
+Change = Upsert | FillAssets | RefreshRating | Edge | Delete
 
 
 def spec_node(prompt_id: str, version: int) -> str:
@@ -403,6 +411,15 @@ def _exported(_: EnvelopeAttributes, m: DatasetExported) -> list[Change]:
     return out
 
 
+def _asset_deleted(_: EnvelopeAttributes, m: AssetDeleted) -> list[Change]:
+    """The asset, its ratings and notes go; lineage edges stay (an export that held it still says so)."""
+    return [Delete(table, {"asset_id": m.asset_id}) for table in ("notes", "ratings", "assets")]
+
+
+def _run_deleted(_: EnvelopeAttributes, m: RunDeleted) -> list[Change]:
+    return [Delete("jobs", {"run_id": m.run_id}), Delete("runs", {"run_id": m.run_id})]
+
+
 _HANDLERS: dict[type[Message], Callable[[EnvelopeAttributes, Any], list[Change]]] = {
     ManifestAccepted: _manifest_accepted,
     ManifestRejected: _manifest_rejected,
@@ -420,6 +437,8 @@ _HANDLERS: dict[type[Message], Callable[[EnvelopeAttributes, Any], list[Change]]
     AssetRated: _rated,
     AssetNoted: _noted,
     DatasetExported: _exported,
+    AssetDeleted: _asset_deleted,
+    RunDeleted: _run_deleted,
 }
 
 #: The event types the catalog keeps (its consumer filters on ``wm.evt.>`` and ignores the rest).

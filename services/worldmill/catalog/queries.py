@@ -367,3 +367,63 @@ def counts(conn: Connection) -> dict[str, int]:
         "failed": n(ASSETS, a.video.is_not(None), a.qa_status == "failed"),
         "exports": n(EXPORTS),
     }
+
+
+# -- deletions ---------------------------------------------------------------------------------
+
+
+def assets_by_ids(conn: Connection, asset_ids: Sequence[str]) -> list[RowMapping]:
+    """The asset rows of these ids (those the catalog holds)."""
+    if not asset_ids:
+        return []
+    return list(conn.execute(sa.select(ASSETS).where(ASSETS.c.asset_id.in_(list(asset_ids)))).mappings())
+
+
+def runs_by_ids(conn: Connection, run_ids: Sequence[str]) -> list[RowMapping]:
+    """The run rows of these ids."""
+    if not run_ids:
+        return []
+    return list(conn.execute(sa.select(RUNS).where(RUNS.c.run_id.in_(list(run_ids)))).mappings())
+
+
+def assets_of_runs(conn: Connection, run_ids: Sequence[str]) -> list[RowMapping]:
+    """Every asset these runs made, oldest first."""
+    if not run_ids:
+        return []
+    a = ASSETS.c
+    stmt = sa.select(ASSETS).where(a.run_id.in_(list(run_ids))).order_by(a.created_at, a.asset_id)
+    return list(conn.execute(stmt).mappings())
+
+
+def known_prompts(conn: Connection, prompt_ids: Sequence[str]) -> set[str]:
+    """Which of these spec ids the catalog holds (any version)."""
+    if not prompt_ids:
+        return set()
+    stmt = sa.select(PROMPTS.c.prompt_id).where(PROMPTS.c.prompt_id.in_(list(prompt_ids))).distinct()
+    return set(conn.execute(stmt).scalars())
+
+
+def exports_holding(conn: Connection, asset_ids: Sequence[str]) -> dict[str, list[str]]:
+    """asset id → the exports that hold it (lineage edges asset → dataset)."""
+    if not asset_ids:
+        return {}
+    e = EDGES.c
+    stmt = (
+        sa.select(e.parent_id, e.child_id)
+        .where(e.parent_kind == "asset", e.parent_id.in_(list(asset_ids)), e.child_kind == "dataset")
+        .order_by(e.parent_id, e.child_id)
+    )
+    out: dict[str, list[str]] = {}
+    for asset_id, export_id in conn.execute(stmt):
+        out.setdefault(asset_id, []).append(export_id)
+    return out
+
+
+def all_assets(conn: Connection) -> list[RowMapping]:
+    """Every asset row (for ``verify``), in id order."""
+    return list(conn.execute(sa.select(ASSETS).order_by(ASSETS.c.asset_id)).mappings())
+
+
+def all_run_ids(conn: Connection) -> dict[str, str]:
+    """run id → state, every run."""
+    return {str(r): str(s) for r, s in conn.execute(sa.select(RUNS.c.run_id, RUNS.c.state))}

@@ -16,13 +16,17 @@ from typing import Any
 
 from worldmill.catalog import queries
 from worldmill.catalog.database import CatalogDatabase, Event
+from worldmill.catalog.deletion import asset_prefixes, plan_deletion, run_folder
 from worldmill.catalog.hub import Hub, Update
 from worldmill.catalog.ingest import IngestBatcher
 from worldmill.catalog.projection import KEPT_TYPES
 from worldmill.catalog.report import build_status
 from worldmill.catalog.search import AssetQuery
+from worldmill.catalog.verify import OWNED_PREFIXES, Stored, check_expected, expected_objects, find_orphans
 from worldmill.contracts.base import Message, ObjectRef
 from worldmill.contracts.catalog import (
+    MAX_DELETED_OBJECTS,
+    AssetDeleted,
     AssetDetail,
     AssetNoted,
     AssetPage,
@@ -30,20 +34,28 @@ from worldmill.contracts.catalog import (
     AssetSummary,
     CatalogCounts,
     DatasetExported,
+    DeletedAsset,
+    DeletionPlan,
+    DeletionRequest,
     GenerationStatus,
     MediaLink,
     Note,
     NoteSubmission,
     QueueStatus,
     RatingSubmission,
+    RunDeleted,
     RunStatus,
+    VerifyProblem,
+    VerifyReport,
+    VerifyRequest,
 )
 from worldmill.contracts.envelope import EnvelopeAttributes, wrap
 from worldmill.contracts.generation import JobCanceled, JobCompleted, JobFailed, JobProgress, RunUpdated, VideoReady
+from worldmill.contracts.keys import ARTIFACTS_BUCKET
 from worldmill.contracts.qa import Finding, QaFailed, QaPassed
 from worldmill.contracts.subjects import EVENTS
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.errors import InvalidInputError, ObjectNotFoundError
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.store import ObjectStore
 
@@ -156,6 +168,150 @@ class CatalogService:
         for index, chunk in enumerate(parts):
             part = export.model_copy(update={"samples": chunk, "sample_count": len(samples), "part": index})
             await self._publish_and_apply(part, event_id=f"dataset.exported-{export.export_id}-p{index}")
+
+    async def delete(self, request: DeletionRequest) -> DeletionPlan:
+        """Delete assets, runs or specs' videos with their objects; the plan alone for a dry run.
+
+        Nothing is deleted when an id is unknown or (unless forced) an export holds an asset: the
+        plan says why. Objects go first, then ``asset.deleted`` / ``run.deleted`` are published and
+        applied (event ids derived from the ids: asking again changes nothing more).
+        """
+
+        def read(conn: Any) -> tuple[list[Any], list[Any], set[str], dict[str, list[str]]]:
+            runs = [*queries.runs_by_ids(conn, request.runs), *queries.runs_of(conn, request.prompts)]
+            run_ids = [r["run_id"] for r in runs]
+            assets = [
+                *queries.assets_by_ids(conn, request.assets),
+                *queries.assets_of_runs(conn, run_ids),
+                *queries.assets_of(conn, request.prompts),
+            ]
+            known = queries.known_prompts(conn, request.prompts)
+            return assets, runs, known, queries.exports_holding(conn, [a["asset_id"] for a in assets])
+
+        assets, runs, known, exports = await self.db.read("deletion", read)
+        plan = plan_deletion(request, assets=assets, runs=runs, prompts_known=known, exports=exports)
+        if request.dry_run or plan.unknown or plan.blocked:
+            return plan
+        store = self.store
+        if store is None:
+            raise InvalidInputError("store", "the catalog has no object store to delete from")
+        rows = {str(a["asset_id"]): a for a in assets}
+        removed_total = 0
+        done: list[DeletedAsset] = []
+        now = datetime.now(UTC)
+        for item in plan.assets:
+            removed = await self._delete_objects(store, [*item.objects], asset_prefixes(rows[item.asset_id]))
+            removed_total += len(removed)
+            done.append(item.model_copy(update={"objects": tuple(removed)}))
+            event = AssetDeleted(
+                asset_id=item.asset_id,
+                run_id=item.run_id,
+                prompt_id=item.prompt_id,
+                objects=tuple(removed[:MAX_DELETED_OBJECTS]),
+                exports=item.exports,
+                forced=bool(item.exports),
+                reason=request.reason,
+                requested_by=request.requested_by,
+                deleted_at=now,
+            )
+            await self._publish_and_apply(event, event_id=f"asset.deleted-{item.asset_id}")
+        by_run: dict[str, list[str]] = {}
+        for item in plan.assets:
+            if item.run_id:
+                by_run.setdefault(item.run_id, []).append(item.asset_id)
+        run_rows = {str(r["run_id"]): r for r in runs}
+        for run_id in plan.runs:
+            removed_total += len(await self._delete_objects(store, [], [run_folder(run_id)]))
+            deleted_run = RunDeleted(
+                run_id=run_id,
+                prompt_id=run_rows[run_id].get("prompt_id"),
+                asset_ids=tuple(by_run.get(run_id, ())),
+                reason=request.reason,
+                requested_by=request.requested_by,
+                deleted_at=now,
+            )
+            await self._publish_and_apply(deleted_run, event_id=f"run.deleted-{run_id}")
+        log.info("catalog.deleted", assets=len(done), runs=len(plan.runs), objects=removed_total)
+        return plan.model_copy(update={"assets": tuple(done), "deleted": True, "objects_deleted": removed_total})
+
+    async def verify(self, request: VerifyRequest) -> VerifyReport:
+        """Compare every asset row's objects with the store, find orphans, and repair what ``fix`` can."""
+        store = self.store
+        if store is None:
+            raise InvalidInputError("store", "the catalog has no object store to verify")
+
+        def read(conn: Any) -> tuple[list[Any], dict[str, str]]:
+            return queries.all_assets(conn), queries.all_run_ids(conn)
+
+        rows, runs = await self.db.read("verify", read)
+        expected = expected_objects(rows)
+        stored: dict[str, Stored | None] = {}
+        for e in expected:
+            bucket, _, key = e.uri.removeprefix("s3://").partition("/")
+            try:
+                info = await store.stat(bucket, key)
+            except ObjectNotFoundError:
+                stored[e.uri] = None
+            else:
+                stored[e.uri] = Stored(size=info.size, sha256=info.sha256, last_modified=info.last_modified)
+        listed = [
+            (info.key, info.last_modified)
+            for prefix in OWNED_PREFIXES
+            for info in await store.list(ARTIFACTS_BUCKET, prefix)
+        ]
+        problems = check_expected(expected, stored)
+        problems += find_orphans(
+            listed,
+            runs=set(runs),
+            assets={str(r["asset_id"]) for r in rows},
+            named={e.uri for e in expected},
+            now=datetime.now(UTC),
+            min_age=timedelta(seconds=request.min_orphan_age_s),
+        )
+        if request.fix:
+            problems = [await self._repair(store, p, request.requested_by) for p in problems]
+        fixed = sum(p.fixed for p in problems)
+        log.info("catalog.verified", assets=len(rows), problems=len(problems), fixed=fixed)
+        return VerifyReport(
+            assets=len(rows),
+            objects_checked=len(expected),
+            objects_listed=len(listed),
+            problems=tuple(problems),
+            fixed=fixed,
+        )
+
+    async def _repair(self, store: ObjectStore, problem: VerifyProblem, requested_by: str) -> VerifyProblem:
+        bucket, _, key = problem.uri.removeprefix("s3://").partition("/")
+        if problem.kind == "orphan":
+            await store.delete(bucket, key)
+            return problem.model_copy(update={"fixed": True})
+        if problem.repair and problem.asset_id:  # the video is missing or wrong: the asset goes
+            plan = await self.delete(
+                DeletionRequest(
+                    assets=(problem.asset_id,),
+                    reason=f"verify: {problem.kind} {problem.uri}"[:500],
+                    requested_by=requested_by,
+                )
+            )
+            if plan.blocked:
+                return problem.model_copy(update={"repair": f"not deleted: exports {', '.join(plan.exports)} hold it"})
+            return problem.model_copy(update={"fixed": plan.deleted})
+        return problem
+
+    @staticmethod
+    async def _delete_objects(store: ObjectStore, uris: list[str], prefixes: list[tuple[str, str]]) -> list[str]:
+        """Delete these objects and everything under these prefixes; the URIs of what was there."""
+        targets = dict.fromkeys(uris)
+        for bucket, prefix in prefixes:
+            for info in await store.list(bucket, prefix):
+                targets[f"s3://{bucket}/{info.key}"] = None
+        removed: list[str] = []
+        for uri in targets:
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            if await store.exists(bucket, key):
+                await store.delete(bucket, key)
+                removed.append(uri)
+        return removed
 
     async def _require_asset(self, asset_id: str) -> None:
         row = await self.db.read("asset", lambda c: queries.asset(c, asset_id))

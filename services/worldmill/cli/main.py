@@ -11,6 +11,7 @@ import typer
 from worldmill.augment.cli import augment
 from worldmill.catalog.cli import catalog_app, report
 from worldmill.catalog.export_cli import export
+from worldmill.catalog.lifecycle_cli import delete, search, show, verify
 from worldmill.catalog.pull_cli import pull
 from worldmill.cli.bus_commands import bus_app
 from worldmill.cli.console import console
@@ -50,6 +51,10 @@ app.add_typer(qa_app, name="qa")
 app.command()(report)
 app.command()(export)
 app.command()(pull)
+app.command()(search)
+app.command()(show)
+app.command()(delete)
+app.command()(verify)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(models_app, name="models")
 app.add_typer(bus_app, name="bus")

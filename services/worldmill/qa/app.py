@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from worldmill.contracts.catalog import AssetDeleted
 from worldmill.contracts.generation import VideoReady
 from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
 from worldmill.qa.api import router
@@ -29,15 +30,31 @@ VIDEOS = ConsumerSpec(
 )
 
 
+DELETIONS = ConsumerSpec(
+    durable="qa-deletions",
+    stream=EVENTS.name,
+    filter_subject=event_subject("asset.deleted"),
+    ack_wait_s=30.0,
+    description="A deleted asset's fingerprint is forgotten (its spec's next video is no copy of it).",
+)
+
+
 def consumers(ctx: ServiceContext) -> list[Consumer]:
-    """One consumer: video.ready → verdict (two at a time: decoding is the cost)."""
+    """video.ready → verdict (two at a time: decoding is the cost); asset.deleted → fingerprint forgotten."""
     service: QaService = ctx.state["qa"]
 
     async def on_video(d: Delivery) -> None:
         if isinstance(d.message, VideoReady):
             await service.on_video_ready(d.message)
 
-    return [Consumer(ctx.bus, VIDEOS, on_video, accept=(VideoReady,), concurrency=2, source=ctx.source)]
+    async def on_deleted(d: Delivery) -> None:
+        if isinstance(d.message, AssetDeleted):
+            await service.on_asset_deleted(d.message)
+
+    return [
+        Consumer(ctx.bus, VIDEOS, on_video, accept=(VideoReady,), concurrency=2, source=ctx.source),
+        Consumer(ctx.bus, DELETIONS, on_deleted, accept=(AssetDeleted,), source=ctx.source),
+    ]
 
 
 def critic_from(settings: QaSettings) -> VlmClient | None:

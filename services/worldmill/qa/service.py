@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from worldmill.contracts.base import Message, ObjectRef
+from worldmill.contracts.catalog import AssetDeleted
 from worldmill.contracts.generation import GenerationRequested, Regeneration, VideoReady
 from worldmill.contracts.keys import contact_sheet_key, screenshot_key
 from worldmill.contracts.qa import CriticRecord, Finding, QaFailed, QaPassed, Severity
@@ -86,7 +87,11 @@ class QaService:
         after: str | None = None
         while True:
             page = await self.docs.find(FINGERPRINT, limit=PAGE, after=after)
-            items += [(d.doc_id, StoredFingerprint.from_body(d.body), _meta(d.body)) for d in page]
+            items += [
+                (d.doc_id, StoredFingerprint.from_body(d.body), _meta(d.body))
+                for d in page
+                if not d.body.get("deleted")
+            ]
             if len(page) < PAGE:
                 break
             after = page[-1].doc_id
@@ -94,6 +99,30 @@ class QaService:
         await asyncio.to_thread(index.add_many, items)
         self.index, self._index_loaded = index, True
         return len(index)
+
+    async def on_asset_deleted(self, event: AssetDeleted) -> bool:
+        """Forget a deleted asset's fingerprint: a new video of its spec is not a copy of what is gone.
+
+        The fingerprint document gets a new version marked deleted (so a restart's index skips it);
+        True when there was one to forget.
+        """
+        async with self._lock:
+            self.index.remove(event.asset_id)
+            doc = await self.docs.get(FINGERPRINT, event.asset_id)
+            if doc is None or doc.body.get("deleted"):
+                return False
+            marker = NewDocument(
+                kind=FINGERPRINT,
+                doc_id=event.asset_id,
+                version=doc.version + 1,
+                content_hash=f"deleted-{doc.content_hash}"[:128],
+                body={"asset_id": event.asset_id, "deleted": True, "deleted_at": event.deleted_at.isoformat()},
+            )
+            try:
+                await self.docs.commit([marker])
+            except VersionConflictError:
+                return False  # another replica marked it meanwhile
+            return True
 
     def _event(self, message: Message, event_id: str) -> OutboxItem:
         return OutboxItem.of(message, source=self.source, event_id=event_id)
@@ -229,7 +258,7 @@ class QaService:
 
     async def _index_stored(self, asset_id: str) -> None:
         doc = await self.docs.get(FINGERPRINT, asset_id)
-        if doc is not None:
+        if doc is not None and not doc.body.get("deleted"):
             self.index.add(asset_id, StoredFingerprint.from_body(doc.body), _meta(doc.body))
 
     def _copy_check(self, event: VideoReady, fp: FingerprintLike | None) -> Finding:
