@@ -71,6 +71,8 @@ class NatsGrant:
     raw_subjects: tuple[str, ...] = ()
     reads_events: bool = True
     own_event_consumers: bool = False
+    default_inbox: bool = False
+    """The client cannot set an inbox prefix (MinIO's NATS target): its replies come on ``_INBOX.>``."""
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -158,6 +160,7 @@ def service_grants() -> tuple[NatsGrant, ...]:
             description="MinIO's bucket notifications (its NATS target in JetStream mode).",
             raw_subjects=(MINIO_NOTIFICATIONS,),
             reads_events=False,
+            default_inbox=True,
         ),
     )
 

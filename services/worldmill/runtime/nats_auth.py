@@ -78,8 +78,14 @@ def publish_allowed(grant: NatsGrant) -> list[str]:
 
 
 def subscribe_allowed(grant: NatsGrant) -> list[str]:
-    """What ``grant``'s user may subscribe to: its own inbox (API replies, pulled messages, the watch)."""
-    return [f"{inbox_prefix(grant.user)}.>"]
+    """What ``grant``'s user may subscribe to: its own inbox (API replies, pulled messages, the watch).
+
+    A client that cannot set an inbox prefix (MinIO waits for its JetStream acks on the default
+    ``_INBOX.``) also gets that one; every worldmill process uses its own prefix, so nothing of
+    theirs is delivered there.
+    """
+    own = [f"{inbox_prefix(grant.user)}.>"]
+    return [*own, "_INBOX.>"] if grant.default_inbox else own
 
 
 def user_entries(passwords: Mapping[str, str] | None = None) -> list[dict[str, object]]:
