@@ -134,6 +134,53 @@ def test_main_job_is_catalogued_shown_reported_and_exported(tmp_path: Path) -> N
                 assert sum("passed" in b.lower() for b in badges) >= 18
             finally:
                 browser.close()
+
+        _pull_delete_regenerate_and_verify(tmp_path, data, base, headers)
     finally:
         down = _run(["down", "--data-dir", str(data)], tmp_path, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
+
+
+def _pull_delete_regenerate_and_verify(tmp_path: Path, data: Path, base: str, headers: dict[str, str]) -> None:
+    """The users' workflows on the same stack: files by name, a second pull that copies nothing, two
+    videos deleted and exactly those two made again by ``generate --missing``, a clean verify."""
+    out = tmp_path / "out"
+    pulled = _run(["pull", "--manifest", MANIFEST, str(out), "--data-dir", str(data)], tmp_path)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    videos = sorted(p.name for p in (out / "outputs").glob("*.mp4"))
+    shots = sorted((out / "screenshots").glob("*.jpg"))
+    assert len(videos) == 18 and "C01_5s.mp4" in videos and len(shots) == 54, videos
+    assert (out / "generation_status.json").is_file()
+    sums = (out / "SHA256SUMS").read_text().splitlines()
+    for line in sums:
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = _run(["pull", "--manifest", MANIFEST, str(out), "--data-dir", str(data)], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps  # nothing copied
+
+    # Two videos deleted (with their objects); generate --missing makes exactly those two again.
+    items = httpx.get(f"{base}/assets", params={"manifest": MANIFEST, "limit": 100}, headers=headers).json()["items"]
+    gone = sorted(items, key=lambda i: i["asset_id"])[:2]
+    # The export above holds them: refused without --force, nothing deleted.
+    refused = _run(["delete", *(i["asset_id"] for i in gone), "--data-dir", str(data)], tmp_path)
+    assert refused.returncode == 2 and "exports hold" in refused.stderr, refused.stdout + refused.stderr
+    deleted = _run(["delete", *(i["asset_id"] for i in gone), "--force", "--data-dir", str(data)], tmp_path)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    report = _run(["report", MANIFEST, "--data-dir", str(data)], tmp_path)
+    assert f"{MANIFEST}: 16/18 passed" in report.stdout, report.stdout
+    regenerated = _run(["generate", "--manifest", MANIFEST, "--missing", "--data-dir", str(data)], tmp_path)
+    assert regenerated.returncode == 0, regenerated.stdout + regenerated.stderr
+    assert "2 missing" in regenerated.stdout and "2 run(s)" in regenerated.stdout, regenerated.stdout
+    deadline = time.monotonic() + 120
+    while True:
+        report = _run(["report", MANIFEST, "--check", "--data-dir", str(data)], tmp_path)
+        if report.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert report.returncode == 0 and f"{MANIFEST}: 18/18 passed" in report.stdout, report.stdout
+    twice = _run(["generate", "--manifest", MANIFEST, "--missing", "--data-dir", str(data)], tmp_path)
+    assert twice.returncode == 0 and "nothing to queue" in twice.stdout, twice.stdout
+    verified = _run(["verify", "--data-dir", str(data)], tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
