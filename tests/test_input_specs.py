@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,10 +12,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from tests.helpers.video import write_video
-from worldmill.contracts.base import Resolution
+from worldmill.contracts.base import ObjectRef, Resolution
 from worldmill.contracts.cards import builtin_cards
 from worldmill.prompt.app import create_app
-from worldmill.prompt.input_specs import nearest_resolution, tier_named
+from worldmill.prompt.input_specs import CATEGORIES, InputVideo, input_spec, nearest_resolution, tier_named
 from worldmill.runtime.media import probe
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
 from worldmill.runtime.settings import RuntimeSettings
@@ -138,3 +139,32 @@ def test_bad_requests_name_the_field(client: TestClient) -> None:
     assert bad_tier.status_code == 422 and "tier" in str(bad_tier.json())
     bad_weight = client.post("/input-specs", json={"controls": [{"type": "edge", "weight": 1.5}]}, headers=AUTH)
     assert bad_weight.status_code == 422 and "weight" in str(bad_weight.json())
+
+
+def _input(width: int, height: int) -> InputVideo:
+    ref = ObjectRef(bucket="wm-inputs", key="clips/a.mp4", size=1, sha256="a" * 64, content_type="video/mp4")
+    return InputVideo(ref=ref, width=width, height=height, fps=24.0, frames=48)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected", "kept"),
+    [
+        ((96, 64), (96, 64), True),  # the input's own size
+        ((100, 70), (96, 64), True),  # rounded to the card's multiple of 16 (the planner records it)
+        ((3840, 2160), (0, 0), False),  # larger than any tier: the largest tier, not a size no GPU holds
+    ],
+)
+def test_without_a_tier_a_transfer_keeps_the_inputs_size_unless_no_tier_is_that_large(
+    size: tuple[int, int], expected: tuple[int, int], kept: bool
+) -> None:
+    card = builtin_cards()["cosmos-transfer2.5-2b"]
+    spec = input_spec(
+        _input(*size), card=card, template=CATEGORIES["generic"], tier=None, controls=(), now=datetime.now(UTC)
+    )
+    largest = max(r.width * r.height for t in card.resolution_tiers for r in t.sizes.values())
+    if kept:
+        assert (spec.resolution.width, spec.resolution.height) == expected
+        assert spec.input_resolution == Resolution(width=size[0], height=size[1])
+    else:
+        assert spec.resolution.width * spec.resolution.height <= largest
+        assert spec.input_resolution is None and spec.metadata["resolution_tier"] != "input"

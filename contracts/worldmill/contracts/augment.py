@@ -35,7 +35,30 @@ class AugmentParams(Contract):
     prompt: str | None = Field(default=None, max_length=20000, description="Explicit prompt: overrides the template.")
     negative_prompt: str | None = Field(default=None, max_length=20000)
     model: str = "cosmos-transfer2.5-2b"
-    tier: str = Field(default="720", description="Resolution tier the input is mapped onto (720 or 480).")
+    tier: str | None = Field(
+        default=None,
+        description="Resolution tier the input is mapped onto (720 or 480); None keeps the input's own size "
+        "(Transfer2.5's keep_input_resolution), rounded to the model's multiple where it must be.",
+    )
+    # seeds/001's per-video sidecar fields. Left out of the JSON when unset, so the ids of
+    # augmentations that do not set them are what they were before the fields existed.
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,119}$",
+        exclude_if=lambda v: v is None,
+        description="The sample's name: the output file is <name>_aug.mp4 (default: the input's file name); "
+        "a file name, so no / or \\, not starting with a dot.",
+    )
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**32, exclude_if=lambda v: v is None, description="The spec's seed (default: derived)."
+    )
+    guidance: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=20.0,
+        exclude_if=lambda v: v is None,
+        description="Classifier-free guidance (default: the model card's); the card's range is checked.",
+    )
 
     @model_validator(mode="after")
     def _controls_are_usable(self) -> AugmentParams:

@@ -53,6 +53,12 @@ class PromptSpec(Contract):
     upsampled: UpsampleInfo | None = Field(default=None, description="Set on a version written by the upsampler.")
     auto_generate: bool = False
     input: ObjectRef | None = Field(default=None, description="Conditioning image/video.")
+    input_resolution: Resolution | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Transfer keeping the input's resolution: the input's own size. ``resolution`` is this size "
+        "rounded to the model's multiple (the planner records any rounding as an adaptation).",
+    )
     controls: tuple[ControlSpec, ...] = ()
     tags: tuple[str, ...] = ()
     risk_level: str | None = None

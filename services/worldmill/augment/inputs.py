@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from worldmill.contracts.augment import AugmentParams, ControlSpec
 from worldmill.contracts.base import ObjectRef
-from worldmill.contracts.cards import ControlType, Preset
+from worldmill.contracts.cards import ControlType, GenerationMode, Preset, builtin_cards
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 #: Control-file names (without suffix) and the control they provide.
@@ -120,12 +120,36 @@ def sidecar_key(input_key: str) -> str:
     return posixpath.join(folder, f"{stem}.json")
 
 
+#: Top-level fields a sidecar may have: ours (``AugmentParams``) and seeds/001's Transfer spec shape.
+SIDECAR_FIELDS = (
+    "name",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "guidance",
+    "controls",
+    "template",
+    "model",
+    "tier",
+    *(c.value for c in ControlType),
+)
+#: Fields of a control block (``"edge": {"control_weight": 0.6, "preset_edge_threshold": "low"}``).
+BLOCK_FIELDS: Mapping[ControlType, tuple[str, ...]] = {
+    ControlType.EDGE: ("control_weight", "preset_edge_threshold", "preset"),
+    ControlType.VIS: ("control_weight", "preset_blur_strength", "preset"),
+    ControlType.DEPTH: ("control_weight",),
+    ControlType.SEG: ("control_weight",),
+}
+
+
 def params_from_sidecar(text: str | bytes) -> AugmentParams:
     """Parameters from a sidecar JSON: ours (``AugmentParams``) or seeds/001's Transfer spec shape.
 
-    The Transfer shape: ``{"prompt", "negative_prompt", "edge": {"control_weight": 0.6,
-    "preset_edge_threshold": "low"}, "vis": {"control_weight": 0.4, "preset_blur_strength": "high"},
-    "depth": {…}, "seg": {…}}``; other keys (name, seed, guidance) are ignored.
+    The Transfer shape: ``{"name", "prompt", "negative_prompt", "seed", "guidance", "edge":
+    {"control_weight": 0.6, "preset_edge_threshold": "low"}, "vis": {"control_weight": 0.4,
+    "preset_blur_strength": "high"}, "depth": {…}, "seg": {…}}``. Every field is used (see
+    :data:`SIDECAR_FIELDS`); an unknown one, at the top or in a control block, is refused with its
+    name (:class:`ControlsError` ``sidecar.<field>``), never ignored, and so is a bad value (field and rule).
     """
     try:
         data = json.loads(text)
@@ -133,29 +157,76 @@ def params_from_sidecar(text: str | bytes) -> AugmentParams:
         raise ControlsError("sidecar", f"is not JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ControlsError("sidecar", "must be a JSON object")
+    for key in data:
+        if key not in SIDECAR_FIELDS:
+            raise ControlsError(f"sidecar.{key}", f"is not a known field (known: {', '.join(SIDECAR_FIELDS)})")
     fields: dict[str, Any] = {
-        k: data[k] for k in ("template", "prompt", "negative_prompt", "model", "tier") if k in data
+        k: data[k]
+        for k in ("name", "prompt", "negative_prompt", "seed", "guidance", "template", "model", "tier")
+        if k in data
     }
-    controls: list[dict[str, Any]] = list(data.get("controls") or [])
-    for control in ControlType:
-        block = data.get(control.value)
-        if block is None:
-            continue
-        if not isinstance(block, dict):
-            raise ControlsError(f"sidecar.{control.value}", "must be an object (control_weight, preset)")
-        entry: dict[str, Any] = {"type": control.value, "weight": block.get("control_weight", 1.0)}
-        preset = block.get("preset_edge_threshold") or block.get("preset_blur_strength") or block.get("preset")
-        if preset is not None:
-            entry["preset"] = preset
-        controls.append(entry)
+    if isinstance(fields.get("seed"), bool) or isinstance(fields.get("guidance"), bool):
+        bad = "seed" if isinstance(fields.get("seed"), bool) else "guidance"
+        raise ControlsError(f"sidecar.{bad}", "must be a number, not true/false")
+    listed = data.get("controls") or []
+    if not isinstance(listed, list):
+        raise ControlsError("sidecar.controls", "must be a list of {type, weight, preset}")
+    controls: list[Any] = list(listed)
+    controls += [_control_block(c, data[c.value]) for c in ControlType if data.get(c.value) is not None]
     if controls:
         fields["controls"] = controls
     try:
-        return AugmentParams.model_validate(fields)
+        params = AugmentParams.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "sidecar"
         raise ControlsError(f"sidecar.{where}", first["msg"]) from exc
+    check_params(params, field_prefix="sidecar.")
+    return params
+
+
+def _control_block(control: ControlType, block: object) -> dict[str, Any]:
+    """A seeds/001 control block (``{"control_weight": 0.6, "preset_edge_threshold": "low"}``) as a control spec."""
+    if not isinstance(block, dict):
+        raise ControlsError(f"sidecar.{control.value}", "must be an object (control_weight, preset)")
+    for key in block:
+        if key not in BLOCK_FIELDS[control]:
+            hint = (
+                f"; put the control video next to the input as <name>_{control.value}.mp4"
+                if key == "control_path"
+                else ""
+            )
+            raise ControlsError(
+                f"sidecar.{control.value}.{key}",
+                f"is not a known field of a {control.value} control (known: {', '.join(BLOCK_FIELDS[control])}){hint}",
+            )
+    entry: dict[str, Any] = {"type": control.value, "weight": block.get("control_weight", 1.0)}
+    preset = block.get("preset_edge_threshold") or block.get("preset_blur_strength") or block.get("preset")
+    if preset is not None:
+        entry["preset"] = preset
+    return entry
+
+
+def check_params(params: AugmentParams, *, field_prefix: str = "params.") -> None:
+    """What the model card refuses, before anything is prepared: a Transfer model, a tier it has, guidance in range."""
+    card = builtin_cards().get(params.model)
+    if card is None or GenerationMode.TRANSFER not in card.modes:
+        known = sorted(c.id for c in builtin_cards().values() if GenerationMode.TRANSFER in c.modes)
+        raise ControlsError(
+            f"{field_prefix}model", f"{params.model!r} is not a Transfer model (known: {', '.join(known)})"
+        )
+    tiers = [t.name for t in card.resolution_tiers]
+    if params.tier is not None and params.tier not in tiers:
+        raise ControlsError(
+            f"{field_prefix}tier",
+            f"{card.id} has no resolution tier {params.tier!r} (tiers: {', '.join(tiers)}; "
+            "leave it out to keep the input's resolution)",
+        )
+    if params.guidance is not None and not card.guidance_min <= params.guidance <= card.guidance_max:
+        raise ControlsError(
+            f"{field_prefix}guidance",
+            f"{params.guidance:g} is outside {card.id}'s range {card.guidance_min:g}–{card.guidance_max:g}",
+        )
 
 
 def augmentation_id(bucket: str, key: str, etag: str, params: AugmentParams) -> str:

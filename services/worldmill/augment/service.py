@@ -19,6 +19,7 @@ Bad input never reaches a GPU: the record ends "rejected" with the field and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import tempfile
@@ -32,6 +33,7 @@ from worldmill.augment.inputs import (
     ChosenControl,
     ControlsError,
     augmentation_id,
+    check_params,
     choose_controls,
     classify,
     control_files,
@@ -96,6 +98,15 @@ class Rejected(Exception):  # noqa: N818 - an outcome, like the others
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
+
+
+def _params_problem(params: AugmentParams) -> Rejected | None:
+    """What the model card refuses in the parameters (model, tier, guidance), as a rejection; None when fine."""
+    try:
+        check_params(params)
+    except ControlsError as exc:
+        return Rejected(exc.field, exc.rule)
+    return None
 
 
 @dataclass
@@ -241,15 +252,26 @@ class AugmentService:
             locations += [ObjectLocation(bucket=req.prefix.bucket, key=k) for k in keys if classify(k, keys) == "video"]
         outcomes = []
         for loc in dict.fromkeys(locations):
+            # Parameters given in the request win; without any, the sidecar next to the input gives
+            # them, as for an upload (so the CLI's upload and its request describe one augmentation).
+            params, problem = req.params, None
+            if req.params == AugmentParams():
+                try:
+                    check_key(loc.key)
+                    params = await self._sidecar(loc.bucket, loc.key)
+                except ControlsError as exc:
+                    problem = Rejected(exc.field, exc.rule)
+                except (InvalidKeyError, InvalidInputError):
+                    pass  # start() names the key's problem
             request = AugmentRequested(
                 request_id=request_id,
                 input_bucket=loc.bucket,
                 input_key=loc.key,
-                params=req.params,
+                params=params,
                 force=req.force,
                 requested_by=req.requested_by,
             )
-            outcomes.append(await self.start(request, batch=req.prefix is not None))
+            outcomes.append(await self.start(request, problem=problem, batch=req.prefix is not None))
         return AugmentAccepted(request_id=request_id, outcomes=tuple(outcomes))
 
     async def start(
@@ -258,6 +280,7 @@ class AugmentService:
         """Record a new augmentation and queue its preparation; or say why not (skipped, in progress, rejected)."""
         loc = ObjectLocation(bucket=req.input_bucket, key=req.input_key)
         etag = req.input_etag
+        problem = problem or _params_problem(req.params)
         if problem is None:
             try:
                 check_key(req.input_key)
@@ -298,7 +321,8 @@ class AugmentService:
             updated_at=now,
         )
         if problem is not None:
-            await self._reject(aug, problem, latest=None)
+            with contextlib.suppress(VersionConflictError):  # the upload trigger and a request, at once
+                await self._reject(aug, problem, latest=None)
             return AugmentOutcome(input=loc, outcome="rejected", augmentation_id=aug_id, reason=str(problem))
         job = req.model_copy(update={"augmentation_id": aug_id, "input_etag": etag})
         try:

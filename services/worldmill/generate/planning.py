@@ -206,7 +206,7 @@ def _check_request(spec: PromptSpec, card: ModelCard) -> None:
             raise PlanningError("controls", f"{card.id} has no control {', '.join(unknown)}")
     elif spec.controls:
         raise PlanningError("controls", f"controls are only used by mode transfer, not {spec.mode.value}")
-    if not card.supports_resolution(spec.resolution):
+    if not card.supports_resolution(spec.resolution) and not _keeps_input_resolution(spec, card):
         raise PlanningError(
             "resolution",
             f"{card.id} cannot generate at {spec.resolution} "
@@ -223,6 +223,39 @@ def _check_request(spec: PromptSpec, card: ModelCard) -> None:
     ):
         rates = ", ".join(str(f) for f in sorted(card.deliverable_fps))
         raise PlanningError("fps", f"{_fps_text(spec.fps)} fps is not deliverable by {card.id} (deliverable: {rates})")
+
+
+def _keeps_input_resolution(spec: PromptSpec, card: ModelCard) -> bool:
+    """A Transfer spec delivered at its input's own size (Transfer2.5's keep_input_resolution).
+
+    Transfer keeps the input's size, so any size is deliverable as long as it is the input's own
+    size rounded to the card's multiple (:func:`_resolution_adaptation` records the rounding).
+    """
+    if spec.mode is not GenerationMode.TRANSFER or spec.input_resolution is None:
+        return False
+    m = card.resolution_multiple
+
+    def nearest(v: int) -> int:  # the prompt service's rounding (nearest multiple, at least one)
+        return max(m, math.floor(v / m + 0.5) * m)
+
+    res, wanted = spec.resolution, spec.input_resolution
+    return card.fps_policy is FpsPolicy.INPUT and (res.width, res.height) == (
+        nearest(wanted.width),
+        nearest(wanted.height),
+    )
+
+
+def _resolution_adaptation(spec: PromptSpec, card: ModelCard) -> Adaptation | None:
+    """The rounding of a keep-input-resolution spec's size to the card's multiple, when there was one."""
+    wanted = spec.input_resolution
+    if wanted is None or (wanted.width, wanted.height) == (spec.resolution.width, spec.resolution.height):
+        return None
+    return Adaptation(
+        field="resolution",
+        requested=f"{wanted} (the input's size)",
+        delivered=str(spec.resolution),
+        reason=f"{card.id} needs width and height in multiples of {card.resolution_multiple}: rounded to the nearest",
+    )
 
 
 def _fps_reason(card: ModelCard, native_fps: float) -> str:
@@ -383,6 +416,8 @@ def plan_generation(
     adaptations: list[Adaptation] = []
     if regeneration is not None:
         adaptations.append(_reseeded(spec, regeneration, seed))
+    if (rounded := _resolution_adaptation(spec, card)) is not None:
+        adaptations.append(rounded)
     if native_fps == spec.fps:
         conversion = FpsConversion(
             source_fps=native_fps,

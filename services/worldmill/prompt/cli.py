@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from worldmill.contracts.augment import ControlSpec
+from worldmill.contracts.cards import builtin_cards
 from worldmill.contracts.keys import INPUTS_BUCKET
 from worldmill.contracts.prompts import (
     CoverageReport,
@@ -27,7 +29,7 @@ from worldmill.contracts.prompts import (
 from worldmill.prompt.expand import Summary, check_text
 from worldmill.prompt.identity import duration_token, slug
 from worldmill.prompt.importer import Finding, import_prompts, to_yaml
-from worldmill.prompt.input_specs import CATEGORIES, VIDEO_SUFFIXES
+from worldmill.prompt.input_specs import CATEGORIES, VIDEO_SUFFIXES, CategoryTemplate
 from worldmill.runtime.cli_support import service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
 
@@ -248,6 +250,99 @@ async def _upload_folder(folder: Path, videos: list[Path], data_dir: Path) -> tu
     return INPUTS_BUCKET, prefix, count
 
 
+#: Control-video names the augment service reads next to an input (``depth.mp4``, ``clip_depth.mp4``):
+#: not videos of their own, so they get no sidecar.
+CONTROL_STEMS = frozenset({"depth", "seg", "segmentation", "edge", "edges", "vis", "blur"})
+TRANSFER_MODEL = "cosmos-transfer2.5-2b"
+
+
+def is_control_video(path: Path) -> bool:
+    """``depth.mp4`` in a folder, or ``clip_depth.mp4`` next to ``clip.mp4``."""
+    stem = path.stem.lower()
+    if stem in CONTROL_STEMS:
+        return True
+    base, sep, tail = path.stem.rpartition("_")
+    if not sep or not base or tail.lower() not in CONTROL_STEMS:
+        return False
+    return any((path.parent / f"{base}{suffix}").is_file() for suffix in VIDEO_SUFFIXES)
+
+
+def sidecar_for(
+    video: Path, folder: Path, template: CategoryTemplate, controls: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """seeds/001's ``{name}.json`` for one video: name, prompt, negative prompt, seed, guidance, controls.
+
+    The prompt is the category template's; the seed a stable hash of the video's path in the
+    folder (so each video of a folder has its own); the guidance the Transfer card's default; the
+    controls ``edge`` at 1.0 unless given. Every field is used by ``worldmill augment``.
+    """
+    rel = video.relative_to(folder).as_posix()
+    guidance = builtin_cards()[TRANSFER_MODEL].default_guidance
+    doc: dict[str, Any] = {
+        "name": video.stem,
+        "prompt": template.prompt,
+        "negative_prompt": template.negative_prompt,
+        "seed": int.from_bytes(hashlib.sha256(f"sidecar\x1f{rel}".encode()).digest()[:4], "big"),
+        "guidance": int(guidance) if float(guidance).is_integer() else guidance,
+    }
+    for control in controls or [{"type": "edge", "weight": 1.0}]:
+        doc[str(control["type"])] = {"control_weight": control["weight"]}
+    return doc
+
+
+def write_sidecars(folder: Path, template: CategoryTemplate, controls: list[dict[str, Any]]) -> list[tuple[Path, str]]:
+    """Write ``{name}.json`` next to every video of ``folder`` that has none: ``(path, "written" | "kept")``."""
+    done: list[tuple[Path, str]] = []
+    for video in videos_in(folder):
+        if is_control_video(video):
+            continue
+        target = video.with_suffix(".json")
+        text = json.dumps(sidecar_for(video, folder, template, controls), indent=2) + "\n"
+        try:
+            with target.open("x", encoding="utf-8") as fh:  # "x": never replaces an existing file
+                fh.write(text)
+        except FileExistsError:
+            done.append((target, "kept"))
+            continue
+        except OSError as exc:
+            err.print(f"[bold red]failed:[/] cannot write {escape(str(target))}: {escape(exc.strerror or str(exc))}")
+            raise typer.Exit(EXIT_FAILED) from exc
+        done.append((target, "written"))
+    return done
+
+
+def _sidecars_command(source: str, template_name: str, controls: list[dict[str, Any]], *, upsample: bool) -> None:
+    """``from-videos DIR --write-sidecars``: editable specs next to the videos; nothing is uploaded."""
+    if source.startswith("s3://"):
+        err.print("[bold red]error:[/] --write-sidecars: SOURCE must be a local folder (the sidecars go next to it)")
+        raise typer.Exit(EXIT_USAGE)
+    if upsample:
+        err.print(
+            "[bold red]error:[/] --write-sidecars takes the prompt from --template; the VLM rewrite (--upsample) "
+            "runs in the services, on specs, not on local sidecars"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    folder = Path(source)
+    if not folder.is_dir():
+        err.print(f"[bold red]error:[/] SOURCE: {escape(source)} is not a folder")
+        raise typer.Exit(EXIT_USAGE)
+    template = CATEGORIES.get(template_name)
+    if template is None:
+        err.print(f"[bold red]error:[/] --template: {template_name!r} is not one of {', '.join(CATEGORIES)}")
+        raise typer.Exit(EXIT_USAGE)
+    done = write_sidecars(folder, template, controls)
+    table = Table(title=f"sidecars in {escape(str(folder))}")
+    for col in ("sidecar", "outcome"):
+        table.add_column(col)
+    for path, outcome in done:
+        table.add_row(escape(str(path)), outcome if outcome == "written" else "kept (exists; not overwritten)")
+    console.print(table)
+    written = sum(o == "written" for _, o in done)
+    console.print(
+        f"{written} written, {len(done) - written} kept; edit them, then `worldmill augment {escape(source)}`"
+    )
+
+
 @prompts_app.command("from-videos")
 def from_videos(
     source: Annotated[str, typer.Argument(help="A local folder (uploaded to wm-inputs) or s3://bucket/prefix.")],
@@ -257,9 +352,20 @@ def from_videos(
     tier: Annotated[str, typer.Option(help="Resolution tier to map inputs onto: 720 or 480.")] = "720",
     new_version: Annotated[bool, typer.Option(help="Add a new version where a spec already exists.")] = False,
     upsample: Annotated[bool, typer.Option(help="Have each prompt rewritten from the video's own frames.")] = False,
+    sidecars: Annotated[
+        bool,
+        typer.Option(
+            "--write-sidecars",
+            help="Only write an editable {name}.json next to each video of the folder (name, prompt, negative "
+            "prompt, seed, guidance, controls; an existing one is never overwritten) for `worldmill augment`.",
+        ),
+    ] = False,
 ) -> None:
     """Make a Transfer spec for every video in a folder or bucket prefix (existing specs are kept)."""
     control_specs = parse_controls(controls)
+    if sidecars:
+        _sidecars_command(source, template, control_specs, upsample=upsample)
+        return
     if source.startswith("s3://"):
         bucket, _, prefix = source.removeprefix("s3://").partition("/")
     else:

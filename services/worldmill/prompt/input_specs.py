@@ -1,8 +1,10 @@
 """Transfer specs for input videos (pure): category templates, nearest supported resolution.
 
 A spec per video keeps the video's length and frame rate (Transfer2.5's output has the input's
-frames and fps) and generates at the model's supported size nearest the video's aspect ratio in
-the chosen tier; the input's own size is kept in the metadata.
+frames and fps). With a tier it generates at the tier's size nearest the video's aspect ratio;
+without one (augmentations' default) it keeps the input's own size, as Transfer2.5's
+``keep_input_resolution`` does, rounded to the card's multiple (``input_resolution`` records the
+input's size, the planner the rounding). The input's own size is kept in the metadata too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import posixpath
 from dataclasses import dataclass
 from datetime import datetime
 
-from worldmill.contracts.augment import ControlSpec
+from worldmill.contracts.augment import AugmentParams, ControlSpec
 from worldmill.contracts.base import ObjectRef, Resolution
 from worldmill.contracts.cards import ControlType, GenerationMode, ModelCard, ResolutionTier
 from worldmill.contracts.prompts import PromptSpec, SamplingParams
@@ -93,6 +95,20 @@ def nearest_resolution(width: int, height: int, tier: ResolutionTier) -> tuple[s
     return key, tier.sizes[key]
 
 
+def input_sized(width: int, height: int, card: ModelCard) -> Resolution:
+    """The input's own size rounded to the nearest multiple of the card's ``resolution_multiple`` (at least one).
+
+    What Transfer2.5's ``keep_input_resolution`` delivers; width and height must be multiples of
+    the card's number, so a size that is not is rounded (and the planner records it).
+    """
+    m = card.resolution_multiple
+
+    def side(v: int) -> int:
+        return max(m, math.floor(v / m + 0.5) * m)
+
+    return Resolution(width=side(width), height=side(height))
+
+
 def tier_named(card: ModelCard, name: str) -> ResolutionTier:
     """A card's tier by name; ``ValueError`` listing the tiers when it has none of that name."""
     for tier in card.resolution_tiers:
@@ -136,13 +152,27 @@ def input_spec(
     *,
     card: ModelCard,
     template: CategoryTemplate,
-    tier: str,
+    tier: str | None,
     controls: tuple[ControlSpec, ...],
     now: datetime,
     upsample: bool = False,
 ) -> PromptSpec:
-    """The Transfer spec for one input video (version 1; the service numbers versions)."""
-    aspect_key, size = nearest_resolution(video.width, video.height, tier_named(card, tier))
+    """The Transfer spec for one input video (version 1; the service numbers versions).
+
+    ``tier`` None keeps the input's resolution (rounded to the card's multiple, see :func:`input_sized`);
+    a tier maps the input onto that tier's size nearest its aspect ratio.
+    """
+    keep: Resolution | None = None
+    largest = max(card.resolution_tiers, key=lambda t: max(r.width * r.height for r in t.sizes.values()))
+    if tier is None and video.width * video.height > max(r.width * r.height for r in largest.sizes.values()):
+        # Larger than anything the model generates (a 4K input): its largest tier, as if asked for,
+        # rather than a size no GPU holds; the spec's metadata says so (``resolution_tier``).
+        tier = largest.name
+    if tier is None:
+        aspect_key, size = "input", input_sized(video.width, video.height, card)
+        keep = Resolution(width=video.width, height=video.height)
+    else:
+        aspect_key, size = nearest_resolution(video.width, video.height, tier_named(card, tier))
     ref = video.ref
     return PromptSpec(
         prompt_id=input_prompt_id(ref.bucket, ref.key),
@@ -161,6 +191,7 @@ def input_spec(
             guidance=card.default_guidance, steps=card.default_steps, negative_prompt=template.negative_prompt
         ),
         input=ref,
+        input_resolution=keep,
         upsample=upsample,
         controls=default_controls(controls),
         tags=("input", template.name),
@@ -170,7 +201,38 @@ def input_spec(
             "input_height": video.height,
             "input_aspect": round(video.width / video.height, 4),
             "aspect_key": aspect_key,
-            "resolution_tier": tier,
+            "resolution_tier": tier if tier is not None else "input",
         },
         created_at=now,
     )
+
+
+def with_params(spec: PromptSpec, params: AugmentParams, card: ModelCard) -> PromptSpec:
+    """``spec`` with every field an augmentation's parameters (its sidecar) set: each one is recorded in the spec.
+
+    prompt → ``prompt``; negative_prompt → ``sampling.negative_prompt``; seed → ``seed``; guidance →
+    ``sampling.guidance`` (``ValueError`` naming ``guidance`` outside the card's range); name →
+    ``metadata.name``. Controls and weights arrive as the job's controls (already in the spec).
+    """
+    update: dict[str, object] = {}
+    sampling = spec.sampling
+    metadata = dict(spec.metadata)
+    if params.prompt:
+        update["prompt"] = params.prompt
+        metadata["prompt_from"] = "params"
+    if params.negative_prompt:
+        sampling = sampling.model_copy(update={"negative_prompt": params.negative_prompt})
+    if params.seed is not None:
+        update["seed"] = params.seed
+        metadata["seed_from"] = "params"
+    if params.guidance is not None:
+        if not card.guidance_min <= params.guidance <= card.guidance_max:
+            raise ValueError(
+                f"guidance: {params.guidance:g} is outside {card.id}'s range "
+                f"{card.guidance_min:g}–{card.guidance_max:g}"
+            )
+        sampling = sampling.model_copy(update={"guidance": params.guidance})
+        metadata["guidance_from"] = "params"
+    if params.name:
+        metadata["name"] = params.name
+    return spec.model_copy(update={**update, "sampling": sampling, "metadata": metadata})

@@ -46,6 +46,7 @@ from worldmill.prompt.input_specs import (
     input_prompt_id,
     input_spec,
     tier_named,
+    with_params,
 )
 from worldmill.prompt.versioning import KIND, MANIFEST_KIND, as_new_version, content_hash, spec_document
 from worldmill.runtime.bus import Bus
@@ -79,7 +80,7 @@ FILTERS = (
 
 
 def transfer_setup(
-    model: str, template_name: str, tier: str, *, field_prefix: str = ""
+    model: str, template_name: str, tier: str | None, *, field_prefix: str = ""
 ) -> tuple[ModelCard, CategoryTemplate]:
     """The Transfer card and category template asked for, or InvalidInputError naming the field."""
     card = builtin_cards().get(model)
@@ -94,7 +95,8 @@ def transfer_setup(
             f"{field_prefix}template", f"{template_name!r} is not a category template ({', '.join(CATEGORIES)})"
         )
     try:
-        tier_named(card, tier)
+        if tier is not None:  # None: keep the input's resolution
+            tier_named(card, tier)
     except ValueError as exc:
         raise InvalidInputError(f"{field_prefix}tier", str(exc)) from exc
     return card, template
@@ -348,11 +350,11 @@ class PromptService:
         spec = input_spec(
             video, card=card, template=template, tier=params.tier, controls=job.controls, now=now or _now()
         )
-        if params.prompt:
-            spec = spec.model_copy(update={"prompt": params.prompt})
-        if params.negative_prompt:
-            sampling = spec.sampling.model_copy(update={"negative_prompt": params.negative_prompt})
-            spec = spec.model_copy(update={"sampling": sampling})
+        try:
+            spec = with_params(spec, params, card)
+        except ValueError as exc:
+            field, _, rule = str(exc).partition(": ")
+            raise InvalidInputError(f"params.{field}", rule) from exc
         request = GenerationRequested(
             prompt_ids=(spec.prompt_id,), request_id=job.generation_request_id, requested_by=job.requested_by
         )
