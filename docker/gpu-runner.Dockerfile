@@ -19,6 +19,10 @@ ARG CUDA_IMAGE=nvidia/cuda:12.9.1-runtime-ubuntu24.04
 FROM ${CUDA_IMAGE}
 
 ARG TORCH_VERSION=2.13.0
+# The torchvision release built against TORCH_VERSION (tests/test_gpu_image.py keeps the pair right).
+# With it the Cosmos diffusers code runs its real transforms; the CPU stand-in
+# (gpu_runner/backends/torchvision_stand_in.py) is for CPU machines without torchvision only.
+ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu129
 # The model libraries, pinned for a reproducible image (latest releases when this file was
 # written). Cosmos-Reason1 needs transformers >= 4.51.3.
@@ -44,9 +48,9 @@ RUN apt-get update \
 
 # Step 1: CUDA torch from the PyTorch index, then pin it for every later pip call (PIP_CONSTRAINT).
 # `torch==2.13.0` matches the installed 2.13.0+cu129: pip ignores the local label in `==`.
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && echo "torch==${TORCH_VERSION}" > /etc/pip-constraints.txt \
-    && python -c "import torch; assert torch.version.cuda, 'torch has no CUDA: ' + torch.__version__"
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+    && printf 'torch==%s\ntorchvision==%s\n' "${TORCH_VERSION}" "${TORCHVISION_VERSION}" > /etc/pip-constraints.txt \
+    && python -c "import torch, torchvision; assert torch.version.cuda, 'torch has no CUDA: ' + torch.__version__"
 
 WORKDIR /src
 
@@ -66,7 +70,8 @@ COPY services/ services/
 COPY gpu-runner/ gpu-runner/
 RUN pip install --no-deps ".[${EXTRAS}]" \
     && pip check \
-    && worldmill --help > /dev/null
+    && worldmill --help > /dev/null \
+    && python -c "from worldmill.gpu_runner.backends.torchvision_stand_in import apply_torchvision_stand_in as stand_in; assert not stand_in(), 'the torchvision stand-in is active in the GPU image'"
 
 RUN groupadd --system --gid 10001 worldmill \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/worldmill --create-home \
