@@ -277,7 +277,10 @@ class VerifyRequest(Contract):
 
     fix: bool = False
     min_orphan_age_s: float = Field(
-        default=3600.0, ge=0, description="Objects younger than this are never orphans (a run may be uploading)."
+        default=3600.0,
+        ge=0,
+        le=10 * 365 * 86400,
+        description="Objects younger than this are never orphans (a run may be uploading); at most ten years.",
     )
     requested_by: str = Field(default="api", min_length=1, max_length=200)
 

@@ -206,7 +206,8 @@ def verify(
         bool, typer.Option("--fix", help="Delete orphans; delete assets whose video is missing or wrong.")
     ] = False,
     min_orphan_age: Annotated[
-        float, typer.Option("--min-orphan-age", min=0.0, help="Seconds: younger objects are never orphans.")
+        float,
+        typer.Option("--min-orphan-age", min=0.0, max=315360000.0, help="Seconds: younger objects are never orphans."),
     ] = 3600.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     data_dir: DataDir = Path(".worldmill"),
