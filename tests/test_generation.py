@@ -111,7 +111,7 @@ async def test_every_spec_becomes_exactly_its_video(
     with generate_client(nats, s3, tmp_path) as gen, runner_client(nats, s3, tmp_path) as runner:
         accepted = _submit(gen, [s.prompt_id for s in items])
         runs = wait_runs(gen, accepted["request_id"], 3)
-        stats = runner.app.state.ctx.state["runner"].cache.stats
+        stats = runner.app.state.ctx.service.cache.stats
     assert [r["state"] for r in runs] == ["ready"] * 3
     # One model load for three jobs of the same signature. The session's job queue is shared, so a
     # leftover job of another test may load its own (other) signature too: no signature twice.

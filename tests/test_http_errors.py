@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, SecretStr
 
-from worldmill.contracts.http_errors import ErrorBody, ValidationErrorBody
+from worldmill.contracts.http_errors import ErrorBody, ValidationErrorBody, ValidationProblem
 from worldmill.runtime.errors import InvalidInputError
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
 from worldmill.runtime.service import create_service_app, error_responses
@@ -54,6 +54,24 @@ def _router(*, document_404: bool = True) -> APIRouter:
     @router.get("/invalid")
     async def invalid() -> None:
         raise InvalidInputError("prefix.bucket", "must name an existing bucket")
+
+    @router.get("/manifest-422")
+    async def manifest_422() -> None:
+        raise InvalidInputError.of(
+            [
+                ValidationProblem(loc=["series.0.fps"], msg="not a frame rate", type="fps", line=3, column=7),
+                ValidationProblem(loc=["series.1"], msg="duplicate id", type="unique"),
+            ],
+            manifest="demo",
+            sha256="ab" * 32,
+        )
+
+    @router.get("/located-422")
+    async def located_422() -> None:
+        try:
+            raise InvalidInputError("hints.0", "is not an image")
+        except InvalidInputError as exc:
+            raise exc.located("body") from exc
 
     @router.get("/text-422")
     async def text_422() -> None:
@@ -104,6 +122,24 @@ def test_every_422_has_the_one_shape(client: TestClient) -> None:
     assert _problems(client.get("/list-422", headers=AUTH)) == [
         {"loc": ["query", "limit"], "msg": "too big", "type": "invalid"}
     ]
+    assert _problems(client.get("/located-422", headers=AUTH)) == [
+        {"loc": ["body", "hints", "0"], "msg": "is not an image", "type": "invalid"}
+    ]
+
+
+def test_an_invalid_input_error_with_many_problems_is_one_422_naming_the_manifest(client: TestClient) -> None:
+    """InvalidInputError.of: every problem, with line and column, and the manifest's name and sha256."""
+    resp = client.get("/manifest-422", headers=AUTH)
+    assert resp.status_code == 422
+    assert resp.json() == {
+        "detail": [
+            {"loc": ["series.0.fps"], "msg": "not a frame rate", "type": "fps", "line": 3, "column": 7},
+            {"loc": ["series.1"], "msg": "duplicate id", "type": "unique"},
+        ],
+        "manifest": "demo",
+        "sha256": "ab" * 32,
+    }
+    ValidationErrorBody.model_validate(resp.json())
 
 
 def test_a_body_that_is_not_utf8_json_is_a_422_not_a_400(client: TestClient) -> None:

@@ -122,7 +122,7 @@ async def test_a_run_survives_a_sigkill_of_the_job_streams_leader(
         during = _wait_ready(gen, request_id, at_least=min(len(items), before + 2))
         await asyncio.to_thread(cluster.restart, index)
         runs = wait_runs(gen, request_id, len(items), timeout_s=180)
-        stats = runner.app.state.ctx.state["runner"].stats
+        stats = runner.app.state.ctx.service.stats
     assert new_leader != leader and during >= before + 2
     assert [r["state"] for r in runs] == ["ready"] * len(items), [(r["run_id"], r["state"]) for r in runs]
     assert all(len(r["attempts"]) == 1 for r in runs), "a job was redone after the node loss"

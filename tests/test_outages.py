@@ -124,7 +124,7 @@ async def _runner_survives(
     jobs = [_job(tag, i) for i in range(12)]
     runs = {j.run_id for j in jobs}
     with _runner(servers, tmp) as client:
-        runner = client.app.state.ctx.state["runner"]
+        runner = client.app.state.ctx.service
         for job in jobs:
             await bus.publish(wrap(job, source="/test", event_id=job.job_id))
         deadline = time.monotonic() + 60

@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -25,9 +26,10 @@ from worldmill.contracts.envelope import wrap
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import StreamSpec
 from worldmill.runtime.bus import Bus
+from worldmill.runtime.consumer import Consumer
 from worldmill.runtime.errors import InvalidInputError
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, free_port, wait_for_port
-from worldmill.runtime.service import create_service_app
+from worldmill.runtime.service import ServiceContext, create_service_app, provided, service_of
 from worldmill.runtime.settings import RuntimeSettings
 
 
@@ -193,3 +195,96 @@ async def test_sigterm_drains_the_message_in_hand_before_exit(
     info = await eventually(lambda: bus.js.stream_info(stream.name), lambda i: i.state.messages == 0)
     assert info.state.messages == 0, "the work-queue message was not acked before exit"
     await bus.js.delete_stream(stream.name)
+
+
+def _connections(nats: NatsEndpoint, name: str) -> list[dict[str, object]]:
+    """The server's open client connections named ``name`` (its monitoring endpoint, /connz)."""
+    conns = httpx.get(f"{nats.monitor_url}/connz", params={"limit": 1024}, timeout=5).json().get("connections") or []
+    return [c for c in conns if c.get("name") == name]
+
+
+def _open_after(nats: NatsEndpoint, name: str, wait_s: float = 3.0) -> list[dict[str, object]]:
+    """The connections still open once a close (if any) had ``wait_s`` to reach the server."""
+    deadline = time.monotonic() + wait_s
+    while (open_ := _connections(nats, name)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return open_
+
+
+def test_a_failing_on_startup_closes_what_the_start_opened(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> None:
+    """on_startup raises after opening something: the start fails, its resource, the database and the NATS
+    connection are closed (before the exit stack, the connection stayed open for good)."""
+    name = f"leak-{uuid.uuid4().hex[:8]}"
+    settings = _settings(nats, s3, service=name, database_url=f"sqlite:///{tmp_path / 'docs.db'}")
+    closed: list[str] = []
+
+    async def startup(ctx: ServiceContext) -> None:
+        assert _connections(nats, name), "the bus is connected before on_startup"
+
+        async def close_it() -> None:
+            closed.append("resource")
+
+        ctx.resources.push_async_callback(close_it)
+        raise RuntimeError("cannot start")
+
+    app = create_service_app(settings, title="probe", on_startup=startup, documents=True)
+    with pytest.raises(RuntimeError, match="cannot start"), TestClient(app):
+        pass
+    assert closed == ["resource"]
+    ctx = app.state.ctx
+    assert ctx.stop.is_set() and not ctx.bus.connected
+    assert ctx.docs_ is not None and ctx.docs_._engine is None  # the database closed too
+    assert _open_after(nats, name) == []
+
+
+def test_failing_consumers_close_the_started_ones_and_the_connection(nats: NatsEndpoint, s3: S3Endpoint) -> None:
+    """A consumer factory that raises: nothing keeps running, the connection is closed."""
+    name = f"leak-{uuid.uuid4().hex[:8]}"
+
+    def consumers(ctx: ServiceContext) -> list[Consumer]:
+        raise ValueError("bad consumer spec")
+
+    app = create_service_app(_settings(nats, s3, service=name), title="probe", consumers=consumers)
+    with pytest.raises(ValueError, match="bad consumer spec"), TestClient(app):
+        pass
+    assert not app.state.ctx.bus.connected
+    assert _open_after(nats, name) == []
+
+
+class Counter:
+    """A service's state, as its on_startup returns it (module level: routes' annotations are resolved here)."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+
+
+def test_on_startup_returns_the_typed_state_routes_and_consumers_read(nats: NatsEndpoint, s3: S3Endpoint) -> None:
+    """What on_startup returns is ctx.service: routes get it with provided(<class>), a wrong class is refused."""
+
+    seen: list[object] = []
+    router = APIRouter()
+
+    @router.get("/hits")
+    async def hits(counter: Annotated[Counter, Depends(provided(Counter))]) -> dict[str, int]:
+        counter.hits += 1
+        return {"hits": counter.hits}
+
+    @router.get("/wrong")
+    async def wrong(request: Request) -> None:
+        service_of(request, str)
+
+    async def startup(ctx: ServiceContext[Counter]) -> Counter:
+        return Counter()
+
+    def consumers(ctx: ServiceContext[Counter]) -> list[Consumer]:
+        seen.append(ctx.service)
+        return []
+
+    app = create_service_app(
+        _settings(nats, s3), title="probe", routers=[router], on_startup=startup, consumers=consumers
+    )
+    with TestClient(app, raise_server_exceptions=False) as c:
+        auth = {"Authorization": "Bearer tok-1"}
+        assert [c.get("/hits", headers=auth).json() for _ in range(2)] == [{"hits": 1}, {"hits": 2}]
+        assert c.get("/wrong", headers=auth).status_code == 500
+        assert seen == [app.state.ctx.service]

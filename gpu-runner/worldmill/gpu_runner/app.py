@@ -66,7 +66,7 @@ def backend_factory(settings: RunnerSettings):  # type: ignore[no-untyped-def]
     return make
 
 
-def runner_from(settings: RunnerSettings, ctx: ServiceContext) -> Runner:
+def runner_from(settings: RunnerSettings, ctx: ServiceContext[Runner]) -> Runner:
     """A runner wired to this process's bus and store."""
     cache = ModelCache(backend_factory(settings), budget_bytes=memory_budget_bytes(settings))
     return Runner(
@@ -89,16 +89,16 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     """The runner's app; the loop runs from startup until SIGTERM, then finishes its job and returns."""
     runner_settings = RunnerSettings.specialize(settings)
 
-    async def startup(ctx: ServiceContext) -> None:
+    async def startup(ctx: ServiceContext[Runner]) -> Runner:
         runner = runner_from(runner_settings, ctx)
-        ctx.state["runner"] = runner
-        ctx.state["loop"] = ctx.loops["runner"] = asyncio.create_task(runner.run(ctx.stop), name="runner")
+        ctx.resources.push_async_callback(runner.cache.close)
+        loop = ctx.loops["runner"] = asyncio.create_task(runner.run(ctx.stop), name="runner")
+        ctx.resources.push_async_callback(finish, ctx, loop)
         ctx.watchdogs.append(runner.queue.watchdog)
+        return runner
 
-    async def shutdown(ctx: ServiceContext) -> None:
-        if (loop := ctx.state.get("loop")) is not None:
-            await asyncio.wait({loop}, timeout=runner_settings.drain_timeout_s)
-        if (runner := ctx.state.get("runner")) is not None:
-            await runner.cache.close()
+    async def finish(ctx: ServiceContext[Runner], loop: asyncio.Task[None]) -> None:
+        ctx.stop.set()
+        await asyncio.wait({loop}, timeout=runner_settings.drain_timeout_s)
 
-    return create_service_app(runner_settings, title="worldmill gpu-runner", on_startup=startup, on_shutdown=shutdown)
+    return create_service_app(runner_settings, title="worldmill gpu-runner", on_startup=startup)

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from worldmill.augment.service import AugmentService
 from worldmill.contracts.augment import AugmentAccepted, Augmentation, AugmentationPage, AugmentSubmission
-from worldmill.runtime.service import error_responses
+from worldmill.runtime.service import error_responses, provided
 
 router = APIRouter(tags=["augment"])
 
-
-def get_service(request: Request) -> AugmentService:
-    """The service object the app's lifespan created."""
-    service: AugmentService = request.app.state.ctx.state["augment"]
-    return service
-
-
+#: The service object the app's lifespan created.
+get_service = provided(AugmentService)
 Service = Annotated[AugmentService, Depends(get_service)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -73,36 +74,30 @@ def minio_notification(payload: bytes) -> S3Notification:
     return S3Notification(events=tuple(parse_minio_event(payload)))
 
 
-def consumers(ctx: ServiceContext) -> list[Consumer]:
+def consumers(ctx: ServiceContext[AugmentService]) -> list[Consumer[Any]]:
     """The augment service's six durable consumers."""
-    service: AugmentService = ctx.state["augment"]
-    settings: AugmentSettings = ctx.state["augment_settings"]
+    service = ctx.service
+    settings = service.settings
 
-    async def on_upload(d: Delivery) -> None:
-        if isinstance(d.message, ObjectCreated):
-            await service.on_upload(d.message, event_id=d.envelope.id)
+    async def on_upload(d: Delivery[ObjectCreated]) -> None:
+        await service.on_upload(d.message, event_id=d.envelope.id)
 
-    async def on_minio(d: Delivery) -> None:
-        if isinstance(d.message, S3Notification):
-            for event in d.message.events:
-                event_id = object_created_event_id(event.bucket, event.key, event.etag, event.sequencer)
-                await ctx.bus.publish(wrap(event, source=ctx.source, event_id=event_id))
+    async def on_minio(d: Delivery[S3Notification]) -> None:
+        for event in d.message.events:
+            event_id = object_created_event_id(event.bucket, event.key, event.etag, event.sequencer)
+            await ctx.bus.publish(wrap(event, source=ctx.source, event_id=event_id))
 
-    async def on_request(d: Delivery) -> None:
-        if isinstance(d.message, AugmentRequested):
-            await service.on_request(d.message)
+    async def on_request(d: Delivery[AugmentRequested]) -> None:
+        await service.on_request(d.message)
 
-    async def on_video(d: Delivery) -> None:
-        if isinstance(d.message, VideoReady):
-            await service.on_video_ready(d.message)
+    async def on_video(d: Delivery[VideoReady]) -> None:
+        await service.on_video_ready(d.message)
 
-    async def on_refused(d: Delivery) -> None:
-        if isinstance(d.message, GenerationRejected):
-            await service.on_generation_rejected(d.message)
+    async def on_refused(d: Delivery[GenerationRejected]) -> None:
+        await service.on_generation_rejected(d.message)
 
-    async def on_verdict(d: Delivery) -> None:
-        if isinstance(d.message, QaPassed | QaFailed):
-            await service.on_verdict(d.message)
+    async def on_verdict(d: Delivery[QaPassed | QaFailed]) -> None:
+        await service.on_verdict(d.message)
 
     return [
         Consumer(ctx.bus, UPLOADS, on_upload, accept=(ObjectCreated,), source=ctx.source, prefetch=32),
@@ -116,7 +111,7 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
             concurrency=settings.concurrency,
         ),
         Consumer(ctx.bus, VIDEOS, on_video, accept=(VideoReady,), source=ctx.source),
-        Consumer(ctx.bus, VERDICTS, on_verdict, accept=(QaPassed, QaFailed), source=ctx.source),
+        Consumer[QaPassed | QaFailed](ctx.bus, VERDICTS, on_verdict, accept=(QaPassed, QaFailed), source=ctx.source),
         Consumer(ctx.bus, REFUSED, on_refused, accept=(GenerationRejected,), source=ctx.source),
     ]
 
@@ -125,9 +120,8 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     """The augment service's app (database and outbox relay come with ``documents=True``)."""
     augment_settings = AugmentSettings.specialize(settings)
 
-    async def startup(ctx: ServiceContext) -> None:
-        ctx.state["augment_settings"] = augment_settings
-        ctx.state["augment"] = AugmentService(
+    async def startup(ctx: ServiceContext[AugmentService]) -> AugmentService:
+        service = AugmentService(
             docs=ctx.docs, bus=ctx.bus, store=ctx.store, settings=augment_settings, source=ctx.source
         )
         await ctx.store.ensure_buckets([augment_settings.inputs_bucket, augment_settings.outputs_bucket])
@@ -140,16 +134,16 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
                 prefix=augment_settings.poll_prefix,
                 source=ctx.source,
             )
-            ctx.state["poller"] = asyncio.create_task(
+            task = asyncio.create_task(
                 poller.run(ctx.stop, interval_s=augment_settings.poll_interval_s), name="augment-poller"
             )
+            ctx.resources.push_async_callback(stop_poller, ctx, task)
+        return service
 
-    async def shutdown(ctx: ServiceContext) -> None:
-        task: asyncio.Task[None] | None = ctx.state.get("poller")
-        if task is not None:
-            ctx.stop.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+    async def stop_poller(ctx: ServiceContext[AugmentService], task: asyncio.Task[None]) -> None:
+        ctx.stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, timeout=10)
 
     return create_service_app(
         augment_settings,
@@ -157,6 +151,5 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         routers=[router],
         consumers=consumers,
         on_startup=startup,
-        on_shutdown=shutdown,
         documents=True,
     )

@@ -30,7 +30,8 @@ from worldmill.contracts.catalog import (
     VerifyReport,
     VerifyRequest,
 )
-from worldmill.runtime.service import error_responses
+from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.service import error_responses, service_of
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
@@ -39,8 +40,7 @@ Text = Annotated[str | None, Query(max_length=MAX_TEXT)]
 
 
 def _service(request: Request) -> CatalogService:
-    svc: CatalogService = request.app.state.ctx.state["catalog"]
-    return svc
+    return service_of(request, CatalogService)
 
 
 def _not_found(exc: UnknownAssetError | UnknownManifestError) -> HTTPException:
@@ -89,10 +89,7 @@ async def search_assets(
             cursor=cursor,
         )
     except ValidationError as exc:
-        detail = [
-            {"loc": ["query", *(str(p) for p in e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
-        raise HTTPException(422, detail) from exc
+        raise InvalidInputError.from_errors(exc.errors(), within=("query",)) from exc
     return await _service(request).search(query, count=count)
 
 

@@ -6,6 +6,8 @@ database is migrated at start-up; the gallery is served at ``/gallery``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from worldmill.catalog.api import router
@@ -47,23 +49,19 @@ def ingest_consumer(
     return Consumer(bus, spec, on_event, source=source, concurrency=INGEST_WINDOW, prefetch=INGEST_WINDOW)
 
 
-def consumers(ctx: ServiceContext) -> list[Consumer]:
+def consumers(ctx: ServiceContext[CatalogService]) -> list[Consumer[Any]]:
     """The catalog's one consumer."""
-    return [ingest_consumer(ctx.bus, ctx.state["catalog"], source=ctx.source)]
+    return [ingest_consumer(ctx.bus, ctx.service, source=ctx.source)]
 
 
 def create_app(settings: RuntimeSettings) -> FastAPI:
     """The catalog service's app; its database is ``settings.database_url`` (SQLite by default)."""
 
-    async def startup(ctx: ServiceContext) -> None:
+    async def startup(ctx: ServiceContext[CatalogService]) -> CatalogService:
         db = CatalogDatabase(settings.database_url_or_default())
+        ctx.resources.push_async_callback(db.close)
         await db.open()
-        ctx.state["catalog"] = CatalogService(db=db, store=ctx.store, bus=ctx.bus, source=ctx.source)
-
-    async def shutdown(ctx: ServiceContext) -> None:
-        service: CatalogService | None = ctx.state.get("catalog")
-        if service is not None:
-            await service.db.close()
+        return CatalogService(db=db, store=ctx.store, bus=ctx.bus, source=ctx.source)
 
     return create_service_app(
         settings,
@@ -72,5 +70,4 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         public_routers=[gallery_router],
         consumers=consumers,
         on_startup=startup,
-        on_shutdown=shutdown,
     )

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from worldmill.contracts.generation import GenerationAccepted, GenerationSubmission, JobProgress, RunPage, RunRecord
 from worldmill.contracts.http_errors import ValidationProblem
 from worldmill.generate.service import CancelRefusedError, GenerateService, PlansRejectedError, UnknownPromptsError
-from worldmill.runtime.service import error_responses, validation_response
+from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.service import error_responses, provided
 
 router = APIRouter(tags=["generation"])
 
-
-def get_service(request: Request) -> GenerateService:
-    """The service object the app's lifespan created."""
-    service: GenerateService = request.app.state.ctx.state["generate"]
-    return service
-
-
+#: The service object the app's lifespan created.
+get_service = provided(GenerateService)
 Service = Annotated[GenerateService, Depends(get_service)]
 
 
@@ -35,19 +31,15 @@ async def generate(body: GenerationSubmission, service: Service) -> JSONResponse
     try:
         accepted = await service.submit(body)
     except UnknownPromptsError as exc:
-        return validation_response(
-            [
-                ValidationProblem(loc=["body", "prompt_ids"], msg=f"unknown prompt id {p!r}", type="unknown prompt")
-                for p in exc.missing
-            ]
-        )
+        raise InvalidInputError.of(
+            ValidationProblem(loc=["body", "prompt_ids"], msg=f"unknown prompt id {p!r}", type="unknown prompt")
+            for p in exc.missing
+        ) from exc
     except PlansRejectedError as exc:
-        return validation_response(
-            [
-                ValidationProblem(loc=["body", "prompt_ids", pid], msg=msg, type="cannot be generated")
-                for pid, msg in exc.problems.items()
-            ]
-        )
+        raise InvalidInputError.of(
+            ValidationProblem(loc=["body", "prompt_ids", pid], msg=msg, type="cannot be generated")
+            for pid, msg in exc.problems.items()
+        ) from exc
     return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"))
 
 

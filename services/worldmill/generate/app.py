@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from worldmill.contracts.deadletter import DeadLetter
@@ -65,9 +67,13 @@ LOST_JOBS = ConsumerSpec(
 )
 
 
-def consumers(ctx: ServiceContext) -> list[Consumer]:
+#: What the runners report about a run (``generate-jobs``).
+JobEvent = JobProgress | JobCompleted | JobFailed | JobCanceled
+
+
+def consumers(ctx: ServiceContext[GenerateService]) -> list[Consumer[Any]]:
     """The generate service's five durable consumers."""
-    service: GenerateService = ctx.state["generate"]
+    service = ctx.service
 
     async def auto_generate(spec: PromptSpec) -> None:
         try:
@@ -81,22 +87,19 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
         except PlansRejectedError as exc:  # published as generation.rejected; the spec itself is kept
             log.warning("auto_generate.rejected", prompt_id=spec.prompt_id, reason=str(exc))
 
-    async def on_spec(d: Delivery) -> None:
-        if isinstance(d.message, PromptCreated):
-            spec = d.message.spec
-            await service.remember_spec(spec)
-            # A spec marked for upsampling waits for its upsampled version (or upsample.skipped). Whether
-            # the copy was new does not matter: a process killed after keeping it and before its run was
-            # stored gets the event again, and the run must still be made (the request id makes a second
-            # submit find the first's runs). Only the newest version of a spec is generated automatically.
-            if spec.auto_generate and not (spec.upsample and spec.upsampled is None):
-                latest = await service.spec(spec.prompt_id)
-                if latest is not None and latest.version == spec.version:
-                    await auto_generate(spec)
+    async def on_spec(d: Delivery[PromptCreated]) -> None:
+        spec = d.message.spec
+        await service.remember_spec(spec)
+        # A spec marked for upsampling waits for its upsampled version (or upsample.skipped). Whether
+        # the copy was new does not matter: a process killed after keeping it and before its run was
+        # stored gets the event again, and the run must still be made (the request id makes a second
+        # submit find the first's runs). Only the newest version of a spec is generated automatically.
+        if spec.auto_generate and not (spec.upsample and spec.upsampled is None):
+            latest = await service.spec(spec.prompt_id)
+            if latest is not None and latest.version == spec.version:
+                await auto_generate(spec)
 
-    async def on_upsample_skipped(d: Delivery) -> None:
-        if not isinstance(d.message, UpsampleSkipped):
-            return
+    async def on_upsample_skipped(d: Delivery[UpsampleSkipped]) -> None:
         m = d.message
         spec = await service.spec(m.prompt_id, m.version)
         if spec is None:
@@ -105,31 +108,28 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
         if spec.auto_generate and latest is not None and latest.version == spec.version:
             await auto_generate(spec)
 
-    async def on_request(d: Delivery) -> None:
-        if isinstance(d.message, GenerationRequested):
-            m = d.message
-            submission = GenerationSubmission(
-                prompt_ids=m.prompt_ids,
-                request_id=m.request_id,
-                max_attempts=m.max_attempts,
-                requested_by=m.requested_by,
-                regeneration=m.regeneration,
-            )
-            try:
-                await service.submit(submission)
-            except PlansRejectedError as exc:  # generation.rejected says why (the augment service listens)
-                log.warning("generation_request.rejected", request_id=m.request_id, reason=str(exc))
-            except UnknownPromptsError as exc:
-                # The spec's prompt.created may simply not have reached this service yet (another consumer):
-                # retry with backoff; after the delivery limit the request is dead-lettered with this reason.
-                raise TransientError(f"not known here (yet): {', '.join(exc.missing[:20])}") from exc
+    async def on_request(d: Delivery[GenerationRequested]) -> None:
+        m = d.message
+        submission = GenerationSubmission(
+            prompt_ids=m.prompt_ids,
+            request_id=m.request_id,
+            max_attempts=m.max_attempts,
+            requested_by=m.requested_by,
+            regeneration=m.regeneration,
+        )
+        try:
+            await service.submit(submission)
+        except PlansRejectedError as exc:  # generation.rejected says why (the augment service listens)
+            log.warning("generation_request.rejected", request_id=m.request_id, reason=str(exc))
+        except UnknownPromptsError as exc:
+            # The spec's prompt.created may simply not have reached this service yet (another consumer):
+            # retry with backoff; after the delivery limit the request is dead-lettered with this reason.
+            raise TransientError(f"not known here (yet): {', '.join(exc.missing[:20])}") from exc
 
-    async def on_job(d: Delivery) -> None:
+    async def on_job(d: Delivery[JobEvent]) -> None:
         await service.on_job_event(d.message)
 
-    async def on_lost(d: Delivery) -> None:
-        if not isinstance(d.message, DeadLetter):
-            return
+    async def on_lost(d: Delivery[DeadLetter]) -> None:
         try:
             _, job = parse(d.message.payload.encode(), None)
         except Exception:
@@ -140,7 +140,7 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
     return [
         Consumer(ctx.bus, SPECS, on_spec, accept=(PromptCreated,), source=ctx.source, prefetch=64),
         Consumer(ctx.bus, REQUESTS, on_request, accept=(GenerationRequested,), source=ctx.source),
-        Consumer(
+        Consumer[JobEvent](
             ctx.bus,
             JOB_EVENTS,
             on_job,
@@ -158,8 +158,8 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
 
     generate_settings = GenerateSettings.specialize(settings)
 
-    async def startup(ctx: ServiceContext) -> None:
-        ctx.state["generate"] = GenerateService(
+    async def startup(ctx: ServiceContext[GenerateService]) -> GenerateService:
+        return GenerateService(
             docs=ctx.docs,
             bus=ctx.bus,
             cancel_flags=CancelFlags(ctx.bus),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from worldmill.contracts.augment import InputSpecRequested
@@ -21,17 +23,15 @@ UPSAMPLED = ConsumerSpec(
 )
 
 
-def consumers(ctx: ServiceContext) -> list[Consumer]:
+def consumers(ctx: ServiceContext[PromptService]) -> list[Consumer[Any]]:
     """Upsampled prompts become new spec versions; augmentations' input videos become Transfer specs."""
-    service: PromptService = ctx.state["prompts"]
+    service = ctx.service
 
-    async def on_upsampled(d: Delivery) -> None:
-        if isinstance(d.message, PromptUpsampled):
-            await service.store_upsampled(d.message)
+    async def on_upsampled(d: Delivery[PromptUpsampled]) -> None:
+        await service.store_upsampled(d.message)
 
-    async def on_input_spec(d: Delivery) -> None:
-        if isinstance(d.message, InputSpecRequested):
-            await service.spec_for_augmentation(d.message)
+    async def on_input_spec(d: Delivery[InputSpecRequested]) -> None:
+        await service.spec_for_augmentation(d.message)
 
     return [
         Consumer(ctx.bus, UPSAMPLED, on_upsampled, accept=(PromptUpsampled,), source=ctx.source),
@@ -42,8 +42,8 @@ def consumers(ctx: ServiceContext) -> list[Consumer]:
 def create_app(settings: RuntimeSettings) -> FastAPI:
     """The prompt service's app (its database and outbox relay come with ``documents=True``)."""
 
-    async def startup(ctx: ServiceContext) -> None:
-        ctx.state["prompts"] = PromptService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, source=ctx.source)
+    async def startup(ctx: ServiceContext[PromptService]) -> PromptService:
+        return PromptService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, source=ctx.source)
 
     return create_service_app(
         settings,

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from worldmill.qa.audits import AuditRunner
 from worldmill.qa.service import QaService
-from worldmill.runtime.service import error_responses
+from worldmill.runtime.service import error_responses, provided
 
 router = APIRouter(tags=["qa"])
 
 
-def get_service(request: Request) -> QaService:
+@dataclass(frozen=True)
+class QaState:
+    """What the qa service's lifespan made: the verdict service and the audit runner."""
+
+    qa: QaService
+    audits: AuditRunner
+
+
+State = Annotated[QaState, Depends(provided(QaState))]
+
+
+def get_service(state: State) -> QaService:
     """The service object the app's lifespan created."""
-    service: QaService = request.app.state.ctx.state["qa"]
-    return service
+    return state.qa
 
 
 Service = Annotated[QaService, Depends(get_service)]
@@ -32,10 +43,9 @@ class AuditRequest(BaseModel):
     fps: float = Field(default=24.0, gt=0, le=240, description="Expected frame rate of the files.")
 
 
-def get_audits(request: Request) -> AuditRunner:
+def get_audits(state: State) -> AuditRunner:
     """The audit runner the app's lifespan created."""
-    runner: AuditRunner = request.app.state.ctx.state["audits"]
-    return runner
+    return state.audits
 
 
 Audits = Annotated[AuditRunner, Depends(get_audits)]

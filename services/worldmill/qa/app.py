@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from worldmill.contracts.catalog import AssetDeleted
 from worldmill.contracts.generation import VideoReady
 from worldmill.contracts.subjects import EVENTS, ConsumerSpec, event_subject
-from worldmill.qa.api import router
+from worldmill.qa.api import QaState, router
 from worldmill.qa.audits import AuditRunner
 from worldmill.qa.critic_gate import CriticDefaults
 from worldmill.qa.policy import REGENERABLE, RegenerationPolicy
@@ -39,17 +41,15 @@ DELETIONS = ConsumerSpec(
 )
 
 
-def consumers(ctx: ServiceContext) -> list[Consumer]:
+def consumers(ctx: ServiceContext[QaState]) -> list[Consumer[Any]]:
     """video.ready → verdict (two at a time: decoding is the cost); asset.deleted → fingerprint forgotten."""
-    service: QaService = ctx.state["qa"]
+    service = ctx.service.qa
 
-    async def on_video(d: Delivery) -> None:
-        if isinstance(d.message, VideoReady):
-            await service.on_video_ready(d.message)
+    async def on_video(d: Delivery[VideoReady]) -> None:
+        await service.on_video_ready(d.message)
 
-    async def on_deleted(d: Delivery) -> None:
-        if isinstance(d.message, AssetDeleted):
-            await service.on_asset_deleted(d.message)
+    async def on_deleted(d: Delivery[AssetDeleted]) -> None:
+        await service.on_asset_deleted(d.message)
 
     return [
         Consumer(ctx.bus, VIDEOS, on_video, accept=(VideoReady,), concurrency=2, source=ctx.source),
@@ -84,9 +84,10 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     """The qa service's app: database and outbox relay (``documents=True``) and the optional critic."""
     qa_settings = QaSettings.specialize(settings)
 
-    async def startup(ctx: ServiceContext) -> None:
+    async def startup(ctx: ServiceContext[QaState]) -> QaState:
         critic = critic_from(qa_settings)
-        ctx.state["critic"] = critic
+        if critic is not None:
+            ctx.resources.push_async_callback(critic.aclose)
         policy = RegenerationPolicy(
             max_regenerations=qa_settings.max_regenerations,
             checks=frozenset(qa_settings.regenerate_checks) if qa_settings.regenerate_checks else REGENERABLE,
@@ -103,12 +104,7 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         # Every stored fingerprint, before the first video is consumed: copies are found across restarts.
         held = await qa.load_index()
         log.info("qa.index_loaded", fingerprints=held, samples=qa.index.samples)
-        ctx.state["qa"] = qa
-        ctx.state["audits"] = AuditRunner(docs=ctx.docs, store=ctx.store)
-
-    async def shutdown(ctx: ServiceContext) -> None:
-        if (critic := ctx.state.get("critic")) is not None:
-            await critic.aclose()
+        return QaState(qa=qa, audits=AuditRunner(docs=ctx.docs, store=ctx.store))
 
     return create_service_app(
         qa_settings,
@@ -116,6 +112,5 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         routers=[router],
         consumers=consumers,
         on_startup=startup,
-        on_shutdown=shutdown,
         documents=True,
     )

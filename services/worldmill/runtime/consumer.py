@@ -1,5 +1,10 @@
 """The consume loop: a durable pull consumer whose handler's outcome decides each message's fate.
 
+A consumer is typed by what it accepts: ``Consumer(bus, spec, handler, accept=(VideoReady,))`` hands
+its handler a ``Delivery[VideoReady]``, a ``decode=`` function's return type types a foreign stream's
+consumer, and one with neither takes any ``Message``. Anything else never reaches the handler: it is
+dead-lettered as ``unexpected_type`` (below), so a handler needs no ``isinstance`` guard.
+
 * success → ``ack``;
 * :class:`~worldmill.runtime.errors.PermanentError`, or a message that cannot be decoded
   (not JSON, not an envelope, unknown type, data not matching the schema, a type this consumer
@@ -35,13 +40,14 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypedDict, cast, overload
 
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
+from typing_extensions import TypeVar, Unpack
 
 from worldmill.contracts.base import Message
 from worldmill.contracts.deadletter import DeadLetter, DeadLetterReason, dead_letter_id, payload_key
@@ -66,21 +72,39 @@ from worldmill.runtime.watchdog import Watchdog
 log = get_logger(__name__)
 
 
+#: The message type(s) a delivery holds (``Message``: any).
+M_co = TypeVar("M_co", bound=Message, default=Message, covariant=True)
+#: The message type(s) a consumer accepts.
+M = TypeVar("M", bound=Message, default=Message)
+
+
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """One decoded message as a handler sees it."""
+class Delivery(Generic[M_co]):
+    """One decoded message as a handler sees it: ``message`` is already of a type the consumer accepts."""
 
     envelope: EnvelopeAttributes
-    message: Message
+    message: M_co
     subject: str
     num_delivered: int
     stream_sequence: int
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+Handler = Callable[[Delivery[M]], Awaitable[None]]
 #: For streams of foreign messages (e.g. MinIO's raw notifications): bytes → a message, or
 #: ``InvalidInputError`` (the message is then dead-lettered as invalid).
-RawDecoder = Callable[[bytes], Message]
+RawDecoder = Callable[[bytes], M]
+
+
+class ConsumerOptions(TypedDict, total=False):
+    """How a :class:`Consumer` runs (the keyword arguments besides what it accepts)."""
+
+    concurrency: int
+    prefetch: int | None
+    fetch_timeout_s: float
+    source: str
+    store: ObjectStore | None
+    patience_s: float
+
 
 #: How long a busy consumer's fetch may wait to fill a batch (bounds the latency it adds).
 BUSY_LINGER_S = 0.05
@@ -147,21 +171,62 @@ def delivery_counts(msg: Msg) -> tuple[int, int]:
     return meta.num_delivered, meta.sequence.stream
 
 
-class Consumer:
-    """Runs one handler over one durable pull consumer. Many processes may share the consumer."""
+class Consumer(Generic[M]):
+    """Runs one handler over one durable pull consumer. Many processes may share the consumer.
+
+    Its handler gets only messages of the types in ``accept`` (others are dead-lettered as
+    ``unexpected_type``), or what ``decode`` returns; with neither, any message. Accepting several
+    types, name their union: ``Consumer[QaPassed | QaFailed](..., accept=(QaPassed, QaFailed))``.
+    """
+
+    @overload
+    def __init__(
+        self: Consumer[Message],
+        bus: Bus,
+        spec: ConsumerSpec,
+        handler: Handler[Message],
+        *,
+        accept: None = None,
+        decode: None = None,
+        **options: Unpack[ConsumerOptions],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        bus: Bus,
+        spec: ConsumerSpec,
+        handler: Handler[M],
+        *,
+        accept: tuple[type[M], ...],
+        decode: None = None,
+        **options: Unpack[ConsumerOptions],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        bus: Bus,
+        spec: ConsumerSpec,
+        handler: Handler[M],
+        *,
+        accept: None = None,
+        decode: RawDecoder[M],
+        **options: Unpack[ConsumerOptions],
+    ) -> None: ...
 
     def __init__(
         self,
         bus: Bus,
         spec: ConsumerSpec,
-        handler: Handler,
+        handler: Handler[M],
         *,
-        accept: tuple[type[Message], ...] | None = None,
+        accept: tuple[type[M], ...] | None = None,
         concurrency: int = 1,
         prefetch: int | None = None,
         fetch_timeout_s: float = 1.0,
         source: str = "worldmill",
-        decode: RawDecoder | None = None,
+        decode: RawDecoder[M] | None = None,
         store: ObjectStore | None = None,
         patience_s: float = DEFAULT_PATIENCE_S,
     ) -> None:
@@ -344,7 +409,8 @@ class Consumer:
             self.watchdog.progressed()
             return
         envelope, message, delivered, seq = admitted
-        delivery = Delivery(envelope, message, msg.subject, delivered, seq)
+        # admit decoded it with this consumer's decoder, or refused every type not in ``accept``: it is an M.
+        delivery: Delivery[M] = Delivery(envelope, cast(M, message), msg.subject, delivered, seq)
         structlog.contextvars.bind_contextvars(event_id=envelope.id, correlation_id=envelope.correlationid)
         try:
             await self._call_handler(delivery)
@@ -372,7 +438,7 @@ class Consumer:
         self.stats.acked += 1
         self.watchdog.progressed()
 
-    async def _call_handler(self, delivery: Delivery) -> None:
+    async def _call_handler(self, delivery: Delivery[M]) -> None:
         """The handler, called again with the same delivery while it says a dependency is down (up to the
         patience, or until the consumer stops): an outage spends none of the message's deliveries."""
 
@@ -484,7 +550,7 @@ async def admit(
     spec: ConsumerSpec,
     accept: frozenset[str] | None,
     source: str,
-    decode: RawDecoder | None = None,
+    decode: RawDecoder[Message] | None = None,
     store: ObjectStore | None = None,
 ) -> Admitted | DeadLetterReason | Deferred:
     """The way in for every consumer: an undecodable or crash-looping message is dead-lettered (and its
@@ -636,6 +702,6 @@ def fit_headers(headers: dict[str, str], budget: int) -> tuple[dict[str, str], b
     return kept, True
 
 
-async def run_consumers(consumers: list[Consumer], stop: asyncio.Event) -> None:
+async def run_consumers(consumers: list[Consumer[Any]], stop: asyncio.Event) -> None:
     """Run several consumers until ``stop``; each drains before this returns."""
     await asyncio.gather(*(c.run(stop) for c in consumers))

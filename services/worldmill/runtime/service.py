@@ -2,9 +2,13 @@
 
 ``create_service_app`` wires, for every service alike:
 
-* a lifespan that connects NATS (ensuring the streams) and S3 (ensuring the buckets), starts the
-  service's consumers, and on shutdown (uvicorn turns SIGTERM into it) stops fetching, lets
-  in-flight messages finish, then drains the connection;
+* a lifespan that connects NATS (ensuring the streams) and S3 (ensuring the buckets), opens the
+  service's database, runs its ``on_startup`` (which returns the service's own typed state, read by
+  routes through :func:`service_of` and by consumers as ``ctx.service``), starts its consumers, and
+  on shutdown (uvicorn turns SIGTERM into it) stops fetching, lets in-flight messages finish, then
+  drains the connection. Every resource is registered on one ``AsyncExitStack`` as it is acquired
+  (``ctx.resources`` for what ``on_startup`` opens), so a start that fails half-way closes what it
+  had opened, in reverse order, as a normal shutdown does;
 * ``GET /healthz`` (liveness, no auth) and ``GET /readyz`` (bus connected, store reachable, and
   every work loop — the consumers, the runner's job queue — alive and making progress; no auth).
   A loop that holds work or has work waiting and settles nothing for ``stall_ready_s`` makes
@@ -14,7 +18,9 @@
 * bearer-token auth on every other route: 401 with a message that says what is missing (the
   ``public_routers`` a service may add serve pages and static files only, never data);
 * one error shape: every 422 is a ``ValidationErrorBody`` (a list of ``{loc, msg, type}``, with
-  ``line``/``column`` for manifest problems), every other error an ``ErrorBody`` (``{detail}``), and
+  ``line``/``column`` for manifest problems) made in one place from an ``InvalidInputError`` (a
+  route raises one, with every problem, rather than building a 422), FastAPI's request validation
+  and ``HTTPException(422)``; every other error an ``ErrorBody`` (``{detail}``), and
   the OpenAPI document says so for every status a route can answer: 401 on every protected route,
   422 wherever there is input, and what a route adds with ``responses=error_responses(404, ...)``;
 * request bodies bounded (``WM_HTTP_MAX_BODY_BYTES``): 413 naming the limit, listed on every route with a body.
@@ -28,9 +34,9 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, cast
 
 import structlog
 import uvicorn
@@ -42,6 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from typing_extensions import TypeVar
 
 from worldmill.contracts.http_errors import ErrorBody, ValidationErrorBody, ValidationProblem
 from worldmill.contracts.keys import ALL_BUCKETS
@@ -50,30 +57,46 @@ from worldmill.runtime.body_limit import BodyLimit
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.consumer import Consumer
 from worldmill.runtime.docstore import DocumentStore, OutboxRelay
-from worldmill.runtime.errors import InvalidInputError, WorldmillError
+from worldmill.runtime.errors import InvalidInputError, WorldmillError, problem_from
 from worldmill.runtime.logs import configure_logging, get_logger
 from worldmill.runtime.settings import RuntimeSettings
 from worldmill.runtime.store import ObjectStore
+from worldmill.runtime.versions import package_version
 from worldmill.runtime.watchdog import Watchdog
 
 log = get_logger(__name__)
 
 
+#: A service's own state: what its ``on_startup`` returns (its service object, or a small dataclass).
+S = TypeVar("S", default=None)
+_NOT_STARTED: Any = object()
+
+
 @dataclass
-class ServiceContext:
-    """What a service's routes and handlers share: settings, bus, store, a stop event."""
+class ServiceContext(Generic[S]):
+    """What a service's routes and handlers share: settings, bus, store, a stop event, its state."""
 
     settings: RuntimeSettings
     bus: Bus
     store: ObjectStore
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    consumers: list[Consumer] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    consumers: list[Consumer[Any]] = field(default_factory=list)
+    #: The lifespan's exit stack: ``on_startup`` registers here what it opens (closed in reverse order
+    #: at shutdown, or at once when the start fails), e.g. ``ctx.resources.push_async_callback(db.close)``.
+    resources: AsyncExitStack = field(default_factory=AsyncExitStack)
+    service_: S = _NOT_STARTED
     docs_: DocumentStore | None = None
     #: Work loops reported by the health routes (the consumers' are added by the service base).
     watchdogs: list[Watchdog] = field(default_factory=list)
     #: Long-running tasks that must not end before ``stop`` (consumers; the runner adds its loop).
     loops: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+
+    @property
+    def service(self) -> S:
+        """The service's state, as its ``on_startup`` returned it."""
+        if self.service_ is _NOT_STARTED:
+            raise RuntimeError(f"the {self.settings.service} service has not started (its on_startup has not returned)")
+        return self.service_
 
     @property
     def docs(self) -> DocumentStore:
@@ -88,8 +111,35 @@ class ServiceContext:
         return f"/worldmill/{self.settings.service}"
 
 
-ConsumerFactory = Callable[[ServiceContext], Sequence[Consumer]]
-Hook = Callable[[ServiceContext], Awaitable[None]]
+#: The service's consumers, built once ``on_startup`` has returned (``ctx.service`` is set).
+ConsumerFactory = Callable[[ServiceContext[S]], Sequence[Consumer[Any]]]
+#: ``on_startup``: opens what the service needs (registering it on ``ctx.resources``) and returns its state.
+Startup = Callable[[ServiceContext[S]], Awaitable[S]]
+Hook = Callable[[ServiceContext[S]], Awaitable[None]]
+
+T = TypeVar("T")
+
+
+def service_of(request: Request, kind: type[T]) -> T:
+    """The state of the service serving ``request`` (what its ``on_startup`` returned), checked to be a ``kind``.
+
+    Routes take it as a dependency: ``Annotated[PromptService, Depends(provided(PromptService))]``.
+    """
+    ctx: ServiceContext[Any] | None = getattr(request.app.state, "ctx", None)
+    service = ctx.service if ctx is not None else None
+    if not isinstance(service, kind):
+        raise RuntimeError(f"this app's service state is {type(service).__name__}, not {kind.__name__}")
+    return service
+
+
+def provided(kind: type[T]) -> Callable[[Request], T]:
+    """A route dependency answering :func:`service_of` ``(request, kind)``."""
+
+    def dependency(request: Request) -> T:
+        return service_of(request, kind)
+
+    dependency.__name__ = f"provided_{kind.__name__}"
+    return dependency
 
 
 def bus_from(settings: RuntimeSettings) -> Bus:
@@ -184,53 +234,38 @@ def create_service_app(
     title: str,
     routers: Sequence[APIRouter] = (),
     public_routers: Sequence[APIRouter] = (),
-    consumers: ConsumerFactory | None = None,
-    on_startup: Hook | None = None,
-    on_shutdown: Hook | None = None,
+    consumers: ConsumerFactory[S] | None = None,
+    on_startup: Startup[S] | None = None,
+    on_shutdown: Hook[S] | None = None,
     bootstrap: bool = True,
     documents: bool = False,
 ) -> FastAPI:
-    """Build a service's FastAPI app; all I/O happens in its lifespan, none at build time."""
+    """Build a service's FastAPI app; all I/O happens in its lifespan, none at build time.
+
+    ``on_startup`` returns the service's state (``ctx.service``; ``None`` without it) and registers
+    what it opens on ``ctx.resources``; ``on_shutdown`` runs after the consumers drained, before those
+    resources close (and only when the start got that far).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bus, store = bus_from(settings), store_from(settings)
-        await bus.connect()
-        ctx = ServiceContext(settings=settings, bus=bus, store=store)
-        app.state.ctx = ctx
-        if bootstrap:
-            await bus.ensure_streams(ALL_STREAMS)
-            await store.ensure_buckets(ALL_BUCKETS)
-        relay: asyncio.Task[None] | None = None
-        if documents:
-            # The service's own database, and the relay that publishes what its transactions wrote
-            # to the outbox (a request is answered only after it is stored; events follow at least once).
-            ctx.docs_ = DocumentStore(settings.database_url_or_default())
-            await ctx.docs_.open()
-            relay = asyncio.create_task(OutboxRelay(ctx.docs_, bus).run(ctx.stop))
-        if on_startup:
-            await on_startup(ctx)
-        tasks = _start_consumers(ctx, consumers)
-        log.info("service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers])
-        try:
-            yield
-        finally:
-            ctx.stop.set()
-            if tasks:
-                done, pending = await asyncio.wait(tasks, timeout=settings.drain_timeout_s)
-                for task in pending:
-                    task.cancel()
-                for task in done:
-                    if task.exception() is not None:
-                        log.error("consumer.crashed", error=repr(task.exception()))
-            if on_shutdown:
-                await on_shutdown(ctx)
-            if relay is not None:
-                await asyncio.wait({relay}, timeout=10)
-            if ctx.docs_ is not None:
-                await ctx.docs_.close()
-            await bus.close()
-            log.info("service.stopped", service=settings.service)
+        async with AsyncExitStack() as stack:
+            ctx: ServiceContext[S] = ServiceContext(settings=settings, bus=bus, store=store, resources=stack)
+            app.state.ctx = ctx
+            try:
+                await _start(ctx, stack, bootstrap=bootstrap, documents=documents)
+                ctx.service_ = await on_startup(ctx) if on_startup else cast(S, None)
+                if on_shutdown:
+                    stack.push_async_callback(on_shutdown, ctx)
+                _start_consumers(ctx, stack, consumers)
+                log.info("service.started", service=settings.service, consumers=[c.spec.durable for c in ctx.consumers])
+                yield
+            finally:
+                # Whether stopping or failing to start: every loop is told first, then the stack closes
+                # what was opened, last first (consumers drained, the service's resources, relay, database, bus).
+                ctx.stop.set()
+        log.info("service.stopped", service=settings.service)
 
     # The OpenAPI document and its UI are routes too: served below, behind the token.
     app = FastAPI(title=title, lifespan=lifespan, version=_version(), openapi_url=None, docs_url=None, redoc_url=None)
@@ -262,11 +297,30 @@ def create_service_app(
     return app
 
 
-def _start_consumers(ctx: ServiceContext, factory: ConsumerFactory | None) -> list[asyncio.Task[None]]:
+async def _start(ctx: ServiceContext[Any], stack: AsyncExitStack, *, bootstrap: bool, documents: bool) -> None:
+    """Connect the bus, ensure streams and buckets, open the database and start its outbox relay, each
+    registered on ``stack`` as it is acquired."""
+    stack.push_async_callback(ctx.bus.close)  # safe before (or after a failed) connect
+    await ctx.bus.connect()
+    if bootstrap:
+        await ctx.bus.ensure_streams(ALL_STREAMS)
+        await ctx.store.ensure_buckets(ALL_BUCKETS)
+    if documents:
+        # The service's own database, and the relay that publishes what its transactions wrote
+        # to the outbox (a request is answered only after it is stored; events follow at least once).
+        docs = ctx.docs_ = DocumentStore(ctx.settings.database_url_or_default())
+        stack.push_async_callback(docs.close)
+        await docs.open()
+        relay = asyncio.create_task(OutboxRelay(docs, ctx.bus).run(ctx.stop), name="outbox-relay")
+        stack.push_async_callback(_finish, ctx, [relay], 10.0, "relay")
+
+
+def _start_consumers(ctx: ServiceContext[Any], stack: AsyncExitStack, factory: ConsumerFactory[Any] | None) -> None:
     """Build the service's consumers, give them the store (for payloads too big for a dead letter) and the
-    outage patience, register them with the health routes and start them."""
+    outage patience, register them with the health routes and start them (drained when ``stack`` closes)."""
     ctx.consumers = list(factory(ctx)) if factory else []
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
+    stack.push_async_callback(_finish, ctx, tasks, ctx.settings.drain_timeout_s, "consumer")
     for consumer in ctx.consumers:
         consumer.store = consumer.store or ctx.store
         consumer.patience_s = ctx.settings.outage_patience_s
@@ -274,7 +328,19 @@ def _start_consumers(ctx: ServiceContext, factory: ConsumerFactory | None) -> li
         name = f"consumer:{consumer.spec.durable}"
         ctx.loops[name] = task = asyncio.create_task(consumer.run(ctx.stop), name=name)
         tasks.append(task)
-    return tasks
+
+
+async def _finish(ctx: ServiceContext[Any], tasks: list[asyncio.Task[None]], timeout_s: float, what: str) -> None:
+    """Set ``stop``, give ``tasks`` up to ``timeout_s`` to return, cancel the rest, log any that crashed."""
+    ctx.stop.set()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(f"{what}.crashed", error=repr(task.exception()))
 
 
 def _add_request_logging(app: FastAPI) -> None:
@@ -320,30 +386,10 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
     }
 
 
-def validation_response(
-    problems: Sequence[ValidationProblem], *, manifest: str | None = None, sha256: str | None = None
-) -> JSONResponse:
-    """The one 422 answer: every problem, each with where, what and which rule."""
-    body = ValidationErrorBody(detail=list(problems), manifest=manifest, sha256=sha256)
+def unprocessable(exc: InvalidInputError) -> JSONResponse:
+    """The one 422 answer, for every service: every problem, each with where, what and which rule."""
+    body = ValidationErrorBody(detail=list(exc.issues), manifest=exc.manifest, sha256=exc.sha256)
     return JSONResponse(status_code=422, content=body.model_dump(mode="json", exclude_none=True))
-
-
-def _problem(item: Any) -> ValidationProblem:
-    """A ``ValidationProblem`` from a pydantic/FastAPI error dict (or anything else, as its message)."""
-    if isinstance(item, ValidationProblem):
-        return item
-    if not isinstance(item, dict):
-        return ValidationProblem(loc=[], msg=str(item), type="invalid")
-    loc = item.get("loc", [])
-    if isinstance(loc, str):
-        loc = loc.split(".")
-    return ValidationProblem(
-        loc=[p if isinstance(p, int) else str(p) for p in loc],
-        msg=str(item.get("msg", item.get("message", ""))),
-        type=str(item.get("type", item.get("rule", "invalid"))),
-        line=item.get("line") if isinstance(item.get("line"), int) else None,
-        column=item.get("column") if isinstance(item.get("column"), int) else None,
-    )
 
 
 #: The ``detail`` of FastAPI's 400 for a request body it cannot decode.
@@ -355,21 +401,21 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_response([_problem(e) for e in exc.errors()])
+        return unprocessable(InvalidInputError.from_errors(exc.errors()))
 
     @app.exception_handler(InvalidInputError)
     async def invalid_input(_: Request, exc: InvalidInputError) -> JSONResponse:
-        return validation_response([ValidationProblem(loc=list(exc.field.split(".")), msg=exc.rule, type="invalid")])
+        return unprocessable(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 422:
             items = exc.detail if isinstance(exc.detail, list) else [exc.detail]
-            response = validation_response([_problem(item) for item in items])
+            response = unprocessable(InvalidInputError.of(problem_from(item) for item in items))
         elif exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE_BODY:
             # FastAPI's answer to a body it cannot even decode (not UTF-8 JSON): bad input like any other.
             problem = ValidationProblem(loc=["body"], msg="the body is not valid UTF-8 JSON", type="json_invalid")
-            response = validation_response([problem])
+            response = unprocessable(InvalidInputError.of([problem]))
         else:
             detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
             response = JSONResponse(status_code=exc.status_code, content=ErrorBody(detail=detail).model_dump())
@@ -427,7 +473,7 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def loop_problems(ctx: ServiceContext, *, threshold_s: float) -> dict[str, str]:
+async def loop_problems(ctx: ServiceContext[Any], *, threshold_s: float) -> dict[str, str]:
     """Work loops that ended before ``stop``, or that are stalled for at least ``threshold_s``: name → reason."""
     problems: dict[str, str] = {}
     if not ctx.stop.is_set():
@@ -448,7 +494,7 @@ def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
     @app.get("/healthz", tags=["health"], responses={503: {"description": "A work loop has ended or is stalled"}})
     async def healthz(request: Request) -> JSONResponse:
         """Liveness: the process answers and no work loop has ended or been stuck for ``stall_live_s``."""
-        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        ctx: ServiceContext[Any] | None = getattr(request.app.state, "ctx", None)
         problems = await loop_problems(ctx, threshold_s=settings.stall_live_s) if ctx is not None else {}
         body: dict[str, Any] = {"status": "ok" if not problems else "stalled", "service": settings.service}
         if problems:
@@ -458,7 +504,7 @@ def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
     @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready: each check says why"}})
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: NATS connected, the object store reachable with our credentials, every work loop moving."""
-        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        ctx: ServiceContext[Any] | None = getattr(request.app.state, "ctx", None)
         checks: dict[str, str] = {}
         if ctx is None:
             checks["startup"] = "not finished"
@@ -481,12 +527,7 @@ def _add_health_routes(app: FastAPI, settings: RuntimeSettings) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    try:
-        return version("worldmill")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return package_version()
 
 
 def run_service(app: FastAPI, settings: RuntimeSettings) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from worldmill.contracts.base import Identifier
@@ -17,22 +18,33 @@ from worldmill.contracts.upsample import (
     UpsampleSubmission,
 )
 from worldmill.runtime.errors import InvalidInputError
-from worldmill.runtime.service import error_responses, validation_response
+from worldmill.runtime.service import error_responses, provided
 from worldmill.upsample.service import UnknownSpecsError, UpsampleService, UpsampleUnavailableError
+from worldmill.upsample.settings import UpsampleSettings
 
 router = APIRouter(tags=["upsample"])
 
 
-def get_service(request: Request) -> UpsampleService:
+@dataclass(frozen=True)
+class UpsampleState:
+    """What the upsample service's lifespan made: the service, its settings and what ``/upsample/server`` says."""
+
+    service: UpsampleService
+    settings: UpsampleSettings
+    info: UpsamplerInfo
+
+
+State = Annotated[UpsampleState, Depends(provided(UpsampleState))]
+
+
+def get_service(state: State) -> UpsampleService:
     """The service object the app's lifespan created."""
-    service: UpsampleService = request.app.state.ctx.state["upsample"]
-    return service
+    return state.service
 
 
-def get_info(request: Request) -> UpsamplerInfo:
+def get_info(state: State) -> UpsamplerInfo:
     """How this service sizes and sends requests (made once at start-up)."""
-    info: UpsamplerInfo = request.app.state.ctx.state["upsample_info"]
-    return info
+    return state.info
 
 
 Service = Annotated[UpsampleService, Depends(get_service)]
@@ -54,16 +66,12 @@ async def upsample(body: UpsampleSubmission, service: Service) -> JSONResponse:
     except UpsampleUnavailableError as exc:
         return JSONResponse(status_code=503, content=ErrorBody(detail=str(exc)).model_dump())
     except UnknownSpecsError as exc:
-        return validation_response(
-            [
-                ValidationProblem(loc=["body", "prompt_ids"], msg=f"unknown prompt id {p!r}", type="unknown prompt")
-                for p in exc.missing
-            ]
-        )
+        raise InvalidInputError.of(
+            ValidationProblem(loc=["body", "prompt_ids"], msg=f"unknown prompt id {p!r}", type="unknown prompt")
+            for p in exc.missing
+        ) from exc
     except InvalidInputError as exc:
-        return validation_response(
-            [ValidationProblem(loc=["body", *exc.field.split(".")], msg=exc.rule, type="invalid")]
-        )
+        raise exc.located("body") from exc
     return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"))
 
 

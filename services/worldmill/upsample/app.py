@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from worldmill.contracts.prompts import PromptCreated
@@ -11,7 +13,7 @@ from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.service import ServiceContext, create_service_app
 from worldmill.runtime.settings import RuntimeSettings
 from worldmill.runtime.vlm import VlmClient, VlmConfig
-from worldmill.upsample.api import router
+from worldmill.upsample.api import UpsampleState, router
 from worldmill.upsample.request import Sampling
 from worldmill.upsample.service import NO_SERVER, UpsampleService
 from worldmill.upsample.settings import UpsampleSettings
@@ -77,18 +79,15 @@ def describe(settings: UpsampleSettings) -> UpsamplerInfo:
     )
 
 
-def consumers(ctx: ServiceContext) -> list[Consumer]:
+def consumers(ctx: ServiceContext[UpsampleState]) -> list[Consumer[Any]]:
     """Spec copies (and automatic queueing), and the job queue worked ``concurrency`` at a time."""
-    service: UpsampleService = ctx.state["upsample"]
-    settings: UpsampleSettings = ctx.state["upsample_settings"]
+    service, settings = ctx.service.service, ctx.service.settings
 
-    async def on_spec(d: Delivery) -> None:
-        if isinstance(d.message, PromptCreated):
-            await service.on_spec(d.message.spec)
+    async def on_spec(d: Delivery[PromptCreated]) -> None:
+        await service.on_spec(d.message.spec)
 
-    async def on_job(d: Delivery) -> None:
-        if isinstance(d.message, UpsampleRequested):
-            await service.run_job(d.message, final_delivery=d.num_delivered >= UPSAMPLE_JOBS.max_deliver)
+    async def on_job(d: Delivery[UpsampleRequested]) -> None:
+        await service.run_job(d.message, final_delivery=d.num_delivered >= UPSAMPLE_JOBS.max_deliver)
 
     return [
         Consumer(ctx.bus, SPECS, on_spec, accept=(PromptCreated,), source=ctx.source, prefetch=64),
@@ -108,18 +107,12 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
     upsample_settings = UpsampleSettings.specialize(settings)
     upsample_settings.model_profile()  # an unknown profile fails here, before anything starts
 
-    async def startup(ctx: ServiceContext) -> None:
+    async def startup(ctx: ServiceContext[UpsampleState]) -> UpsampleState:
         upsampler = make_upsampler(upsample_settings)
-        ctx.state["upsample_settings"] = upsample_settings
-        ctx.state["upsample_info"] = describe(upsample_settings)
-        ctx.state["upsample"] = UpsampleService(
-            docs=ctx.docs, bus=ctx.bus, store=ctx.store, upsampler=upsampler, source=ctx.source
-        )
-
-    async def shutdown(ctx: ServiceContext) -> None:
-        service: UpsampleService | None = ctx.state.get("upsample")
-        if service is not None and service.upsampler is not None:
-            await service.upsampler.client.aclose()
+        if upsampler is not None:
+            ctx.resources.push_async_callback(upsampler.client.aclose)
+        service = UpsampleService(docs=ctx.docs, bus=ctx.bus, store=ctx.store, upsampler=upsampler, source=ctx.source)
+        return UpsampleState(service=service, settings=upsample_settings, info=describe(upsample_settings))
 
     return create_service_app(
         upsample_settings,
@@ -127,6 +120,5 @@ def create_app(settings: RuntimeSettings) -> FastAPI:
         routers=[router],
         consumers=consumers,
         on_startup=startup,
-        on_shutdown=shutdown,
         documents=True,
     )
