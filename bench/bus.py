@@ -39,7 +39,6 @@ import tempfile
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.docstore import DEFAULT_WINDOW, DocumentStore, OutboxItem, OutboxRelay
 from worldmill.runtime.logs import configure_logging
 from worldmill.runtime.servers import start_nats
+from worldmill.runtime.versions import package_version
 
 TARGET_OVERHEAD = 0.20
 OPERATIONS = ("publish_seq", "publish_conc", "consume")
@@ -522,7 +522,7 @@ async def bench(url: str, args: argparse.Namespace, work: Path, nats_pid: int) -
         "consume_batch": args.batch,
         "consumer_concurrency": args.concurrency,
         "nats_server_version": server_version,
-        "nats_py_version": getattr(nats, "__version__", None) or _dist_version("nats-py"),
+        "nats_py_version": getattr(nats, "__version__", None) or package_version("nats-py", default=None),
         "target_overhead_pct": TARGET_OVERHEAD * 100,
         "measured_seconds": round(measured_s, 2),
         "results": summary,
@@ -532,13 +532,6 @@ async def bench(url: str, args: argparse.Namespace, work: Path, nats_pid: int) -
         "all_within_target": all(s["within_target"] for s in summary.values()),
         "outbox": outbox,
     }
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,19 +59,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import gc
 import hashlib
 import json
 import os
 import platform
-import pwd
 import random
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,7 +106,7 @@ from worldmill.contracts.generation import (
 )
 from worldmill.contracts.prompts import PromptCreated, PromptSpec, SamplingParams
 from worldmill.contracts.qa import Finding, QaFailed, QaPassed, Severity
-from worldmill.runtime.servers import free_port
+from worldmill.runtime.servers import PostgresServer, ServerStartError, start_postgres
 
 SOURCE = "/worldmill/bench-catalog"
 SEED = 20261122
@@ -443,98 +439,6 @@ def ingest_facts(i: int, total: int) -> AssetFacts:
     if f.qa == "pending":
         f.qa = "passed" if i % 5 else "failed"
     return f
-
-
-# -- PostgreSQL ---------------------------------------------------------------------------------------
-
-
-def _pg_tool(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None
-    )
-
-
-@dataclass
-class PgServer:
-    """A throwaway PostgreSQL server; :meth:`stop` ends it by PID and removes its folder."""
-
-    data: Path
-    port: int
-    pid: int | None = None
-    version: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _alive(self) -> bool:
-        if self.pid is None:
-            return False
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state not in ("Z", "X")  # the postmaster is not our child: a zombie counts as gone
-
-    def stop(self) -> None:
-        try:
-            if self.pid is not None and self._alive():
-                os.kill(self.pid, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint, exit
-                deadline = time.monotonic() + 30
-                while self._alive() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if self._alive():
-                    os.kill(self.pid, signal.SIGKILL)
-                    while self._alive():
-                        time.sleep(0.05)
-        finally:
-            shutil.rmtree(self.data, ignore_errors=True)
-
-
-def start_postgres(*, fsync: bool) -> tuple[PgServer | None, str | None]:
-    """(server, None), or (None, why not) when PostgreSQL cannot be started here."""
-    initdb, pg_ctl, postgres = _pg_tool("initdb"), _pg_tool("pg_ctl"), _pg_tool("postgres")
-    if not (initdb and pg_ctl and postgres):
-        return None, "PostgreSQL server binaries (initdb, pg_ctl) not on PATH nor under /usr/lib/postgresql/*/bin"
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return None, "running as root, and there is no `postgres` OS user to own the cluster (initdb refuses root)"
-        as_user = ["runuser", "-u", "postgres", "--"]
-    server = PgServer(data=Path(tempfile.mkdtemp(prefix="wm-bench-pg-")), port=free_port())
-    try:
-        if as_user:
-            shutil.chown(server.data, "postgres", "postgres")
-        server.version = subprocess.run(
-            [postgres, "--version"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        subprocess.run(
-            [*as_user, initdb, "-D", str(server.data), "-U", "postgres", "--auth=trust", "--locale=C.UTF-8"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        opts = f"-p {server.port} -k {server.data} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
-        log = server.data / "log"
-        start = subprocess.run(
-            [*as_user, pg_ctl, "-D", str(server.data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start"],
-            capture_output=True,
-            check=False,
-            timeout=90,
-        )
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            server.pid = int((server.data / "postmaster.pid").read_text().split()[0])
-        if start.returncode != 0 or server.pid is None:
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            server.stop()
-            return None, f"pg_ctl start failed: {start.stderr.decode(errors='replace')[-500:]} {tail}".strip()
-    except (subprocess.SubprocessError, OSError) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        server.stop()
-        return None, f"could not start PostgreSQL: {exc} {detail.decode(errors='replace')[-500:]}".strip()
-    return server, None
 
 
 # -- measurements -------------------------------------------------------------------------------------
@@ -1094,6 +998,16 @@ def print_table(report: dict[str, Any], slow_ms: float) -> None:
 console = Console(stderr=True, width=150)
 
 
+def _postgres(args: argparse.Namespace) -> tuple[PostgresServer | None, str | None]:
+    """The server to measure (the runtime's launcher), or None and why not."""
+    if args.sqlite_only:
+        return None, "--sqlite-only"
+    try:
+        return start_postgres(fsync=args.pg_fsync, prefix="wm-bench-pg-"), None
+    except ServerStartError as exc:
+        return None, str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -1128,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
-    server, skipped = (None, "--sqlite-only") if args.sqlite_only else start_postgres(fsync=args.pg_fsync)
+    server, skipped = _postgres(args)
     if skipped:
         console.print(f"[yellow]PostgreSQL not measured:[/yellow] {skipped}")
     work = Path(tempfile.mkdtemp(prefix="wm-bench-catalog-"))

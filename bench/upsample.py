@@ -45,7 +45,6 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -56,6 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worldmill.runtime.logs import configure_logging
+from worldmill.runtime.versions import package_version
 from worldmill.runtime.vlm import VlmClient, VlmConfig
 from worldmill.upsample.budget import text_tokens
 from worldmill.upsample.profiles import UPSAMPLE_SYSTEM_PROMPT, builtin_profiles
@@ -472,17 +472,10 @@ async def bench(args: argparse.Namespace, base_url: str, hints: list[str]) -> di
         "server_requests": served["requests"],
         "server_mean_body_bytes": round(served["body_bytes"] / served["requests"]) if served["requests"] else None,
         "measured_seconds": round(measured_s, 2),
-        "httpx_version": _dist_version("httpx"),
-        "uvicorn_version": _dist_version("uvicorn"),
+        "httpx_version": package_version("httpx", default=None),
+        "uvicorn_version": package_version("uvicorn", default=None),
         "python": sys.version.split()[0],
     }
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:

@@ -12,12 +12,7 @@
 
 from __future__ import annotations
 
-import os
-import pwd
 import secrets
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +23,14 @@ import sqlalchemy as sa
 from tests.helpers.bus import PrivateStream, private_stream
 from worldmill.contracts.subjects import ALL_STREAMS
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.servers import NatsEndpoint, S3Endpoint, free_port, start_nats, start_seaweedfs
+from worldmill.runtime.servers import (
+    NatsEndpoint,
+    S3Endpoint,
+    ServerStartError,
+    start_nats,
+    start_postgres,
+    start_seaweedfs,
+)
 from worldmill.runtime.store import ObjectStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,64 +97,20 @@ async def store(s3: S3Endpoint) -> ObjectStore:
     return st
 
 
-def _postgres_tool(name: str) -> str:
-    """Path of a PostgreSQL server binary: on PATH, else the newest /usr/lib/postgresql/*/bin."""
-    found = shutil.which(name) or next(
-        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None
-    )
-    if found is None:
-        pytest.fail(
-            f"postgres fixture: `{name}` is not on PATH nor under /usr/lib/postgresql/*/bin; "
-            "install PostgreSQL server binaries (CI has them)"
-        )
-    return found
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
     """A throwaway PostgreSQL server (trust auth, fsync off); yields its SQLAlchemy URL.
 
     initdb refuses to run as root, so as root the cluster is owned by and run as ``postgres``.
     """
-    initdb, pg_ctl = _postgres_tool("initdb"), _postgres_tool("pg_ctl")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail("postgres fixture: running as root needs a `postgres` OS user to own the cluster")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data = Path(tempfile.mkdtemp(prefix="wm-pg-", dir="/tmp"))
-    if as_user:
-        shutil.chown(data, "postgres", "postgres")
-    port = free_port()
-    started = False
     try:
-        subprocess.run(
-            [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        start = subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-t", "60", "-o", opts, "start"],
-            capture_output=True,
-            timeout=90,
-        )
-        started = True
-        if start.returncode != 0:
-            log = (data / "log").read_text(errors="replace")[-2000:] if (data / "log").exists() else ""
-            pytest.fail(f"postgres fixture: pg_ctl start failed: {start.stderr.decode()[-1000:]}\n{log}")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"postgres fixture: {exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-2000:]}")
+        server = start_postgres(fsync=False)
+    except ServerStartError as exc:
+        pytest.fail(f"postgres fixture: {exc} (install PostgreSQL server binaries; CI has them)")
+    try:
+        yield server.url
     finally:
-        if started:
-            subprocess.run(
-                [*as_user, pg_ctl, "-D", str(data), "-w", "-m", "fast", "stop"], capture_output=True, timeout=60
-            )
-        shutil.rmtree(data, ignore_errors=True)
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,8 +11,6 @@ import yaml
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.helpers.factories import verdict, video_ready
-from worldmill.contracts.envelope import wrap
 from worldmill.contracts.prompts import ManifestAccepted, ManifestRejected, PromptCreated
 from worldmill.contracts.subjects import EVENTS, event_subject
 from worldmill.prompt.app import create_app
@@ -182,18 +180,7 @@ def test_unknown_prompt_is_404_and_routes_need_the_token(client: TestClient) -> 
     assert "/manifests" in client.get("/openapi.json", headers=AUTH).json()["paths"]
 
 
-async def test_coverage_reports_missing_unverified_failed_and_passed(client: TestClient, bus: Bus) -> None:
-    """Coverage is computed from video.ready and QA events: each combination in its state."""
-    name = f"m-{uuid.uuid4().hex[:8]}"
-    client.post("/manifests", json={"content": _text(_manifest(name))}, headers=AUTH)
-    a, b, c = f"{name}-C01-5s-v0", f"{name}-C01-10s-v0", f"{name}-R14-30s-v0"
-    for pid, asset in ((a, "a1"), (b, "b1"), (c, "c1")):
-        await bus.publish(wrap(video_ready(pid, f"{name}-{asset}"), source="/test"))
-    await bus.publish(wrap(verdict(a, f"{name}-a1", passed=True), source="/test"))
-    await bus.publish(wrap(verdict(b, f"{name}-b1", passed=False), source="/test"))
-    report = client.get(f"/manifests/{name}/coverage", headers=AUTH).json()
-    states = {i["prompt_id"]: i["state"] for i in report["items"]}
-    assert states[a] == "passed" and states[b] == "failed" and states[c] == "unverified"
-    assert report["counts"] == {"passed": 1, "failed": 1, "unverified": 1, "missing": 7}
-    assert "video.ready" in report["computed_from"]
-    assert client.get("/manifests/never/coverage", headers=AUTH).status_code == 404
+def test_coverage_is_the_catalogs_not_the_prompt_services(client: TestClient) -> None:
+    """Coverage comes from the catalog's /manifests/{name}/status: the prompt service has no route for it."""
+    assert not any(p.endswith("/coverage") for p in client.get("/openapi.json", headers=AUTH).json()["paths"])
+    assert client.get("/manifests/anything/coverage", headers=AUTH).status_code == 404

@@ -147,13 +147,20 @@ def test_up_runs_until_ctrl_c_and_doctor_reports_healthy(tmp_path: Path) -> None
             timeout=60,
         )
         assert missing.returncode == 2 and "nope" in missing.stderr
-        cov = subprocess.run(
-            [*CLI, "manifest", "coverage", "security-cameras-demo", "--data-dir", str(data)],
-            env=_cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        # Coverage is the catalog's status: poll while it is still reading the manifest's events.
+        deadline = time.monotonic() + 30
+        while True:
+            cov = subprocess.run(
+                [*CLI, "manifest", "coverage", "security-cameras-demo", "--data-dir", str(data)],
+                env=_cli_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            settled = cov.returncode not in (0, 2) or (cov.returncode == 0 and "(of 18)" in cov.stdout)
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert cov.returncode == 0, cov.stderr
         assert "missing: 18 (of 18)" in cov.stdout
         clips = tmp_path / "clips"

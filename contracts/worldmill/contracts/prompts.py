@@ -205,28 +205,3 @@ class PromptDetail(Contract):
 
     latest: PromptSpec
     history: tuple[PromptSpec, ...]
-
-
-CoverageState = Literal["missing", "in_progress", "unverified", "failed", "passed"]
-
-
-class CoverageItem(Contract):
-    """One (scenario, duration, variant) of a manifest and how far it got."""
-
-    prompt_id: Identifier
-    series: str | None
-    scenario: str
-    duration_s: float
-    variant: int
-    state: CoverageState
-    videos: int = Field(default=0, ge=0)
-
-
-class CoverageReport(Contract):
-    """Which combinations of a manifest have a finished, QA-passed video, and which do not."""
-
-    manifest: str
-    computed_from: str = Field(description="Where the report's facts come from.")
-    total: int = Field(ge=0)
-    counts: dict[str, int]
-    items: tuple[CoverageItem, ...]

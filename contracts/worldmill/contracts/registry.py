@@ -61,7 +61,6 @@ from worldmill.contracts.generation import (
 from worldmill.contracts.http_errors import ErrorBody, ValidationErrorBody
 from worldmill.contracts.objects import ObjectCreated, S3Notification
 from worldmill.contracts.prompts import (
-    CoverageReport,
     InputSpecRequest,
     InputSpecResult,
     ManifestAccepted,
@@ -133,7 +132,6 @@ DOCUMENT_CLASSES: tuple[type[BaseModel], ...] = (
     ManifestResult,
     PromptPage,
     PromptDetail,
-    CoverageReport,
     InputSpecRequest,
     InputSpecResult,
     GenerationSubmission,

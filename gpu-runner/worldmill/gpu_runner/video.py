@@ -10,10 +10,10 @@ the delivered file has. This module does those three steps and nothing else:
 3. :func:`encode_mp4` writes them as H.264 (yuv420p) MP4 with an exact frame rate and timestamps.
 
 Why so strict: an earlier pipeline ignored frame counts and delivered 93-frame 16 fps clips under
-the names "10 s" and "30 s" (seeds/000). Here every count is checked against the plan, each
+the names "10 s" and "30 s" (docs/background.md#security-cameras). Here every count is checked against the plan, each
 step raises :class:`ValueError` naming the chunk or frame and the numbers when they disagree, and
 :func:`deliver` chains the steps and refuses to produce a file that is not exactly
-``plan.expected`` (frames, fps, resolution). The file is written to a ``.part`` sibling and
+``plan.expected`` (frames, fps, resolution). The file is written to a hidden ``.part`` sibling and
 renamed only when complete, so a half-written video never carries the final name.
 
 Frame-rate conversion by interpolation (Cosmos-Predict2.5 makes 16 fps, deliveries are often 24) is
@@ -32,8 +32,8 @@ to the true 24 fps frames than blending, with a sixth of its ghost pixels. Cost 
 about 13 ms per delivered frame at 320x192 (720 frames in 7-9 s, blending: under 1 s) and 60 ms at
 1280x704 (flow estimated at 640x352), nearly all of it the two DIS flows per source pair.
 
-numpy and PyAV only (PyAV bundles libx264) plus OpenCV, imported only when flow is asked for; no
-torch, so it can be tested on any machine.
+numpy and PyAV only (PyAV bundles libx264; the writer is :mod:`worldmill.runtime.mp4`) plus OpenCV,
+imported only when flow is asked for; no torch, so it can be tested on any machine.
 """
 
 from __future__ import annotations
@@ -49,12 +49,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import av
 import numpy as np
 import numpy.typing as npt
-from av.video.reformatter import ColorRange, Colorspace
 
 from worldmill.contracts.generation import FpsConversion, GenerationPlan
+from worldmill.runtime.mp4 import Mp4Writer
 
 if TYPE_CHECKING:
     import cv2
@@ -78,8 +77,6 @@ _FLOW_MIN_SIDE = 32
 _FLOW_PRESET: FlowPreset = "medium"
 #: Flow is estimated on luma downscaled so that its longer side is at most this (px), then scaled up.
 _FLOW_MAX_SIDE = 640
-#: ffmpeg's value for BT.709 in the colour primaries/transfer/matrix tags; MPEG = limited range.
-_BT709 = 1
 
 
 def _frame_size(array: npt.NDArray[np.generic]) -> str:
@@ -484,17 +481,15 @@ def encode_mp4(
     """Encode RGB uint8 frames ``(height, width, 3)`` as H.264 yuv420p MP4 at exactly ``to_rate(fps)``.
 
     Frame i gets the timestamp i / rate (codec time base 1/rate), so the file's duration is exactly
-    frames / rate. Colours are converted with BT.709 into limited range and tagged as such. The file
-    is written to ``path.with_suffix('.part')`` and renamed to ``path`` when complete; on any error
-    the ``.part`` file is removed and ``path`` is left as it was.
+    frames / rate. Colours are converted with BT.709 into limited range and tagged as such (the
+    runtime's :class:`~worldmill.runtime.mp4.Mp4Writer`). The file is written to ``.<name>.part`` next
+    to ``path`` and renamed to ``path`` when complete; on any error the ``.part`` file is removed and
+    ``path`` is left as it was.
 
     :class:`ValueError` when there are no frames, the size is odd (yuv420p halves it) or a frame's
     size differs from the first frame's (naming the frame index).
     """
     rate = to_rate(fps)
-    part = path.with_suffix(".part")
-    if part == path:
-        raise ValueError(f"{path}: the output must not itself end in .part")
     started = time.perf_counter()
     source = iter(frames)
     try:
@@ -502,41 +497,17 @@ def encode_mp4(
     except StopIteration:
         raise ValueError(f"{path}: no frames to encode") from None
     first = _check_frame(0, first, None)
-    height, width = first.shape[0], first.shape[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    try:
-        with av.open(str(part), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.time_base = 1 / rate
-            stream.codec_context.color_range = ColorRange.MPEG
-            stream.codec_context.colorspace = _BT709
-            stream.codec_context.color_primaries = _BT709
-            stream.codec_context.color_trc = _BT709
-            stream.options = {"crf": str(crf), "preset": preset}
-            frame: Frames | None = first
-            while frame is not None:
-                picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                    format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
-                )
-                picture.pts = written
-                picture.time_base = stream.codec_context.time_base
-                container.mux(stream.encode(picture))
-                written += 1
-                nxt = next(source, None)
-                frame = None if nxt is None else _check_frame(written, nxt, (width, height))
-            container.mux(stream.encode(None))
-        part.replace(path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    size = (first.shape[1], first.shape[0])
+    with Mp4Writer(path, rate=rate, crf=crf, preset=preset) as writer:
+        writer.write(first)
+        for frame in source:
+            writer.write(_check_frame(writer.frames, frame, size))
     return EncodeResult(
         path=path,
-        frames=written,
+        frames=writer.frames,
         fps=rate,
-        width=width,
-        height=height,
+        width=size[0],
+        height=size[1],
         bytes=path.stat().st_size,
         seconds=time.perf_counter() - started,
     )

@@ -74,6 +74,7 @@ from worldmill.runtime.jobqueue import HeldJob, JobQueue
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.outage import Backoff, Outage, patiently
 from worldmill.runtime.store import ObjectStore
+from worldmill.runtime.versions import package_version
 
 log = get_logger(__name__)
 
@@ -111,12 +112,7 @@ class RunnerStats:
 
 def code_version() -> str:
     """worldmill's version (and the git commit when running from a checkout)."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    try:
-        ver = version("worldmill")
-    except PackageNotFoundError:
-        ver = "0+unknown"
+    ver = package_version("worldmill")
     head = Path(__file__).resolve().parents[3] / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()

@@ -39,8 +39,9 @@ limited range, tagged) with exactly the input's frame count and the input stream
 rate (frame i has pts i in time base 1/rate; frame i of a control is frame i of the input, also
 for a variable-rate input). yuv420p needs an even width and height: for an odd-sized input the
 control frame is padded by one pixel on the right and/or bottom (the last column/row repeated),
-and :class:`ControlOutput` records the padded size. Files are written as ``<name>.part`` and
-renamed when every control is complete; on any error none is left behind.
+and :class:`ControlOutput` records the padded size. Files are written by the runtime's
+:class:`~worldmill.runtime.mp4.Mp4Writer` as ``.<name>.part`` and renamed when every control is
+complete; on any error none is left behind.
 
 Resolution: the controls have the input's own size. Transfer first resizes the input to its
 working resolution (the tier's size for the aspect ratio, ``INTER_AREA``) and computes controls
@@ -56,7 +57,6 @@ for the very_low and high presets (pre-blur factor 1) and costs about 3× more t
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,12 +67,12 @@ import av
 import cv2
 import numpy as np
 import numpy.typing as npt
-from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image
 
 from worldmill.contracts.cards import ControlType, ModelCard, Preset, builtin_cards
 from worldmill.runtime.errors import InvalidInputError
 from worldmill.runtime.media import VideoInfo
+from worldmill.runtime.mp4 import Mp4Writer
 
 __all__ = [
     "BILATERAL_DIAMETER",
@@ -104,7 +104,6 @@ BILATERAL_SIGMA_SPACE = 100
 
 _CRF = 18
 _X264_PRESET = "veryfast"
-_BT709 = 1  # ITU-R BT.709 in the codec context's colorspace / primaries / transfer fields
 
 
 @functools.cache
@@ -227,69 +226,6 @@ def _pad_even(image: Image8) -> Image8:
     return np.pad(image, ((0, bottom), (0, right), (0, 0)), mode="edge")
 
 
-class _ControlWriter:
-    """One control's MP4, opened at its first frame, written to ``<path>.part`` until committed."""
-
-    def __init__(self, path: Path, rate: Fraction) -> None:
-        self.path = path
-        self.part = path.with_name(path.name + ".part")
-        self.rate = rate
-        self.frames = 0
-        self.committed = False
-        self.width = 0
-        self.height = 0
-        self._container: av.container.OutputContainer | None = None
-        self._stream: av.video.stream.VideoStream | None = None
-
-    def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
-        container = av.open(str(self.part), mode="w", format="mp4", options={"movflags": "+faststart"})
-        self._container = container
-        stream = container.add_stream("libx264", rate=self.rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1) / self.rate
-        stream.codec_context.color_range = ColorRange.MPEG
-        stream.codec_context.colorspace = _BT709
-        stream.codec_context.color_primaries = _BT709
-        stream.codec_context.color_trc = _BT709
-        stream.options = {"crf": str(_CRF), "preset": _X264_PRESET}
-        self._stream = stream
-        self.width, self.height = width, height
-        return container, stream
-
-    def write(self, image: Image8) -> None:
-        padded = _pad_even(image)
-        height, width = padded.shape[0], padded.shape[1]
-        if self._container is None or self._stream is None:
-            container, stream = self._open(width, height)
-        else:
-            container, stream = self._container, self._stream
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24").reformat(
-            format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
-        )
-        picture.pts = self.frames
-        picture.time_base = stream.codec_context.time_base
-        container.mux(stream.encode(picture))
-        self.frames += 1
-
-    def close(self) -> None:
-        """Flush the encoder and close the file (still under its ``.part`` name)."""
-        if self._container is not None and self._stream is not None:
-            self._container.mux(self._stream.encode(None))
-            self._container.close()
-        self._container = self._stream = None
-
-    def commit(self) -> None:
-        self.part.replace(self.path)
-        self.committed = True
-
-    def abort(self) -> None:
-        if self._container is not None:
-            with contextlib.suppress(Exception):
-                self._container.close()
-        self._container = self._stream = None
-        self.part.unlink(missing_ok=True)
-
-
 def _frame_function(request: ControlRequest, card: ModelCard) -> FrameFunction:
     if request.type not in card.controls:
         raise ValueError(f"{card.id} takes no {request.type} control")
@@ -376,14 +312,17 @@ def compute_controls(
     """
     functions = _frame_functions(requests, stem, _transfer_card() if card is None else card)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writers: list[_ControlWriter] = []
+    writers: list[Mp4Writer] = []
     size: tuple[int, int] | None = None
     try:
         with _open_input(input_path) as container:
             for index, (rate, rgb) in enumerate(_decoded(container, input_path)):
                 if size is None:
                     size = (rgb.shape[1], rgb.shape[0])
-                    writers = [_ControlWriter(control_path(out_dir, stem, r.type), rate) for r in requests]
+                    writers = [
+                        Mp4Writer(control_path(out_dir, stem, r.type), rate=rate, crf=_CRF, preset=_X264_PRESET)
+                        for r in requests
+                    ]
                 elif (rgb.shape[1], rgb.shape[0]) != size:
                     raise InvalidInputError(
                         "input",
@@ -391,7 +330,7 @@ def compute_controls(
                         f"{rgb.shape[1]}×{rgb.shape[0]}, frame 0 is {size[0]}×{size[1]}",
                     )
                 for function, writer in zip(functions, writers, strict=True):
-                    writer.write(function(rgb))
+                    writer.write(_pad_even(function(rgb)))
         if size is None:
             raise InvalidInputError("input", f"{input_path} has no decodable video frame")
         for writer in writers:
@@ -401,14 +340,14 @@ def compute_controls(
     except BaseException:
         for writer in writers:
             writer.abort()
-            if writer.committed:
+            if writer.committed and writer.path is not None:
                 writer.path.unlink(missing_ok=True)
         raise
     return [
         ControlOutput(
             type=request.type,
             preset=request.preset,
-            path=writer.path,
+            path=control_path(out_dir, stem, request.type),
             frames=writer.frames,
             fps=writer.rate,
             width=writer.width,

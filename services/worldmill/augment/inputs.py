@@ -1,8 +1,8 @@
 """Pure rules about what an upload is and what an augmentation of it uses (no I/O).
 
 * **What a key is**: a video to augment, a control video that belongs to one, a sidecar JSON with
-  the augmentation's parameters (seeds/001's ``{name}.json``), or something else.
-* **Control files next to an input** (seeds/004): ``depth.mp4``, ``seg.mp4``/``segmentation.mp4``,
+  the augmentation's parameters (the ``{name}.json`` of docs/background.md#hand-videos), or something else.
+* **Control files next to an input** (docs/background.md#web-ui): ``depth.mp4``, ``seg.mp4``/``segmentation.mp4``,
   ``edge.mp4``, ``vis.mp4``/``blur.mp4`` in the input's folder (one input per folder), or
   ``{name}_depth.mp4`` … next to ``{name}.mp4``.
 * **Which controls are used**: the explicit ones (a provided file wins over computing; edge and
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 from collections.abc import Iterable, Mapping
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 from worldmill.contracts.augment import AugmentParams, ControlSpec
 from worldmill.contracts.base import ObjectRef
 from worldmill.contracts.cards import ControlType, GenerationMode, Preset, builtin_cards
+from worldmill.runtime.digest import canonical_json, sha256_hex
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 #: Control-file names (without suffix) and the control they provide.
@@ -120,7 +120,8 @@ def sidecar_key(input_key: str) -> str:
     return posixpath.join(folder, f"{stem}.json")
 
 
-#: Top-level fields a sidecar may have: ours (``AugmentParams``) and seeds/001's Transfer spec shape.
+#: Top-level fields a sidecar may have: ours (``AugmentParams``) and the Transfer spec shape
+#: (docs/background.md#hand-videos).
 SIDECAR_FIELDS = (
     "name",
     "prompt",
@@ -143,7 +144,8 @@ BLOCK_FIELDS: Mapping[ControlType, tuple[str, ...]] = {
 
 
 def params_from_sidecar(text: str | bytes) -> AugmentParams:
-    """Parameters from a sidecar JSON: ours (``AugmentParams``) or seeds/001's Transfer spec shape.
+    """Parameters from a sidecar JSON: ours (``AugmentParams``) or the Transfer spec shape
+    (docs/background.md#hand-videos).
 
     The Transfer shape: ``{"name", "prompt", "negative_prompt", "seed", "guidance", "edge":
     {"control_weight": 0.6, "preset_edge_threshold": "low"}, "vis": {"control_weight": 0.4,
@@ -186,7 +188,8 @@ def params_from_sidecar(text: str | bytes) -> AugmentParams:
 
 
 def _control_block(control: ControlType, block: object) -> dict[str, Any]:
-    """A seeds/001 control block (``{"control_weight": 0.6, "preset_edge_threshold": "low"}``) as a control spec."""
+    """A Transfer control block (docs/background.md#hand-videos) (``{"control_weight": 0.6, "preset_edge_threshold":
+    "low"}``) as a control spec."""
     if not isinstance(block, dict):
         raise ControlsError(f"sidecar.{control.value}", "must be an object (control_weight, preset)")
     for key in block:
@@ -231,12 +234,12 @@ def check_params(params: AugmentParams, *, field_prefix: str = "params.") -> Non
 
 def augmentation_id(bucket: str, key: str, etag: str, params: AugmentParams) -> str:
     """``aug-<hex>``: the same input bytes and parameters give the same id."""
-    material = json.dumps(
+    material = canonical_json(
         {"bucket": bucket, "key": key, "etag": etag.strip('"'), "params": params.model_dump(mode="json")},
-        sort_keys=True,
-        separators=(",", ":"),
+        ensure_ascii=True,  # stored ids: these bytes
+        allow_nan=True,
     )
-    return "aug-" + hashlib.sha256(material.encode()).hexdigest()[:32]
+    return "aug-" + sha256_hex(material)[:32]
 
 
 @dataclass(frozen=True)

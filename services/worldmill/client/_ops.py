@@ -51,6 +51,7 @@ from worldmill.contracts.generation import FINAL_STATES, GenerationAccepted, Gen
 from worldmill.contracts.http_errors import ValidationProblem
 from worldmill.contracts.keys import INPUTS_BUCKET
 from worldmill.contracts.prompts import ManifestResult, ManifestSubmission, PromptDetail, PromptPage
+from worldmill.runtime.digest import sha256_file
 from worldmill.runtime.store import ObjectStore
 
 T = TypeVar("T")
@@ -375,14 +376,6 @@ def status(manifest: str | Path) -> Op[GenerationStatus]:
     return GenerationStatus.model_validate(resp.json())
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(asset_id: str, dest: str | Path, *, expected_sha256: str | None) -> Op[Path]:
     """The asset's video to ``dest`` (a folder, or a string ending in ``/``: its file name is kept), sha256
     verified, written atomically.
@@ -407,7 +400,7 @@ def download(asset_id: str, dest: str | Path, *, expected_sha256: str | None) ->
         else:
             ref = link.ref
             yield StoreTask(lambda store: store.download(ref.bucket, ref.key, tmp))
-            actual = _sha256_of(tmp)
+            actual = sha256_file(tmp)[0]
         if actual != expected:
             raise ChecksumMismatchError(f"asset {asset_id} ({link.ref.uri()})", expected, actual)
         tmp.replace(target)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from worldmill.contracts.http_errors import ValidationProblem
 from worldmill.contracts.prompts import (
-    CoverageReport,
     InputSpecRequest,
     InputSpecResult,
     ManifestProblem,
@@ -19,26 +18,22 @@ from worldmill.contracts.prompts import (
     PromptPage,
 )
 from worldmill.prompt.service import ManifestInvalidError, PromptService
-from worldmill.runtime.service import error_responses, validation_response
+from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.service import error_responses, provided
 
 router = APIRouter(tags=["prompts"])
 
-
-def get_service(request: Request) -> PromptService:
-    """The service object the app's lifespan created."""
-    service: PromptService = request.app.state.ctx.state["prompts"]
-    return service
-
-
+#: The service object the app's lifespan created.
+get_service = provided(PromptService)
 Service = Annotated[PromptService, Depends(get_service)]
 
 
-def problems_response(problems: list[ManifestProblem], manifest: str | None, sha256: str) -> JSONResponse:
-    """422 with every problem: where (path in the manifest, line, column), which rule, what is wrong."""
+def manifest_invalid(problems: list[ManifestProblem], manifest: str | None, sha256: str) -> InvalidInputError:
+    """The 422 with every problem: where (path in the manifest, line, column), which rule, what is wrong."""
     detail = [
         ValidationProblem(loc=[p.path], type=p.rule, msg=p.message, line=p.line, column=p.column) for p in problems
     ]
-    return validation_response(detail, manifest=manifest, sha256=sha256)
+    return InvalidInputError.of(detail, manifest=manifest, sha256=sha256)
 
 
 @router.post("/manifests", response_model=ManifestResult, responses={422: {"description": "Manifest problems"}})
@@ -48,7 +43,7 @@ async def submit_manifest(body: ManifestSubmission, service: Service) -> JSONRes
         result = await service.submit(body.content, dry_run=body.dry_run)
     except ManifestInvalidError as exc:
         exp = exc.expansion
-        return problems_response(exp.problems, exp.manifest.name if exp.manifest else None, exp.sha256)
+        raise manifest_invalid(exp.problems, exp.manifest.name if exp.manifest else None, exp.sha256) from exc
     code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
     return JSONResponse(status_code=code, content=result.model_dump(mode="json"))
 
@@ -103,12 +98,3 @@ async def get_prompt(prompt_id: str, service: Service) -> PromptDetail:
 async def input_specs(body: InputSpecRequest, service: Service) -> InputSpecResult:
     """A Transfer spec per video under a bucket prefix (existing specs kept unless ``new_version``)."""
     return await service.specs_for_videos(body)
-
-
-@router.get("/manifests/{name}/coverage", response_model=CoverageReport, responses=error_responses(404))
-async def coverage(name: str, service: Service) -> CoverageReport:
-    """Which (scenario, duration, variant) of a manifest have no finished or no QA-passed video."""
-    report = await service.coverage(name)
-    if report is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"manifest {name!r} was never submitted")
-    return report

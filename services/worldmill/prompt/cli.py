@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from pydantic import ValidationError
@@ -17,9 +18,9 @@ from rich.table import Table
 
 from worldmill.contracts.augment import ControlSpec
 from worldmill.contracts.cards import builtin_cards
+from worldmill.contracts.catalog import GenerationStatus
 from worldmill.contracts.keys import INPUTS_BUCKET
 from worldmill.contracts.prompts import (
-    CoverageReport,
     InputSpecResult,
     ManifestProblem,
     ManifestResult,
@@ -30,7 +31,7 @@ from worldmill.prompt.expand import Summary, check_text
 from worldmill.prompt.identity import duration_token, slug
 from worldmill.prompt.importer import Finding, import_prompts, to_yaml
 from worldmill.prompt.input_specs import CATEGORIES, VIDEO_SUFFIXES, CategoryTemplate
-from worldmill.runtime.cli_support import service_client
+from worldmill.runtime.cli_support import fail_response, service_client
 from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -270,7 +271,8 @@ def is_control_video(path: Path) -> bool:
 def sidecar_for(
     video: Path, folder: Path, template: CategoryTemplate, controls: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """seeds/001's ``{name}.json`` for one video: name, prompt, negative prompt, seed, guidance, controls.
+    """The ``{name}.json`` (docs/background.md#hand-videos) for one video: name, prompt, negative prompt, seed,
+    guidance, controls.
 
     The prompt is the category template's; the seed a stable hash of the video's path in the
     folder (so each video of a folder has its own); the guidance the Transfer card's default; the
@@ -408,17 +410,13 @@ def coverage(
     data_dir: DataDir = Path(".worldmill"),
     missing_only: Annotated[bool, typer.Option("--missing", help="List only what has no passed video.")] = False,
 ) -> None:
-    """Which (scenario, duration, variant) have no finished video, or none that passed QA."""
-    with _client(data_dir) as client:
-        resp = client.request("GET", f"/manifests/{name}/coverage")
-    if resp.status_code == 404:
-        err.print(f"[bold red]error:[/] NAME: {escape(error_detail(resp))}")
-        raise typer.Exit(EXIT_USAGE)
+    """Which (scenario, duration, variant) have no finished video, or none that passed QA (the catalog's status)."""
+    with service_client("catalog", data_dir) as client:
+        resp = client.request("GET", f"/manifests/{quote(name, safe='')}/status")
     if resp.status_code >= 400:
-        err.print(f"[bold red]failed:[/] {escape(error_detail(resp))}")
-        raise typer.Exit(EXIT_FAILED)
-    report = CoverageReport.model_validate(resp.json())
-    table = Table(title=f"coverage of {report.manifest} ({report.computed_from})")
+        fail_response(resp)  # exit 2 for an unknown manifest, 1 for a failure
+    report = GenerationStatus.model_validate(resp.json())
+    table = Table(title=f"coverage of {report.manifest} (catalog)")
     for col in ("prompt id", "series", "scenario", "duration", "variant", "videos", "state"):
         table.add_column(col)
     for item in report.items:
@@ -430,7 +428,7 @@ def coverage(
             item.scenario,
             duration_token(item.duration_s),
             str(item.variant),
-            str(item.videos),
+            str(len(item.assets)),
             item.state,
         )
     console.print(table)

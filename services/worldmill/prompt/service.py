@@ -18,10 +18,8 @@ from pathlib import Path, PurePosixPath
 from worldmill.contracts.augment import InputSpecRequested
 from worldmill.contracts.base import Message, ObjectRef
 from worldmill.contracts.cards import GenerationMode, ModelCard, builtin_cards
-from worldmill.contracts.generation import GenerationRequested, VideoReady
+from worldmill.contracts.generation import GenerationRequested
 from worldmill.contracts.prompts import (
-    CoverageItem,
-    CoverageReport,
     ExpansionCounts,
     InputSpecOutcome,
     InputSpecRequest,
@@ -34,8 +32,6 @@ from worldmill.contracts.prompts import (
     PromptPage,
     PromptSpec,
 )
-from worldmill.contracts.qa import QaFailed, QaPassed
-from worldmill.contracts.subjects import EVENTS, event_subject
 from worldmill.contracts.upsample import PromptUpsampled
 from worldmill.prompt.expand import Expansion, check_text
 from worldmill.prompt.input_specs import (
@@ -401,57 +397,3 @@ class PromptService:
             return None
         specs = tuple(PromptSpec.model_validate(d.body) for d in history)
         return PromptDetail(latest=specs[-1], history=specs)
-
-    async def coverage(self, manifest: str) -> CoverageReport | None:
-        """Which (scenario, duration, variant) of a manifest have a video that passed QA.
-
-        Computed from the event log (``video.ready``, ``qa.passed``, ``qa.failed`` in WM_EVENTS)
-        until the catalog service exists; this is the one function to switch over then.
-        """
-        stored = await self.docs.get(MANIFEST_KIND, manifest)
-        if stored is None:
-            return None
-        wanted = [str(p) for p in stored.body["prompt_ids"]]
-        videos: dict[str, int] = {}
-        verdicts: dict[str, str] = {}
-        if self.bus is not None:
-            async for _, msg in self.bus.replay(EVENTS.name, event_subject("video.ready")):
-                if isinstance(msg, VideoReady):
-                    videos[msg.prompt_id] = videos.get(msg.prompt_id, 0) + 1
-            async for _, msg in self.bus.replay(EVENTS.name, event_subject("qa.>")):
-                passed = isinstance(msg, QaPassed)
-                if (
-                    isinstance(msg, QaPassed | QaFailed)
-                    and msg.prompt_id
-                    and (passed or verdicts.get(msg.prompt_id) != "passed")
-                ):
-                    verdicts[msg.prompt_id] = "passed" if isinstance(msg, QaPassed) else "failed"
-        items: list[CoverageItem] = []
-        for pid in wanted:
-            doc = await self.docs.get(KIND, pid)
-            if doc is None:
-                continue
-            spec = PromptSpec.model_validate(doc.body)
-            count = videos.get(pid, 0)
-            state = verdicts.get(pid) or ("unverified" if count else "missing")
-            items.append(
-                CoverageItem(
-                    prompt_id=pid,
-                    series=spec.series,
-                    scenario=spec.scenario,
-                    duration_s=spec.duration_s,
-                    variant=spec.variant,
-                    state=state,
-                    videos=count,
-                )
-            )
-        counts: dict[str, int] = {}
-        for item in items:
-            counts[item.state] = counts.get(item.state, 0) + 1
-        return CoverageReport(
-            manifest=manifest,
-            computed_from="event log WM_EVENTS: video.ready, qa.passed, qa.failed",
-            total=len(items),
-            counts=counts,
-            items=tuple(items),
-        )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.prompt.identity import duration_token
+from worldmill.runtime.digest import canonical_json, sha256_hex
 from worldmill.runtime.docstore import NewDocument
 
 #: Fields that do not make a spec different: bookkeeping, not content.
@@ -19,7 +18,7 @@ MANIFEST_KIND = "manifest"
 def content_hash(spec: PromptSpec) -> str:
     """sha256 of the spec's content (canonical JSON, bookkeeping fields left out)."""
     body = spec.model_dump(mode="json", exclude=set(BOOKKEEPING))
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return sha256_hex(canonical_json(body, ensure_ascii=True, allow_nan=True))  # stored hashes: these bytes
 
 
 def index_of(spec: PromptSpec) -> dict[str, tuple[str, ...]]:

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from worldmill.contracts.base import Message
 from worldmill.contracts.envelope import MAX_ENVELOPE_BYTES, AnyEnvelope, wrap
 from worldmill.runtime.bus import Bus, _subject_of, encode, headers_for
+from worldmill.runtime.digest import canonical_json as _canonical_json
 from worldmill.runtime.errors import InvalidInputError, PermanentError, TransientError
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.sql import DatabaseUnavailableError, make_engine, run_sql
@@ -107,7 +108,7 @@ class VersionConflictError(TransientError):
 def canonical_json(body: Mapping[str, Any]) -> str:
     """Sorted keys, no spaces, no NaN: the same body always gives the same text."""
     try:
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _canonical_json(body)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError("body", f"must be JSON-serialisable ({exc})") from exc
 

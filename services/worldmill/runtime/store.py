@@ -32,6 +32,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from worldmill.contracts.base import ObjectRef
 from worldmill.contracts.keys import check_key
+from worldmill.runtime.digest import sha256_file as sha256_file  # noqa: PLC0414 - re-exported for its callers
 from worldmill.runtime.errors import (
     InvalidInputError,
     ObjectNotFoundError,
@@ -68,17 +69,6 @@ class ObjectInfo:
     sha256: str | None
     last_modified: datetime | None
     metadata: dict[str, str]
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, streamed."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _endpoint(url: str) -> tuple[str, bool]:

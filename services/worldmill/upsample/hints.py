@@ -4,7 +4,8 @@ The upsample service may attach "hint" frames from a video (or a still image) to
 vision-language model (Pixtral-12B or Qwen2.5-VL behind vLLM's OpenAI API). The server turns every image
 into tokens at the size it *receives* (after its own resize rule), so frames sent at full resolution cost
 what a full-resolution frame costs, and a few 1080p frames overflow a 4096-token context: the failure of
-the team's investigation (seeds/003). So the frames are resized here, before the call, to exactly the
+the team's investigation (docs/background.md#upsampler-limits). So the frames are resized here, before the call, to
+exactly the
 ``width × height`` that :func:`worldmill.upsample.budget.plan_hints` chose (aspect kept, on the model's
 grid, within its budget); this module only produces the bytes for that plan:
 
@@ -41,6 +42,7 @@ from av.video.stream import VideoStream
 from PIL import Image, UnidentifiedImageError
 
 from worldmill.runtime.errors import InvalidInputError
+from worldmill.runtime.mp4 import write_mp4
 
 __all__ = [
     "HintSource",
@@ -55,7 +57,7 @@ __all__ = [
 _FIELD = "hint"
 _RESAMPLE = Image.Resampling.LANCZOS
 _BACKGROUND = (255, 255, 255)  # transparent pixels of a still image are laid over white
-_VIDEO_OPTIONS = {"preset": "veryfast", "crf": "18"}
+_VIDEO_CRF, _VIDEO_PRESET = 18, "veryfast"
 _PIL_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     SyntaxError,
@@ -284,7 +286,7 @@ def extract_frames(path: Path, count: int, width: int, height: int, *, quality: 
 
 
 def encode_hint_video(path: Path, count: int, width: int, height: int, *, fps: float = 2.0) -> bytes:
-    """The frames :func:`extract_frames` would give, as a short H.264 MP4 (yuv420p) at ``fps``, in memory.
+    """The frames :func:`extract_frames` would give, as a short H.264 MP4 (yuv420p, BT.709) at ``fps``, in memory.
 
     ``width`` and ``height`` must be even (4:2:0 chroma subsampling). A still image gives a one-frame video.
     """
@@ -296,16 +298,14 @@ def encode_hint_video(path: Path, count: int, width: int, height: int, *, fps: f
     rate = Fraction(fps).limit_denominator(1001)
     images = _select(path, count, width, height)
     buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = dict(_VIDEO_OPTIONS)
-        for pts, image in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
-            frame.pts = pts
-            frame.time_base = 1 / rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_mp4(
+        (np.asarray(image) for image in images),
+        buffer,
+        rate=rate,
+        crf=_VIDEO_CRF,
+        preset=_VIDEO_PRESET,
+        faststart=False,
+    )
     return buffer.getvalue()
 
 

@@ -9,12 +9,11 @@ sampling parameters. It is computed before any frame is decoded, so a cache hit 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from worldmill.runtime.digest import canonical_json, sha256_hex
 from worldmill.upsample.profiles import ModelProfile
 
 INSTRUCTION = (
@@ -72,4 +71,4 @@ def cache_key(
         "video": as_video if hint_sha256 else False,
         "sampling": asdict(sampling),
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return sha256_hex(canonical_json(material, ensure_ascii=True, allow_nan=True))  # cached keys: these bytes

@@ -32,7 +32,6 @@ model is asked for.
 from __future__ import annotations
 
 import gc
-import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from worldmill.gpu_runner.backends.shared import checkpoint_sha256, content_iden
 from worldmill.gpu_runner.backends.torchvision_stand_in import apply_torchvision_stand_in
 from worldmill.gpu_runner.devices import resolve_device
 from worldmill.runtime.errors import InvalidInputError, PermanentError
+from worldmill.runtime.versions import package_version
 
 __all__ = ["CONTROLNETS_FOLDER", "DiffusersBackend", "PassThroughSafetyChecker", "checkpoint_sha256"]
 
@@ -140,13 +140,7 @@ def _module_bytes(module: Any) -> int:
 
 
 def _versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for lib in _LIBRARIES:
-        try:
-            out[f"{VERSION_PREFIX}{lib}"] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    return {f"{VERSION_PREFIX}{lib}": ver for lib in _LIBRARIES if (ver := package_version(lib, default=None))}
 
 
 class DiffusersBackend:

@@ -43,6 +43,7 @@ from worldmill.gpu_runner.backends.base import (
     VideoProgress,
     VideoRequest,
 )
+from worldmill.runtime.digest import sha256_file
 from worldmill.runtime.errors import InvalidInputError, PermanentError, TransientError
 
 __all__ = [
@@ -207,14 +208,6 @@ def job_id_for(spec: Mapping[str, Any], files: Mapping[str, str]) -> str:
     return f"wm-{digest[:32]}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _refusal(response: httpx.Response, what: str) -> Exception:
     """The error for a worker answer that is not a success (4xx permanent naming the field, 5xx transient)."""
     try:
@@ -333,7 +326,7 @@ class NativeTransferBackend:
             tmp = Path(folder)
             files = self._encode_inputs(request, tmp)
             spec = nvidia_spec(request, distilled=bool(self._info.get("distilled")))
-            hashes = {name: _sha256(path) for name, path in files.items()}
+            hashes = {name: sha256_file(path)[0] for name, path in files.items()}
             job_id = job_id_for(spec, hashes)
             submission = _Submission(job_id, spec, files, hashes)
             self._submit(client, submission)

@@ -26,7 +26,6 @@ keeps the runner's rules for such engines in one place:
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import random
 import re
@@ -41,6 +40,7 @@ import numpy as np
 from worldmill.gpu_runner.backends.base import CheckpointError, Frames
 from worldmill.runtime.errors import InvalidInputError, PermanentError, TransientError
 from worldmill.runtime.logs import get_logger
+from worldmill.runtime.versions import package_version
 
 __all__ = [
     "ServedClient",
@@ -274,22 +274,14 @@ def encode_png(frame: Frames) -> bytes:
 
 
 def encode_mp4_bytes(frames: Frames, fps: float) -> bytes:
-    """Frames as a small lossless-looking H.264 MP4 (conditioning clips sent to a server)."""
-    import av  # noqa: PLC0415
+    """Frames as a small lossless-looking H.264 MP4 (BT.709; conditioning clips sent to a server)."""
+    from worldmill.runtime.mp4 import write_mp4  # noqa: PLC0415 - PyAV, on use
 
     height, width = frames.shape[1:3]
     if width % 2 or height % 2:
         raise InvalidInputError("condition", f"{width}x{height} frames cannot be sent as yuv420p H.264 (odd size)")
     out = io.BytesIO()
-    with av.open(out, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "12", "preset": "fast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_mp4(frames, out, rate=Fraction(fps).limit_denominator(1001), crf=12, preset="fast", faststart=False)
     return out.getvalue()
 
 
@@ -426,8 +418,6 @@ class ServedBackend:
 
     def describe(self) -> dict[str, str]:
         """Provenance: the served checkpoint as the engine named it, and where it ran."""
-        import importlib.metadata  # noqa: PLC0415
-
         out = {
             "backend": self.name,
             "model": self.card.id,
@@ -438,6 +428,6 @@ class ServedBackend:
             "safety_checker": f"served by {self.name} (the engine's own guardrail)",
             "version.httpx": httpx.__version__,
         }
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            out["version.av"] = importlib.metadata.version("av")
+        if av_version := package_version("av", default=None):
+            out["version.av"] = av_version
         return out
