@@ -1,6 +1,6 @@
-"""Cost of worldmill's video QA: one ``analyze()`` next to a plain decode, and ``audit`` next to seeds/000.
+"""Cost of worldmill's video QA: one ``analyze()`` next to a plain decode, and ``audit`` next to the hand audit of docs/background.md#security-cameras.
 
-Part 1 - per video. ``worldmill.qa.analyze.analyze(path)`` (one decode pass that measures every
+Part 1 - per video. ``worldmill.qa.measure.analyze(path)`` (one decode pass that measures every
 check, hashes the file in a second thread and takes three screenshots and a contact sheet) is
 timed against a plain PyAV decode of every frame of the same file
 (``for f in container.decode(video=0): pass``), interleaved (the order alternates per round) on
@@ -19,7 +19,7 @@ audited by
 * ``ours_cli`` - the same as a subprocess: ``python -m worldmill.cli audit FOLDER --json OUT
   --html OUT`` if that command is registered, else ``python -c`` running the same function with
   typer (the command used is reported); interpreter start and imports included;
-* ``seeds000`` - what the seeds/000 team did by hand, per file and sequentially: one
+* ``seeds000`` - what the security-camera team did by hand (docs/background.md#security-cameras), per file and sequentially: one
   ``ffprobe -v error -show_entries format=duration -of csv=p=0 FILE``, one ``md5sum FILE`` and
   three ``ffmpeg -ss T -i FILE -frames:v 1 -y out.jpg`` (T = 0.5 s, the middle, end - 0.5 s).
 
@@ -96,9 +96,10 @@ from tests.helpers import qa_copy_scores, qa_corpus, qa_random_corpus  # noqa: E
 from tests.helpers.video import write_video  # noqa: E402
 from worldmill.gpu_runner.video import encode_mp4  # noqa: E402
 from worldmill.qa import cli as qa_cli  # noqa: E402
-from worldmill.qa.analyze import analyze, check  # noqa: E402
 from worldmill.qa.fingerprint import Fingerprint  # noqa: E402
 from worldmill.qa.fpindex import FingerprintIndex, FingerprintLike  # noqa: E402
+from worldmill.qa.judge import check  # noqa: E402
+from worldmill.qa.measure import analyze  # noqa: E402
 from worldmill.qa.service import fingerprint_of  # noqa: E402
 
 TARGET_RATIO = 1.5
@@ -528,7 +529,7 @@ def ours_subprocess(cmd: list[str]) -> dict[str, Any]:
 
 
 def seeds000(paths: list[Path], shots: Path) -> dict[str, Any]:
-    """seeds/000 by hand, per file: ffprobe (duration), md5sum, three ffmpeg screenshots. Sequential."""
+    """The security-camera team's audit by hand (docs/background.md#security-cameras), per file: ffprobe (duration), md5sum, three ffmpeg screenshots. Sequential."""
     durations: dict[str, float] = {}
     md5: dict[str, str] = {}
     written = 0

@@ -109,7 +109,7 @@ from worldmill.contracts.qa import QaFailed, QaPassed
 from worldmill.contracts.subjects import ALL_STREAMS, EVENTS, GPU_JOBS
 from worldmill.gpu_runner.backends import BackendConfig, SyntheticBackend
 from worldmill.gpu_runner.jobwork import JobInputs, finish_video, generate_job
-from worldmill.qa.analyze import analyze
+from worldmill.qa.measure import analyze
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.decode import Undeliverable, parse
 from worldmill.runtime.logs import configure_logging

@@ -1,7 +1,7 @@
-"""`worldmill audit`: the seeds/000 hand audit (ffprobe, md5sum, screenshots, a table) as one command.
+"""`worldmill audit`: the security-camera team's hand audit (docs/background.md#security-cameras) (ffprobe, md5sum, screenshots, a table) as one command.
 
 Every video here is a real H.264 MP4 written with PyAV (64x48, so the module runs in seconds). The
-corpus mirrors seeds/000's failure classes: byte-identical duration variants, a 93-frame 16 fps clip
+corpus mirrors the failure classes of docs/background.md#security-cameras: byte-identical duration variants, a 93-frame 16 fps clip
 named 10 s and 30 s, a missing 30 s variant, a name that matches no pattern and a truncated file.
 """
 
@@ -23,9 +23,9 @@ from typer.testing import CliRunner, Result
 
 from tests.helpers.video import write_video
 from worldmill.prompt.expand import check_text
-from worldmill.qa.analyze import analyze
 from worldmill.qa.audit import Expectations
 from worldmill.qa.cli import audit, qa_app, set_manifest_expander
+from worldmill.qa.measure import analyze
 from worldmill.runtime.servers import S3Endpoint
 from worldmill.runtime.store import ObjectStore
 
@@ -52,7 +52,7 @@ def _good(folder: Path, name: str, seconds: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """seeds/000 in miniature (see the module docstring)."""
+    """docs/background.md#security-cameras in miniature (see the module docstring)."""
     folder = tmp_path_factory.mktemp("corpus")
     for name, seconds, seed in (
         ("C01_5s.mp4", 5, 1),
@@ -86,7 +86,7 @@ def _failed(entry: dict[str, Any], severity: str = "error") -> dict[str, dict[st
 
 
 def test_corpus_audit_reports_every_seeds_000_failure_and_exits_1(corpus_report: tuple[Result, dict[str, Any]]) -> None:
-    """The corpus fails with exit 1 and the JSON has exactly the seeds/000 findings, file by file."""
+    """The corpus fails with exit 1 and the JSON has exactly the findings of docs/background.md#security-cameras, file by file."""
     result, report = corpus_report
     assert result.exit_code == 1, result.output
     files = {f["name"]: f for f in report["files"]}

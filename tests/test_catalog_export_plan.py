@@ -12,27 +12,27 @@ from typing import Any
 
 import pytest
 
-from worldmill.catalog.export_plan import (
-    SHORT_CLIP_DEVIATION,
-    ExportItem,
-    ExportOptions,
-    ExportPlan,
-    ExportPlanError,
+from worldmill.catalog.export.journal import (
     FileRecord,
     JournalEntry,
-    NotExportableError,
-    SkippedItem,
-    aspect_bin,
-    bin_of,
-    build_content,
-    build_manifest,
-    canonical_json,
     decide_resume,
-    duration_bin,
     files_to_verify,
     journal_header,
     journal_line,
     parse_journal,
+)
+from worldmill.catalog.export.manifest import SHORT_CLIP_DEVIATION, build_content, build_manifest
+from worldmill.catalog.export.plan import (
+    ExportItem,
+    ExportOptions,
+    ExportPlan,
+    ExportPlanError,
+    NotExportableError,
+    SkippedItem,
+    aspect_bin,
+    bin_of,
+    canonical_json,
+    duration_bin,
     plan_export,
     resolution_bin,
     sample_key,

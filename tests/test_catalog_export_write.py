@@ -21,19 +21,18 @@ import webdataset as wds
 from typer.testing import CliRunner, Result
 
 from tests.helpers.video import write_video
-from worldmill.catalog.export_cli import QueryError, dataset_exported, export, parse_query, selection_of
-from worldmill.catalog.export_plan import (
+from worldmill.catalog.export.cli import QueryError, dataset_exported, export, parse_query, selection_of
+from worldmill.catalog.export.journal import FileRecord
+from worldmill.catalog.export.manifest import ExportManifest, build_manifest
+from worldmill.catalog.export.plan import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     ExportItem,
-    ExportManifest,
     ExportOptions,
     ExportPlan,
-    FileRecord,
-    build_manifest,
     plan_export,
 )
-from worldmill.catalog.export_write import (
+from worldmill.catalog.export.write import (
     STAGING_DIR,
     DestinationError,
     ExportResult,

@@ -214,7 +214,7 @@ def test_real_videos_a_reencode_and_a_trimmed_copy_are_found(tmp_path: Path) -> 
     """With the decode pass's fingerprint (worldmill.qa.fingerprint), on real encoded files."""
     pytest.importorskip("worldmill.qa.fingerprint")
     from tests.helpers.video import write_video  # noqa: PLC0415
-    from worldmill.qa.analyze import analyze  # noqa: PLC0415
+    from worldmill.qa.measure import analyze  # noqa: PLC0415
 
     a = analyze(write_video(tmp_path / "a.mp4", width=64, height=48, fps=24, frames=240, seed=1))
     other = analyze(write_video(tmp_path / "b.mp4", width=64, height=48, fps=24, frames=240, seed=2))

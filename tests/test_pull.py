@@ -1,4 +1,4 @@
-"""``worldmill pull``: the users' layout (seeds/000) from the catalog and the object store.
+"""``worldmill pull``: the users' layout (docs/background.md#security-cameras) from the catalog and the object store.
 
 The naming and planning are pure (first half). The command runs in-process (typer's CliRunner)
 against a real catalog service over HTTP, fed by real NATS events, and real SeaweedFS holding real

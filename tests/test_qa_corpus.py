@@ -16,8 +16,8 @@ from tests.helpers import qa_copy_scores, qa_corpus
 from tests.helpers.qa_corpus import Item, cut, repeat
 from tests.helpers.qa_relations import Piece, relation
 from tests.helpers.qa_takes import Motion, Take
-from worldmill.qa.analyze import analyze
 from worldmill.qa.fpindex import FingerprintLike, Match
+from worldmill.qa.measure import analyze
 from worldmill.qa.service import fingerprint_of
 
 Scored = tuple[list[Item], dict[str, FingerprintLike], list[qa_copy_scores.Pair]]

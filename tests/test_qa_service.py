@@ -76,7 +76,7 @@ async def test_every_generated_video_gets_a_verdict_with_screenshots(
 async def test_a_copied_video_fails_as_identical_and_asks_for_a_regeneration(
     nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, qa: TestClient
 ) -> None:
-    """seeds/000's copies: the same bytes announced as a second variant fail 'identical' and are regenerated."""
+    """The copies of docs/background.md#security-cameras: the same bytes announced as a second variant fail 'identical' and are regenerated."""
     name = f"q-{uuid.uuid4().hex[:8]}"
     items = specs(name, durations=(5, 10))
     await announce(bus, items)
@@ -154,7 +154,7 @@ async def test_an_audit_of_a_bucket_prefix_runs_in_the_background(
     bucket = store.test_bucket  # type: ignore[attr-defined]
     good = write_video(tmp_path / "a.mp4", width=64, height=48, fps=24, frames=120, seed=1)
     await store.put_file(bucket, "shoot/C01_5s.mp4", good)
-    await store.put_file(bucket, "shoot/C01_10s.mp4", good)  # seeds/000: a "10 s" copy of the 5 s clip
+    await store.put_file(bucket, "shoot/C01_10s.mp4", good)  # docs/background.md#security-cameras: a "10 s" copy of the 5 s clip
     bad = qa.post("/qa/audit", json={"url": "bucket-without-scheme"}, headers=AUTH)
     assert bad.status_code == 422 and "s3://" in bad.text
     started = qa.post("/qa/audit", json={"url": f"s3://{bucket}/shoot/"}, headers=AUTH)
@@ -255,7 +255,7 @@ async def test_the_same_clip_under_another_id_fails_copy_of_naming_the_first_eve
         assert found["measured"][:2] == [run["asset_id"], "equal"] and run["asset_id"] in found["message"]
         assert found["measured"][-1] >= 0.8
         await bus.publish(wrap(copy, source="/test", event_id="a-redelivery"))  # the same event again
-        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        service = qa.app.state.ctx.service.qa  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(service.index) < 2:
             time.sleep(0.1)
@@ -263,7 +263,7 @@ async def test_the_same_clip_under_another_id_fails_copy_of_naming_the_first_eve
         assert len(service.index) == 2
     # A restart: the index is rebuilt from the stored fingerprints.
     with TestClient(create_app(RuntimeSettings(**fields))) as qa:
-        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        service = qa.app.state.ctx.service.qa  # type: ignore[attr-defined]
         assert sorted(service.index.asset_ids()) == sorted([run["asset_id"], copy.asset_id])
         third = copy.model_copy(update={"asset_id": f"asset-third-{name}", "run_id": f"run-third-{name}"})
         await bus.publish(wrap(third, source="/test"))
@@ -331,7 +331,7 @@ async def test_a_deleted_asset_is_forgotten_so_its_copy_is_no_longer_a_copy_even
     with TestClient(create_app(RuntimeSettings(**fields))) as qa:
         run, original = await _generated(nats, s3, bus, tmp_path, qa, items[0])
         _verdict(qa, run["asset_id"])
-        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        service = qa.app.state.ctx.service.qa  # type: ignore[attr-defined]
         assert run["asset_id"] in service.index
         deleted = AssetDeleted(asset_id=run["asset_id"], reason="test", deleted_at=datetime.now(UTC))
         await bus.publish(wrap(deleted, source="/test"))
@@ -347,6 +347,6 @@ async def test_a_deleted_asset_is_forgotten_so_its_copy_is_no_longer_a_copy_even
         found = next(f for f in _verdict(qa, copy.asset_id)["findings"] if f["check"] == "copy_of")
         assert found["passed"] is True, found
     with TestClient(create_app(RuntimeSettings(**fields))) as qa:
-        service = qa.app.state.ctx.state["qa"]  # type: ignore[attr-defined]
+        service = qa.app.state.ctx.service.qa  # type: ignore[attr-defined]
         assert run["asset_id"] not in service.index.asset_ids()
         assert copy.asset_id in service.index.asset_ids()

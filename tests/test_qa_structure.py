@@ -15,11 +15,13 @@ from tests.helpers.qa_corpus import Item
 from worldmill.contracts.qa import Finding, Severity
 from worldmill.gpu_runner.backends import SyntheticBackend
 from worldmill.gpu_runner.backends.base import ChunkRequest
-from worldmill.qa.analyze import Analysis, Expectation, analyze, check
 from worldmill.qa.audit import Auditor, Expectations
 from worldmill.qa.audit_report import render_html, report
+from worldmill.qa.criteria import Expectation
 from worldmill.qa.findings import passed
 from worldmill.qa.fingerprint import Fingerprint, hamming, phash, sample_indices, sample_times
+from worldmill.qa.judge import check
+from worldmill.qa.measure import Analysis, analyze
 
 
 def _named(findings: list[Finding]) -> dict[str, Finding]:

@@ -45,9 +45,9 @@ from worldmill.contracts.qa import Finding, Severity
 from worldmill.contracts.subjects import EVENTS, event_subject
 from worldmill.generate.planning import SEED_MODULUS, SEED_WINDOW, plan_generation, regeneration_seed
 from worldmill.generate.runs import job_id_for, new_run, run_id_for
-from worldmill.qa.analyze import analyze
 from worldmill.qa.app import create_app as create_qa_app
 from worldmill.qa.fingerprint import hamming
+from worldmill.qa.measure import analyze
 from worldmill.qa.policy import RegenerationPolicy, failed_checks
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint
@@ -286,7 +286,7 @@ def catalog(nats: NatsEndpoint, s3: S3Endpoint, tmp_path: Path) -> Iterator[Test
 async def test_a_failed_video_is_regenerated_with_another_seed_and_the_new_video_differs(
     nats: NatsEndpoint, s3: S3Endpoint, bus: Bus, tmp_path: Path, catalog: TestClient
 ) -> None:
-    """seeds/000 again: two scenarios given one seed make one video twice; the copy fails QA and is made anew.
+    """docs/background.md#security-cameras again: two scenarios given one seed make one video twice; the copy fails QA and is made anew.
 
     The second scenario's video is byte-identical to the first's (the synthetic backend draws from the
     seed), so QA fails it (identical, copy_of: regenerable) and asks for regeneration 1. The generate

@@ -40,7 +40,9 @@ from worldmill.generate.planning import PlanningError, plan_on_backends
 from worldmill.gpu_runner.backends import BackendConfig, create_backend
 from worldmill.gpu_runner.cache import ModelCache
 from worldmill.gpu_runner.worker import Runner
-from worldmill.qa.analyze import Expectation, analyze, check
+from worldmill.qa.criteria import Expectation
+from worldmill.qa.judge import check
+from worldmill.qa.measure import analyze
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.decode import parse
 from worldmill.runtime.servers import NatsEndpoint, S3Endpoint

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from worldmill.catalog.export_write import write_atomic
+from worldmill.catalog.export.write import write_atomic
 from worldmill.contracts.catalog import CatalogCounts, GenerationStatus
 from worldmill.runtime.cli_support import (
     EXIT_FAILED,

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from worldmill.catalog.export_cli import QueryError, list_assets, parse_query
+from worldmill.catalog.export.cli import QueryError, list_assets, parse_query
 from worldmill.contracts.catalog import AssetDetail, AssetSummary, DeletionPlan, LineageEdge, LineageNode, VerifyReport
 from worldmill.runtime.cli_support import EXIT_FAILED, EXIT_USAGE, console, fail_response, fail_usage, service_client
 from worldmill.runtime.client import error_detail

@@ -1,6 +1,6 @@
 """What ``worldmill pull`` writes and under which names: pure decisions, no I/O.
 
-The layout is the one the users' handoff document uses (seeds/000)::
+The layout is the one the security-camera team used (docs/background.md#security-cameras)::
 
     DEST/outputs/<scenario>_<duration>.mp4            variant 0, e.g. outputs/C01_30s.mp4
     DEST/outputs/<scenario>_<duration>_v<k>.mp4       variant k > 0, e.g. outputs/C01_30s_v1.mp4
@@ -40,7 +40,7 @@ OUTPUTS: Final = "outputs"
 SCREENSHOTS: Final = "screenshots"
 STATUS_NAME: Final = "generation_status.json"
 SUMS_NAME: Final = "SHA256SUMS"
-#: seeds/000: a screenshot 0.5 s in, one in the middle, one 0.5 s before the end.
+#: docs/background.md#security-cameras: a screenshot 0.5 s in, one in the middle, one 0.5 s before the end.
 SCREENSHOT_OFFSET_S: Final = 0.5
 SHOTS: Final = 3
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

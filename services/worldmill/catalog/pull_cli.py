@@ -1,7 +1,7 @@
 """``worldmill pull DEST (--manifest NAME_OR_FILE | --query FILTERS) [--all]``: videos as the users name them.
 
-The catalog is asked exactly as ``worldmill export`` asks it (:func:`~worldmill.catalog.export_cli.selection_of`,
-:func:`~worldmill.catalog.export_cli.list_assets`); the names and the layout are decided in
+The catalog is asked exactly as ``worldmill export`` asks it (:func:`~worldmill.catalog.export.cli.selection_of`,
+:func:`~worldmill.catalog.export.cli.list_assets`); the names and the layout are decided in
 :mod:`worldmill.catalog.pull`; here the files are fetched, checked and written.
 
 * **Verified.** Each video is fetched from the object store to ``<name>.partial`` next to its final
@@ -38,9 +38,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from worldmill.catalog.cli import status_json
-from worldmill.catalog.export_cli import QueryError, list_assets, selection_of
-from worldmill.catalog.export_plan import PARTIAL_SUFFIX, sha256_hex
-from worldmill.catalog.export_write import write_atomic
+from worldmill.catalog.export.cli import QueryError, list_assets, selection_of
+from worldmill.catalog.export.plan import PARTIAL_SUFFIX, sha256_hex
+from worldmill.catalog.export.write import write_atomic
 from worldmill.catalog.pull import (
     STATUS_NAME,
     SUMS_NAME,

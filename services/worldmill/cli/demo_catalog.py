@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 
 from worldmill.catalog.cli import status_json, status_table
-from worldmill.catalog.export_cli import export
-from worldmill.catalog.export_write import write_atomic
+from worldmill.catalog.export.cli import export
+from worldmill.catalog.export.write import write_atomic
 from worldmill.contracts.catalog import GenerationStatus
 from worldmill.runtime.client import ServiceClient
 from worldmill.runtime.stack import StackState

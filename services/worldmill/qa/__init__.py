@@ -1,1 +1,1 @@
-"""the qa service: every video checked against its plan; audit of existing videos"""
+"""The qa service: every video checked against its plan, and audits of videos made elsewhere."""

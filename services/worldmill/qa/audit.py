@@ -1,10 +1,11 @@
-"""Audit a folder of delivered videos: what seeds/000's team did by hand, for every file, every time.
+"""Audit a folder of delivered videos: what the security-camera team did by hand
+(docs/background.md#security-cameras), for every file, every time.
 
 Their audit ran ffprobe on each file, md5sum across the duration variants and extracted three
 screenshots per video, and found byte-identical 5/10/30 s variants, 93-frame 16 fps clips named
 10 s and 30 s, and missing 30 s variants (R14-R18). Here each file is decoded once
-(:func:`~worldmill.qa.analyze.analyze`, which also hashes it) and checked against what it was meant
-to be (:func:`~worldmill.qa.analyze.check`); then the checks no single file can tell run across
+(:func:`~worldmill.qa.measure.analyze`, which also hashes it) and checked against what it was meant
+to be (:func:`~worldmill.qa.judge.check`); then the checks no single file can tell run across
 the files: byte-identical groups (same SHA-256), near-identical siblings (same scenario, sampled
 perceptual hashes) and missing variants.
 
@@ -44,10 +45,12 @@ from PIL import Image
 
 from worldmill.contracts.prompts import PromptSpec
 from worldmill.contracts.qa import Finding, Severity
-from worldmill.qa.analyze import Analysis, Expectation, Thresholds, analyze, check, near_duplicate
+from worldmill.qa.criteria import Expectation, Thresholds
 from worldmill.qa.findings import finding, jpeg, passed
 from worldmill.qa.fingerprint import Fingerprint
 from worldmill.qa.fpindex import FingerprintIndex
+from worldmill.qa.judge import check, near_duplicate
+from worldmill.qa.measure import Analysis, analyze
 
 __all__ = [
     "SCREENSHOT_LABELS",
@@ -75,7 +78,8 @@ _CONTAINER_BY_SUFFIX = {
     ".webm": "matroska",
     ".avi": "avi",
 }
-#: The screenshots kept per file, in report order (seeds/000: 0.5 s in, the middle, 0.5 s before the end).
+#: The screenshots kept per file, in report order (docs/background.md#security-cameras: 0.5 s in, the middle, 0.5 s
+#: before the end).
 SCREENSHOT_LABELS = ("start", "middle", "end")
 #: Width in pixels of the screenshots kept for the report.
 THUMB_WIDTH = 160
@@ -513,10 +517,10 @@ def _near_edges(results: Sequence[FileResult], bits: int) -> dict[str, set[str]]
     """Pairs of siblings with different bytes whose sampled dHashes are within ``bits`` (both directions)."""
     edges: dict[str, set[str]] = defaultdict(set)
     for members in _siblings(results).values():
-        probes = [(r, Analysis(path=Path(r.name), status="ok", phash=r.phash)) for r in members]
-        for i, (a, pa) in enumerate(probes):
-            for b, pb in probes[i + 1 :]:
-                if a.sha256 != b.sha256 and near_duplicate(pa, pb, bits):
+        for i, a in enumerate(members):
+            for b in members[i + 1 :]:
+                # Lenient: files of one audit are hashed alike; a clip under 8 frames is compared on the pairs it has.
+                if a.sha256 != b.sha256 and near_duplicate(a.phash, b.phash, bits=bits, equal_length=False).duplicate:
                     edges[a.name].add(b.name)
                     edges[b.name].add(a.name)
     return edges

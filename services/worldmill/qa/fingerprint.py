@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_RATE",
     "HASH_BITS",
     "Fingerprint",
+    "area_weights",
     "hamming",
     "phash",
     "phash_batch",
@@ -112,7 +113,7 @@ class Fingerprint:
 # -- pHash -----------------------------------------------------------------------------------
 
 
-def _area(size_in: int, size_out: int) -> npt.NDArray[np.float64]:
+def area_weights(size_in: int, size_out: int) -> npt.NDArray[np.float64]:
     """``(size_out, size_in)`` weights averaging input pixels into output cells (area resampling)."""
     edges = np.linspace(0.0, size_in, size_out + 1)
     pixels = np.arange(size_in, dtype=np.float64)
@@ -132,8 +133,8 @@ def _dct(size: int) -> npt.NDArray[np.float64]:
 def _matrices(height: int, width: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """``left`` (8 × height) and ``right`` (width × 8): ``left @ image @ right`` = DCT(resize32(image))[:8, :8]."""
     d = _dct(_DCT_SIZE)[:_KEEP]
-    left = d @ _area(height, _DCT_SIZE)
-    right = (d @ _area(width, _DCT_SIZE)).T
+    left = d @ area_weights(height, _DCT_SIZE)
+    right = (d @ area_weights(width, _DCT_SIZE)).T
     return np.ascontiguousarray(left, np.float32), np.ascontiguousarray(right, np.float32)
 
 

@@ -53,15 +53,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from worldmill.qa.fpsegments import BANDS, I64, U64, Segment, band_values
+
 __all__ = ["FingerprintIndex", "FingerprintLike", "IndexParams", "Match", "Relation", "between"]
 
 Relation = Literal["equal", "contains", "contained_in", "overlaps"]
-U64 = npt.NDArray[np.uint64]
-I64 = npt.NDArray[np.int64]
-
-BANDS = 4
-BAND_BITS = 16
-_VALUES = 1 << BAND_BITS
 _FORMAT = "worldmill-fpindex-1"
 
 
@@ -149,12 +145,6 @@ class Match:
         )
 
 
-def _bands(hashes: U64) -> npt.NDArray[np.uint16]:
-    """``(BANDS, n)`` 16-bit band values."""
-    shifts = np.arange(BANDS, dtype=np.uint64)[:, None] * np.uint64(BAND_BITS)
-    return ((hashes[None, :] >> shifts) & np.uint64(_VALUES - 1)).astype(np.uint16)
-
-
 def popcount64(x: U64) -> npt.NDArray[np.int64]:
     """Set bits of each uint64 (numpy >= 2.0's ``bitwise_count``, one instruction per element)."""
     out: npt.NDArray[np.int64] = np.bitwise_count(x).astype(np.int64)
@@ -200,44 +190,6 @@ def resample(hashes: U64, rate: float, to_rate: float) -> U64:
     return out
 
 
-@dataclass
-class _Segment:
-    """Sorted postings of a set of samples: per band, sample numbers ordered by band value."""
-
-    first: int  # the global number of the segment's first sample (a segment is a contiguous range)
-    order: npt.NDArray[np.int32]  # (BANDS, n): positions into sample_ids sorted by band value
-    starts: npt.NDArray[np.int64]  # (BANDS, 65537)
-
-    @classmethod
-    def build(cls, first: int, hashes: U64) -> _Segment:
-        bands = _bands(hashes)
-        order = np.empty(bands.shape, dtype=np.int32)
-        starts = np.zeros((BANDS, _VALUES + 1), dtype=np.int64)
-        for b in range(BANDS):
-            order[b] = np.argsort(bands[b], kind="stable")
-            np.cumsum(np.bincount(bands[b], minlength=_VALUES), out=starts[b, 1:])
-        return cls(first, order, starts)
-
-    def postings(self, band: int, values: npt.NDArray[np.uint16], limit: int) -> tuple[I64, I64]:
-        """``(query positions, global sample numbers)`` of every stored sample sharing a band value."""
-        lo = self.starts[band, values.astype(np.int64)]
-        hi = self.starts[band, values.astype(np.int64) + 1]
-        count = hi - lo
-        count[count > limit] = 0
-        total = int(count.sum())
-        if total == 0:
-            empty = np.zeros(0, np.int64)
-            return empty, empty
-        qpos = np.repeat(np.arange(len(values), dtype=np.int64), count)
-        first = np.repeat(lo - (np.cumsum(count) - count), count)
-        at = first + np.arange(total, dtype=np.int64)
-        return qpos, self.order[band, at].astype(np.int64) + self.first
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.order.nbytes + self.starts.nbytes)
-
-
 class FingerprintIndex:
     """Every video's fingerprint, looked up by shared frames at any time offset. Not thread-safe."""
 
@@ -259,9 +211,9 @@ class FingerprintIndex:
         self._total = 0  # samples in _hashes and _chunks
         self._owner = np.zeros(0, dtype=np.int32)  # slot of each sample
         self._pos = np.zeros(0, dtype=np.int32)  # position of each sample in its video
-        self._base: _Segment | None = None
+        self._base: Segment | None = None
         self._base_samples = 0  # samples [0, _base_samples) are in the base segment
-        self._delta: _Segment | None = None
+        self._delta: Segment | None = None
         self._dead_samples = 0
 
     # -- content -------------------------------------------------------------------------------
@@ -366,17 +318,17 @@ class FingerprintIndex:
             self._total = len(self._hashes)
             self._dead_samples = 0
         n = len(self._hashes)
-        self._base = _Segment.build(0, self._hashes) if n else None
+        self._base = Segment.build(0, self._hashes) if n else None
         self._base_samples, self._delta = n, None
 
-    def _segments(self) -> list[_Segment]:
+    def _segments(self) -> list[Segment]:
         self._flush_chunks()
         delta = len(self._hashes) - self._base_samples
         if delta > max(65536, self._base_samples // 4) or self._dead_samples > max(65536, len(self._hashes) // 4):
             self.merge()
             delta = 0
         if delta and self._delta is None:
-            self._delta = _Segment.build(self._base_samples, self._hashes[self._base_samples :])
+            self._delta = Segment.build(self._base_samples, self._hashes[self._base_samples :])
         return [s for s in (self._base, self._delta if delta else None) if s is not None]
 
     @property
@@ -394,7 +346,7 @@ class FingerprintIndex:
         if len(query) == 0 or not self._slot:
             return []
         segments = self._segments()
-        qbands = _bands(query)
+        qbands = band_values(query)
         qpos_all: list[I64] = []
         sid_all: list[I64] = []
         for seg in segments:

@@ -33,7 +33,8 @@ REGENERABLE = frozenset(
 def sibling_group(prompt_id: str | None, asset_id: str) -> str:
     """Videos that must differ from each other: every duration and variant of one scenario.
 
-    seeds/000's 5, 10 and 30 s "variants" were byte-identical copies: so siblings are all specs of
+    The 5, 10 and 30 s (docs/background.md#security-cameras) "variants" were byte-identical copies: so siblings are
+    all specs of
     a scenario (the prompt id without its ``-<duration>s-v<variant>`` tail).
     """
     if prompt_id is None:
@@ -45,7 +46,8 @@ def sibling_group(prompt_id: str | None, asset_id: str) -> str:
 def copy_severity(prompt_id: str | None, other_prompt_id: str | None, *, shared_input: bool = False) -> Severity:
     """How much a perceptual copy (``copy_of``) of another asset matters.
 
-    The same picture under another spec is seeds/000's copied clip delivered twice (an error); a
+    The same picture under another spec is the copied clip of docs/background.md#security-cameras delivered twice (an
+    error); a
     rendition of the same spec (a deterministic re-run with the same seed, a regeneration, a
     re-augmentation of the same input) is expected to look like it (a warning: one is redundant).
     Look-alikes of one scenario made with other seeds are not copies at all: the index's thresholds

@@ -29,10 +29,12 @@ from worldmill.contracts.catalog import AssetDeleted
 from worldmill.contracts.generation import GenerationRequested, Regeneration, VideoReady
 from worldmill.contracts.keys import contact_sheet_key, screenshot_key
 from worldmill.contracts.qa import CriticRecord, Finding, QaFailed, QaPassed, Severity
-from worldmill.qa.analyze import Analysis, Expectation, Thresholds, analyze, check, hamming
+from worldmill.qa.criteria import Expectation, Thresholds
 from worldmill.qa.critic_gate import CriticDefaults, judged, malformed, not_configured, resolve, unjudged
 from worldmill.qa.findings import jpeg, passed
 from worldmill.qa.fpindex import FingerprintIndex, FingerprintLike, Match
+from worldmill.qa.judge import check, near_duplicate
+from worldmill.qa.measure import Analysis, analyze
 from worldmill.qa.policy import RegenerationPolicy, copy_severity, failed_checks, sibling_group
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.docstore import DocumentStore, NewDocument, OutboxItem, OutboxRelay, VersionConflictError
@@ -206,7 +208,8 @@ class QaService:
     ) -> list[Finding]:
         out: list[Finding] = []
         found = [d for d in await self.docs.find(ASSET, where={"sha256": sha256}, limit=20) if d.doc_id != asset_id]
-        # The same bytes under another spec is seeds/000's copied clip (an error); a re-run of the same spec
+        # The same bytes under another spec is the copied clip of docs/background.md#security-cameras (an error); a
+        # re-run of the same spec
         # giving the same bytes is a deterministic model doing its job (a warning: one of them is redundant).
         other_specs = [d for d in found if prompt_id is None or d.body.get("prompt_id") != prompt_id]
         reruns = [d for d in found if d not in other_specs]
@@ -227,7 +230,8 @@ class QaService:
             )
         )
         # Other renditions of the same spec (a regeneration, a re-augmentation of the same input) are meant
-        # to look alike; the seeds/000 failure is another duration or variant looking the same.
+        # to look alike; the failure of docs/background.md#security-cameras is another duration or variant looking
+        # the same.
         siblings = [
             d
             for d in await self.docs.find(ASSET, where={"group": group}, limit=200)
@@ -236,10 +240,10 @@ class QaService:
         near: list[str] = []
         for doc in siblings:
             theirs = [int(h) for h in doc.body.get("phash", [])]
-            if theirs and analysis.phash and len(theirs) == len(analysis.phash):
-                distance = sum(hamming(a, b) for a, b in zip(analysis.phash, theirs, strict=True)) / len(theirs)
-                if distance <= self.thresholds.near_duplicate_bits:
-                    near.append(doc.doc_id)
+            # Strict: a stored sibling hashed at other positions (another checker, a clip under 8 frames) is no match.
+            bits = self.thresholds.near_duplicate_bits
+            if near_duplicate(analysis.phash, theirs, bits=bits, equal_length=True).duplicate:
+                near.append(doc.doc_id)
         out.append(
             Finding(
                 check="near_duplicate",

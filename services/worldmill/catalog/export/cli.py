@@ -1,8 +1,8 @@
 """``worldmill export DEST (--manifest NAME | --query FILTERS)``: QA-passed videos as a training dataset.
 
 The command asks the catalog for the QA-passed assets of a manifest (or of a filter query), reads
-each one's detail, plans the export (:mod:`worldmill.catalog.export_plan`), writes it to DEST
-(:mod:`worldmill.catalog.export_write`: ``webdataset`` shards or the ``cosmos-video2world``
+each one's detail, plans the export (:mod:`worldmill.catalog.export.plan`), writes it to DEST
+(:mod:`worldmill.catalog.export.write`: ``webdataset`` shards or the ``cosmos-video2world``
 folders), then tells the catalog (``POST /exports``, which publishes ``dataset.exported``).
 
 Order matters for what a failure leaves: arguments and DEST are checked before any service is
@@ -29,17 +29,17 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from worldmill.catalog.export_plan import (
+from worldmill.catalog.export.manifest import ExportManifest
+from worldmill.catalog.export.plan import (
     DEFAULT_MAX_SAMPLES_PER_SHARD,
     ExportItem,
-    ExportManifest,
     ExportOptions,
     ExportPlan,
     NotExportableError,
     SkippedItem,
     plan_export,
 )
-from worldmill.catalog.export_write import (
+from worldmill.catalog.export.write import (
     DestinationError,
     ExportResult,
     VideoMismatchError,

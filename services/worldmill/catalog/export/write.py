@@ -1,6 +1,6 @@
-"""Write an :class:`~worldmill.catalog.export_plan.ExportPlan` to a local folder, atomically and resumably.
+"""Write an :class:`~worldmill.catalog.export.plan.ExportPlan` to a local folder, atomically and resumably.
 
-Rules the writer keeps (the decisions themselves are in :mod:`worldmill.catalog.export_plan`):
+Rules the writer keeps (the decisions themselves are in :mod:`worldmill.catalog.export.plan`):
 
 * **Nothing looks finished before it is.** Every file is written as ``<name>.partial``, flushed to
   disk, then renamed; the manifest ``export_manifest.json`` is written the same way and last, so its
@@ -32,28 +32,29 @@ from typing import IO
 
 from pydantic import ValidationError
 
-from worldmill.catalog.export_plan import (
-    JOURNAL_NAME,
-    MANIFEST_NAME,
-    PARTIAL_SUFFIX,
-    ExportManifest,
-    ExportPlan,
+from worldmill.catalog.export.journal import (
     FileRecord,
     JournalEntry,
-    PlannedSample,
-    PlannedUnit,
-    build_manifest,
     decide_resume,
     files_to_verify,
     journal_header,
     journal_line,
-    manifest_bytes,
     parse_journal,
+)
+from worldmill.catalog.export.manifest import ExportManifest, build_manifest, manifest_bytes
+from worldmill.catalog.export.plan import (
+    JOURNAL_NAME,
+    MANIFEST_NAME,
+    PARTIAL_SUFFIX,
+    ExportPlan,
+    PlannedSample,
+    PlannedUnit,
     sha256_hex,
 )
 from worldmill.contracts.base import ObjectRef
+from worldmill.runtime.digest import sha256_file
 from worldmill.runtime.errors import WorldmillError
-from worldmill.runtime.store import sha256_file
+from worldmill.runtime.versions import package_version
 
 #: Fetch one object to a local path (e.g. ``ObjectStore.download``): the writer checks the bytes.
 Fetch = Callable[[ObjectRef, Path], Awaitable[object]]
@@ -190,12 +191,7 @@ def _remove_partials(dest: Path) -> None:
 
 
 def _worldmill_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 (only when writing)
-
-    try:
-        return version("worldmill")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return package_version()
 
 
 # -- the writer ----------------------------------------------------------------------------------

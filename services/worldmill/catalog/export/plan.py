@@ -1,6 +1,6 @@
 """What a dataset export will hold and where each sample goes: pure decisions, no I/O.
 
-The writer (:mod:`worldmill.catalog.export_write`) carries out an :class:`ExportPlan`; everything it
+The writer (:mod:`worldmill.catalog.export.write`) carries out an :class:`ExportPlan`; everything it
 has to decide is decided here, so it can be tested without files or servers and is the same on
 every run (an export of the same items is byte-identical).
 
@@ -38,10 +38,11 @@ it past ``target_shard_bytes`` (a sample bigger than the target gets a shard of 
 records every finished unit in a progress journal (``export_manifest.json.partial``, JSON lines).
 A rerun keeps a unit only when the journal has it with the same fingerprint (its samples, their
 video digests and the exact bytes of their text and metadata) and its files on disk still have the
-recorded sha256 (:func:`decide_resume`); files the journal recorded that the plan no longer has
-are removed. The manifest (``export_manifest.json``) is written last, so its presence means the
-export is complete. Its ``content`` part has no timestamp: the same items give the same content
-(and ``content_sha256``); only the envelope (``created_at``, version, destination) varies.
+recorded sha256 (:func:`~worldmill.catalog.export.journal.decide_resume`); files the journal
+recorded that the plan no longer has are removed. The manifest (``export_manifest.json``,
+:mod:`worldmill.catalog.export.manifest`) is written last, so its presence means the export is
+complete. Its ``content`` part has no timestamp: the same items give the same content (and
+``content_sha256``); only the envelope (``created_at``, version, destination) varies.
 """
 
 from __future__ import annotations
@@ -51,21 +52,19 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worldmill.contracts.base import Identifier, ObjectRef, Sha256
+from worldmill.contracts.base import Identifier, ObjectRef
 from worldmill.contracts.catalog import AssetDetail, ExportFormat
+from worldmill.runtime.digest import canonical_json as digest_canonical_json
 
 FORMATS: Final[tuple[ExportFormat, ...]] = ("webdataset", "cosmos-video2world")
 MANIFEST_NAME: Final = "export_manifest.json"
 JOURNAL_NAME: Final = "export_manifest.json.partial"
 #: Suffix of a file being written; it gets its final name only when complete.
 PARTIAL_SUFFIX: Final = ".partial"
-MANIFEST_VERSION: Final = 1
-JOURNAL_KIND: Final = "worldmill.export.progress/1"
 
 DEFAULT_MAX_SAMPLES_PER_SHARD: Final = 100
 DEFAULT_TARGET_SHARD_BYTES: Final = 500_000_000
@@ -96,10 +95,6 @@ _TAR_BLOCK = 512
 #: Longest member name a plain ustar header holds; longer ones take a pax header (two blocks).
 _USTAR_NAME = 100
 
-SHORT_CLIP_DEVIATION: Final = (
-    "duration_0_5: clips shorter than 5 s are kept in duration_0_5 bins; cosmos-curate drops them"
-)
-
 
 class ExportPlanError(ValueError):
     """The plan cannot be made as asked (bad options); the message names the option and the rule."""
@@ -114,14 +109,16 @@ class NotExportableError(ValueError):
         self.reason = reason
 
 
-class _Model(BaseModel):
+class ExportModel(BaseModel):
+    """The export's records: frozen, no fields but the declared ones."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # -- what goes in --------------------------------------------------------------------------------
 
 
-class ExportItem(_Model):
+class ExportItem(ExportModel):
     """One QA-passed video to export: where its bytes are, its prompt, its size, its metadata JSON."""
 
     asset_id: Identifier
@@ -337,8 +334,8 @@ def shard_path(bin_name: str, index: int) -> str:
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8, no NaN: the same value gives the same bytes everywhere."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Sorted keys, no spaces, UTF-8, no NaN (:func:`worldmill.runtime.digest.canonical_json`), as bytes."""
+    return digest_canonical_json(value).encode()
 
 
 def sha256_hex(data: bytes) -> str:
@@ -349,7 +346,7 @@ def sha256_hex(data: bytes) -> str:
 # -- the plan ------------------------------------------------------------------------------------
 
 
-class ExportOptions(_Model):
+class ExportOptions(ExportModel):
     """How big shards may get."""
 
     max_samples_per_shard: int = Field(default=DEFAULT_MAX_SAMPLES_PER_SHARD, ge=1)
@@ -357,7 +354,7 @@ class ExportOptions(_Model):
     max_tars_per_part: int = MAX_TARS_PER_PART
 
 
-class SkippedItem(_Model):
+class SkippedItem(ExportModel):
     """An asset the selection matched that is not in the export, and why."""
 
     asset_id: str
@@ -539,271 +536,3 @@ def _cosmos_units(binned: Sequence[tuple[str, ExportItem]]) -> tuple[PlannedUnit
 def export_id_for(plan: ExportPlan, destination: str) -> str:
     """The export's id: from the plan and where it was written, so a rerun reports the same export."""
     return "exp-" + sha256_hex(f"{plan.plan_sha256}\n{destination}".encode())[:32]
-
-
-# -- progress journal and resume decisions -------------------------------------------------------
-
-
-class FileRecord(_Model):
-    """A finished file of an export: relative path, sha256, size."""
-
-    path: str
-    sha256: Sha256
-    bytes: int = Field(ge=0)
-
-
-class JournalEntry(_Model):
-    """A finished unit, as the journal records it."""
-
-    unit: str
-    fingerprint: str
-    files: tuple[FileRecord, ...]
-
-
-def journal_header(plan: ExportPlan) -> str:
-    """The journal's first line: what it is, for which format and selection."""
-    return canonical_json({"journal": JOURNAL_KIND, "format": plan.format, "selection": plan.selection}).decode()
-
-
-def journal_line(entry: JournalEntry) -> str:
-    """One finished unit as a JSON line."""
-    return canonical_json(entry.model_dump(mode="json")).decode()
-
-
-def parse_journal(text: str) -> dict[str, JournalEntry] | None:
-    """Finished units by unit id (the last record of a unit wins; a torn last line is ignored).
-
-    None when the text is not a journal of ours (the first line is not our header).
-    """
-    lines = text.splitlines()
-    try:
-        header = json.loads(lines[0]) if lines else None
-    except ValueError:
-        return None
-    if not isinstance(header, dict) or header.get("journal") != JOURNAL_KIND:
-        return None
-    entries: dict[str, JournalEntry] = {}
-    for line in lines[1:]:
-        try:
-            entry = JournalEntry.model_validate_json(line)
-        except ValidationError:
-            continue
-        entries[entry.unit] = entry
-    return entries
-
-
-def files_to_verify(plan: ExportPlan, journal: Mapping[str, JournalEntry]) -> tuple[FileRecord, ...]:
-    """Recorded files of units the plan still wants unchanged: the writer re-hashes only these."""
-    out: list[FileRecord] = []
-    for unit in plan.units:
-        entry = journal.get(unit.unit_id)
-        if entry is not None and _entry_matches(unit, entry):
-            out.extend(entry.files)
-    return tuple(out)
-
-
-def _entry_matches(unit: PlannedUnit, entry: JournalEntry) -> bool:
-    return entry.fingerprint == unit.fingerprint and tuple(f.path for f in entry.files) == unit.files
-
-
-@dataclass(frozen=True)
-class ResumeDecision:
-    """Which units are already done, which files to delete (recorded, no longer planned)."""
-
-    keep: frozenset[str]
-    remove: tuple[str, ...]
-
-
-def decide_resume(
-    plan: ExportPlan, journal: Mapping[str, JournalEntry], on_disk: Mapping[str, FileRecord | None]
-) -> ResumeDecision:
-    """Keep a unit when the journal has it unchanged and every one of its files is on disk as recorded.
-
-    ``on_disk`` maps each path of :func:`files_to_verify` to what is there now (None: missing).
-    Anything else the plan wants is (re)written; recorded files the plan no longer has are removed.
-    """
-    keep = {
-        unit.unit_id
-        for unit in plan.units
-        if (entry := journal.get(unit.unit_id)) is not None
-        and _entry_matches(unit, entry)
-        and all(on_disk.get(f.path) == f for f in entry.files)
-    }
-    planned = {path for unit in plan.units for path in unit.files}
-    remove = sorted({f.path for e in journal.values() for f in e.files} - planned)
-    return ResumeDecision(frozenset(keep), tuple(remove))
-
-
-# -- the manifest --------------------------------------------------------------------------------
-
-
-class ManifestSample(_Model):
-    """One sample: which asset, its key, where it is (shard or video path), its bin and video digest."""
-
-    asset_id: str
-    key: str
-    shard: str
-    bin: str
-    video_sha256: Sha256
-    video_bytes: int
-    duration_s: float
-
-
-class ManifestShard(_Model):
-    """One webdataset shard."""
-
-    path: str
-    bin: str
-    samples: int
-    bytes: int
-    sha256: Sha256
-    first_key: str
-    last_key: str
-
-
-class BinStats(_Model):
-    """How much one bin (or the whole export) holds."""
-
-    samples: int = 0
-    shards: int = 0
-    bytes: int = 0
-
-
-class ExportContent(_Model):
-    """Everything the export holds, with no timestamp: the same items give the same content."""
-
-    format: ExportFormat
-    selection: str
-    plan_sha256: str
-    options: ExportOptions
-    binning: dict[str, Any]
-    samples: tuple[ManifestSample, ...]
-    shards: tuple[ManifestShard, ...] = Field(description="webdataset shards (empty for the cosmos layout).")
-    files: tuple[FileRecord, ...] = Field(description="Every file of the cosmos layout (empty for webdataset).")
-    bins: dict[str, BinStats]
-    totals: BinStats
-    short_clips: int = Field(description="Samples in duration_0_5 bins (cosmos-curate would drop them).")
-    deviations: tuple[str, ...]
-    skipped: tuple[SkippedItem, ...]
-
-
-class ExportManifest(_Model):
-    """``export_manifest.json``: the content plus when, by what, and where it was written."""
-
-    manifest_version: int = MANIFEST_VERSION
-    export_id: Identifier
-    destination: str
-    created_at: datetime
-    worldmill_version: str
-    content_sha256: Sha256
-    content: ExportContent
-
-
-def binning_rules() -> dict[str, Any]:
-    """The bin rules, written into the manifest so a reader does not need this code to know them."""
-    return {
-        "resolution": "by the smaller side: >=1080 -> 1080, >=720 -> 720, else lt_720",
-        "aspect_ratio": [{"above": lo, "at_most": hi, "bin": name} for lo, hi, name in ASPECT_BINS],
-        "duration": [{"at_least": 0.0, "below": CURATE_MIN_DURATION_S, "bin": SHORT_BIN}]
-        + [{"at_least": lo, "at_most": None if math.isinf(hi) else hi, "bin": n} for lo, hi, n in DURATION_BINS],
-        "duration_source": "frames / fps; a length on a boundary goes to the lower bin (10 s -> 5_10)",
-        "layout": "<bin>/part_NNNNNN/NNNNNN.tar, at most 100 tars per part",
-    }
-
-
-def build_content(plan: ExportPlan, written: Mapping[str, Sequence[FileRecord]]) -> ExportContent:
-    """The manifest content once every unit is on disk; ``written`` maps unit id → its files."""
-    missing = [u.unit_id for u in plan.units if u.unit_id not in written]
-    if missing:
-        raise ExportPlanError(f"units not written yet: {', '.join(missing[:5])}")
-    shards: list[ManifestShard] = []
-    files: list[FileRecord] = []
-    bins: dict[str, BinStats] = {}
-    for unit in plan.units:
-        records = tuple(written[unit.unit_id])
-        size = sum(r.bytes for r in records)
-        stats = bins.get(unit.bin, BinStats())
-        is_shard = plan.format == "webdataset"
-        bins[unit.bin] = BinStats(
-            samples=stats.samples + len(unit.samples), shards=stats.shards + is_shard, bytes=stats.bytes + size
-        )
-        if is_shard:
-            shards.append(_shard_entry(unit, records[0]))
-        else:
-            files.extend(records)
-    short = sum(s.bin.endswith(f"/duration_{SHORT_BIN}") for s in plan.samples)
-    totals = BinStats(
-        samples=sum(b.samples for b in bins.values()),
-        shards=sum(b.shards for b in bins.values()),
-        bytes=sum(b.bytes for b in bins.values()),
-    )
-    return ExportContent(
-        format=plan.format,
-        selection=plan.selection,
-        plan_sha256=plan.plan_sha256,
-        options=plan.options,
-        binning=binning_rules(),
-        samples=tuple(_sample_entry(s) for s in plan.samples),
-        shards=tuple(shards),
-        files=tuple(files),
-        bins=dict(sorted(bins.items())),
-        totals=totals,
-        short_clips=short,
-        deviations=(SHORT_CLIP_DEVIATION,) if short else (),
-        skipped=plan.skipped,
-    )
-
-
-def _shard_entry(unit: PlannedUnit, record: FileRecord) -> ManifestShard:
-    return ManifestShard(
-        path=record.path,
-        bin=unit.bin,
-        samples=len(unit.samples),
-        bytes=record.bytes,
-        sha256=record.sha256,
-        first_key=unit.samples[0].key,
-        last_key=unit.samples[-1].key,
-    )
-
-
-def _sample_entry(sample: PlannedSample) -> ManifestSample:
-    return ManifestSample(
-        asset_id=sample.item.asset_id,
-        key=sample.key,
-        shard=sample.unit,
-        bin=sample.bin,
-        video_sha256=sample.item.video.sha256,
-        video_bytes=sample.item.video.size,
-        duration_s=sample.item.clip_seconds,
-    )
-
-
-def content_sha256(content: ExportContent) -> str:
-    """sha256 of the content's canonical JSON: equal for equal exports, whenever they were made."""
-    return sha256_hex(canonical_json(content.model_dump(mode="json")))
-
-
-def build_manifest(
-    plan: ExportPlan,
-    written: Mapping[str, Sequence[FileRecord]],
-    *,
-    destination: str,
-    created_at: datetime,
-    worldmill_version: str,
-) -> ExportManifest:
-    """The whole manifest: content, its digest, and the envelope (id, destination, time, version)."""
-    content = build_content(plan, written)
-    return ExportManifest(
-        export_id=export_id_for(plan, destination),
-        destination=destination,
-        created_at=created_at,
-        worldmill_version=worldmill_version,
-        content_sha256=content_sha256(content),
-        content=content,
-    )
-
-
-def manifest_bytes(manifest: ExportManifest) -> bytes:
-    """The manifest file's bytes (indented for people, sorted keys)."""
-    text = json.dumps(manifest.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
-    return (text + "\n").encode()
