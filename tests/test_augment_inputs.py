@@ -103,7 +103,7 @@ def test_bad_controls_are_refused_by_the_params_contract(controls: list[dict[str
 
 
 def test_a_seeds_001_sidecar_gives_the_prompt_and_controls() -> None:
-    """seeds/001's per-video JSON (Transfer's spec shape) becomes our parameters; unknown keys are ignored."""
+    """The per-video JSON of docs/background.md#hand-videos (Transfer's spec shape) becomes our parameters; unknown keys are ignored."""
     text = json.dumps(
         {
             "name": "gcsample",

@@ -1,4 +1,4 @@
-"""`worldmill manifest import`: per-video Cosmos prompt JSON files (seeds/000, seeds/001) → one manifest.
+"""`worldmill manifest import`: per-video Cosmos prompt JSON files (docs/background.md#security-cameras, #hand-videos) → one manifest.
 
 The importer is pure (parsed JSON in, a manifest dict out); the command reads the files, writes
 the YAML and checks it exactly as `manifest check` does.
@@ -40,7 +40,7 @@ def imported(files: dict[str, dict[str, Any]], name: str = "imp") -> tuple[Impor
 
 
 def base_file(stem: str, **fields: Any) -> dict[str, Any]:
-    """A seeds/000-style prompt file for ``stem`` (e.g. ``C01_5s``), at 24 fps with exact frames."""
+    """A prompt file as in docs/background.md#security-cameras for ``stem`` (e.g. ``C01_5s``), at 24 fps with exact frames."""
     _, _, duration, _ = parse_name(stem)
     data: dict[str, Any] = {
         "name": stem,
@@ -106,7 +106,7 @@ def test_seed_000_folder_expands_to_exactly_the_files() -> None:
 
 
 def test_seeds_are_derived_not_copied_and_the_note_says_so() -> None:
-    """seeds/000's `seed: 0` everywhere is the bug: each spec gets its own derived seed, and each file's seed is noted."""
+    """The `seed: 0` everywhere of docs/background.md#security-cameras is the bug: each spec gets its own derived seed, and each file's seed is noted."""
     files = load(PREDICT)
     result, expansion = imported(files)
     seeds = [s.seed for s in expansion.specs]
@@ -137,7 +137,7 @@ def test_shared_settings_move_up_and_missing_durations_stay_missing() -> None:
 
 
 def test_transfer_sidecars_carry_controls_and_weights_into_metadata() -> None:
-    """seeds/001's edge/depth blocks become `controls: edge=0.6,depth=0.4` (the --controls syntax) and paths."""
+    """The edge/depth blocks of docs/background.md#hand-videos become `controls: edge=0.6,depth=0.4` (the --controls syntax) and paths."""
     result = import_prompts(load(TRANSFER), name="tr")
     scenarios = {c["id"]: c for s in result.manifest["series"] for c in s["scenarios"]}
     kitchen = scenarios["kitchen01"]["metadata"]
@@ -187,7 +187,7 @@ def test_unknown_fields_are_listed_with_their_file_never_dropped() -> None:
 
 
 def test_name_and_frames_disagreement_is_a_problem_naming_file_and_field() -> None:
-    """seeds/000's 30 s file with 93 frames at 16 fps is reported; the manifest keeps the name's 30 s."""
+    """The 30 s file of docs/background.md#security-cameras with 93 frames at 16 fps is reported; the manifest keeps the name's 30 s."""
     files = {"C01_30s.json": base_file("C01_30s", num_output_frames=93, fps=16)}
     result, expansion = imported(files)
     (problem,) = result.problems

@@ -140,7 +140,7 @@ def test_chunk_count_follows_the_cosmos_formula() -> None:
     assert chunk_count(121, 93, 1) == 2
 
 
-# --------------------------------------------------------------------------------------------- seeds/000
+# --------------------------------------------------------------------------------------------- docs/background.md#security-cameras
 
 
 def test_predict_5s_at_24fps_is_one_chunk_interpolated_from_16fps() -> None:

@@ -172,7 +172,7 @@ def test_resample_24_to_16_picks_the_nearest_source_frame() -> None:
 
 
 def test_convert_refuses_counts_that_do_not_add_up() -> None:
-    """93 frames at 16 fps cannot become 10 s at 24 fps (seeds/000), and counts must match the conversion."""
+    """93 frames at 16 fps cannot become 10 s at 24 fps (docs/background.md#security-cameras), and counts must match the conversion."""
     with pytest.raises(ValueError, match=r"240 frames at 24.* 93 frames at 16"):
         convert_fps(
             random_frames(93),

@@ -1,4 +1,4 @@
-"""seeds/001's editable ``{name}.json`` per video: written by ``prompts from-videos --write-sidecars``, honoured whole.
+"""The editable ``{name}.json`` per video of docs/background.md#hand-videos: written by ``prompts from-videos --write-sidecars``, honoured whole.
 
 Writing needs no service. Honouring runs the whole pipeline on the real servers (see
 tests/test_augment_outputs.py): the edited seed and guidance must reach the stored spec and the

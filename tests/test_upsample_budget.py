@@ -17,7 +17,7 @@ PIXTRAL = PROFILES["pixtral-12b"]
 REASON1 = PROFILES["cosmos-reason1-7b"]
 PROMPT = "A forklift carries a pallet of red crates across a wet loading dock at night, under sodium lamps."
 
-# The resolutions of the team's investigation (seeds/003), plus portrait and square.
+# The resolutions of the team's investigation (docs/background.md#upsampler-limits), plus portrait and square.
 SOURCES = [
     (455, 256),  # 256p
     (640, 360),  # 360p

@@ -95,7 +95,7 @@ def upsampler(profile: ModelProfile = PIXTRAL, **kw: Any) -> Upsampler:
 
 @pytest.fixture(scope="module")
 def hd_video(tmp_path_factory: pytest.TempPathFactory) -> Hint:
-    """A 1920×1080 input video (6 frames), as the seeds/003 team had."""
+    """A 1920×1080 input video (6 frames), as the upsampling team had (docs/background.md#upsampler-limits)."""
     path = write_video(tmp_path_factory.mktemp("hint") / "porch.mp4", width=1920, height=1080, fps=24, frames=6)
     return Hint(path=path, sha256="a" * 64)
 
@@ -122,7 +122,7 @@ def prompt_tokens_of(request: httpx.Request, profile: ModelProfile) -> int:
 
 
 async def test_a_1080p_input_makes_a_request_within_a_4096_token_context(hd_video: Hint) -> None:
-    """seeds/003: 1920×1080 hints overflowed Pixtral's 4096 tokens; ours are resized to fit, aspect kept."""
+    """docs/background.md#upsampler-limits: 1920×1080 hints overflowed Pixtral's 4096 tokens; ours are resized to fit, aspect kept."""
     up = upsampler()
     with respx.mock(base_url=BASE) as mock:
         route = mock.post("/chat/completions").mock(return_value=httpx.Response(200, json=completion(REWRITE)))

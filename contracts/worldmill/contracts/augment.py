@@ -40,7 +40,7 @@ class AugmentParams(Contract):
         description="Resolution tier the input is mapped onto (720 or 480); None keeps the input's own size "
         "(Transfer2.5's keep_input_resolution), rounded to the model's multiple where it must be.",
     )
-    # seeds/001's per-video sidecar fields. Left out of the JSON when unset, so the ids of
+    # The per-video sidecar fields of docs/background.md#hand-videos. Left out of the JSON when unset, so the ids of
     # augmentations that do not set them are what they were before the fields existed.
     name: str | None = Field(
         default=None,

@@ -1,7 +1,7 @@
 """Warm models, keyed by execution signature, within a memory budget.
 
 Loading a Cosmos checkpoint takes minutes; a runner that reloads per job spends most of its GPU
-time loading (seeds/004's users saved 30–40 % by reusing a loaded model). The cache keeps every
+time loading (the team of docs/background.md#web-ui saved 30–40 % by reusing a loaded model). The cache keeps every
 loaded backend it can afford and evicts the least recently used one when a new load needs room.
 
 Backends of one runner share components (``Backend.memory_parts``: a Transfer pipeline's text

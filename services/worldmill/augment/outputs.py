@@ -1,6 +1,7 @@
 """Augmented videos written to a local folder: ``DIR/<name>_aug.mp4`` (or ``DIR/<name>/<name>_aug.mp4``).
 
-seeds/001's users want ``outputs/<video>_aug.mp4`` next to their other outputs. Each passing
+The hand-video team (docs/background.md#hand-videos) wants ``outputs/<video>_aug.mp4`` next to their other outputs.
+Each passing
 augmentation's video is downloaded from the object store into a temporary file in the target's
 folder, checked against the sha256 the augmentation recorded, and renamed onto the final name, so
 the final name never holds a partial or wrong file.

@@ -1,10 +1,13 @@
 """``worldmill demo``: the main job, run end to end on the local stack.
 
-Until the generation pipeline lands, the demo proves the foundation works for real: it stores an
-object in S3 (sha256 recorded), announces it with an ``object.created`` event on JetStream,
-consumes that event through a durable consumer, downloads the object again and checks its
-sha256, shows that republishing the same event id is dropped, and fetches the object through a
-presigned URL. It starts the local stack if none is running, and stops what it started.
+First the foundation: it stores an object in S3 (sha256 recorded), announces it with an
+``object.created`` event on JetStream, consumes that event through a durable consumer, downloads
+the object again and checks its sha256, shows that republishing the same event id is dropped, and
+fetches the object through a presigned URL. Then the pipeline: it submits the demo manifest twice
+(specs, then nothing new), waits for the specs marked for upsampling, generates every spec's video
+and waits for its QA verdict, uploads one video as an input and waits for its augmentation, and
+checks the catalog (verdicts, lineage, ``generation_status.json``, an export). It starts the local
+stack if none is running, and stops what it started; exit 1 when any step fails.
 """
 
 from __future__ import annotations

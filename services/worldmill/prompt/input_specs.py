@@ -132,7 +132,7 @@ def input_seed(bucket: str, key: str) -> int:
 
 
 def default_controls(controls: tuple[ControlSpec, ...]) -> tuple[ControlSpec, ...]:
-    """Edge at weight 1.0 unless controls are given (seeds/001's default)."""
+    """Edge at weight 1.0 unless controls are given (the default of docs/background.md#hand-videos)."""
     return controls or (ControlSpec(type=ControlType.EDGE, weight=1.0),)
 
 

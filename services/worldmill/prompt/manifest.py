@@ -34,7 +34,8 @@ def _resolution(value: Any) -> Any:
 
 ResolutionField = Annotated[Resolution, BeforeValidator(_resolution)]
 Duration = Annotated[float, Field(gt=0, le=3600, description="Seconds.")]
-#: Expected risk level of what a clip shows (seeds/000: NONE for false alarms … HIGH for threats).
+#: Expected risk level of what a clip shows (docs/background.md#security-cameras: NONE for false alarms … HIGH for
+#: threats).
 RiskLevel = Annotated[
     Literal["none", "low", "medium", "high", "critical"],
     BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
@@ -111,7 +112,8 @@ class Scenario(_Strict):
 
 
 class Series(_Strict):
-    """A group of scenarios sharing a risk level, tags and settings (seeds/000: C, E, F, R, P, T)."""
+    """A group of scenarios sharing a risk level, tags and settings (docs/background.md#security-cameras: C, E, F, R,
+    P, T)."""
 
     id: str = Field(pattern=ID_PATTERN)
     name: str | None = None

@@ -1,7 +1,18 @@
 """The upsample service: prompt upsampling with a vision-language model that never overflows its context.
 
-Pure core (no I/O): ``profiles`` (how each upsampling model resizes an image and counts its
-tokens, plus its sampling defaults and system prompt) and ``budget`` (how many hint frames, at
-what size, fit the model's context next to the prompt and the reply; the next smaller attempt
-after a context-length error; the calibration learned from the server's reported usage).
+tests/test_docs.py checks that the list below names every module of the package, and only those.
+
+Modules:
+    profiles     how each upsampling model resizes an image and counts its tokens, its defaults (pure)
+    budget       how many hint frames, at what size, fit the context; shrink; calibrate (pure)
+    request      the chat request and its cache key (pure)
+    answer       the model's answer cleaned and judged (pure)
+    structured   Cosmos 3's structured JSON captions: the ask and the check (pure)
+    hints        hint frames made at the planned size (local files only: PyAV, Pillow)
+    upsampler    one upsample end to end against one server
+    service      queue rewrites, run them, record and announce them
+    settings     the runtime settings plus the upsampling server and how requests are sized
+    api          HTTP routes
+    cli          ``worldmill upsample``
+    app          the service process
 """

@@ -1,7 +1,9 @@
-"""Model backends for the GPU runner: a procedural CPU stand-in and Cosmos 2.5 through diffusers.
+"""Model backends for the GPU runner: one per way of running a model (``contracts.backends`` lists them).
 
-Importing this package does not import torch or diffusers: only ``create_backend`` loads
-``diffusers_backend`` when a Cosmos model is asked for.
+A procedural CPU stand-in (``synthetic``), Cosmos 2.5 and Cosmos 3 in process through diffusers,
+served engines over HTTP and NVIDIA's native Transfer worker. Importing this package does not import
+torch, diffusers or an HTTP client: ``create_backend`` imports the one backend a plan names, when
+it is asked for.
 """
 
 from worldmill.gpu_runner.backends.base import (
