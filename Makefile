@@ -40,10 +40,11 @@ test: $(STAMP) browser
 ## Static checks: ruff, mypy (strict), architecture rules, exported schemas in sync.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check contracts services gpu-runner
+	$(BIN)/ruff format --check contracts services gpu-runner tests bench
 	$(BIN)/mypy contracts/worldmill services/worldmill gpu-runner/worldmill
 	PYTHONPATH=$(SRC_PATH) $(BIN)/lint-imports
 	$(BIN)/worldmill schemas check
+	$(BIN)/worldmill docs tables --check
 
 schemas: $(STAMP)
 	$(BIN)/worldmill schemas export

@@ -154,7 +154,9 @@ async def test_an_audit_of_a_bucket_prefix_runs_in_the_background(
     bucket = store.test_bucket  # type: ignore[attr-defined]
     good = write_video(tmp_path / "a.mp4", width=64, height=48, fps=24, frames=120, seed=1)
     await store.put_file(bucket, "shoot/C01_5s.mp4", good)
-    await store.put_file(bucket, "shoot/C01_10s.mp4", good)  # docs/background.md#security-cameras: a "10 s" copy of the 5 s clip
+    await store.put_file(
+        bucket, "shoot/C01_10s.mp4", good
+    )  # docs/background.md#security-cameras: a "10 s" copy of the 5 s clip
     bad = qa.post("/qa/audit", json={"url": "bucket-without-scheme"}, headers=AUTH)
     assert bad.status_code == 422 and "s3://" in bad.text
     started = qa.post("/qa/audit", json={"url": f"s3://{bucket}/shoot/"}, headers=AUTH)
