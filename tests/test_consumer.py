@@ -18,8 +18,9 @@ from tests.helpers.bus import PrivateStream, dead_letters, run_until
 from worldmill.contracts.envelope import wrap
 from worldmill.contracts.objects import ObjectCreated
 from worldmill.contracts.subjects import ConsumerSpec
+from worldmill.runtime.admission import backoff_delay
 from worldmill.runtime.bus import Bus, encode
-from worldmill.runtime.consumer import Consumer, Delivery, backoff_delay
+from worldmill.runtime.consumer import Consumer, Delivery
 from worldmill.runtime.errors import InvalidInputError
 from worldmill.runtime.servers import NatsEndpoint
 
@@ -325,7 +326,7 @@ def test_delivery_counts_read_both_ack_subject_layouts(reply: str, expected: tup
     """Delivery count and stream sequence come from the v1 and v2 JetStream ack subjects alike."""
     from nats.aio.msg import Msg  # noqa: PLC0415
 
-    from worldmill.runtime.consumer import delivery_counts  # noqa: PLC0415
+    from worldmill.runtime.admission import delivery_counts  # noqa: PLC0415
 
     msg = Msg(_client=None, subject="s", reply=reply, data=b"", headers=None)  # type: ignore[arg-type]
     assert delivery_counts(msg) == expected

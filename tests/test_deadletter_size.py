@@ -28,7 +28,8 @@ from worldmill.gpu_runner.backends import BackendConfig, SyntheticBackend
 from worldmill.gpu_runner.cache import ModelCache
 from worldmill.gpu_runner.worker import Runner
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.consumer import Consumer, Delivery, fit_headers
+from worldmill.runtime.consumer import Consumer, Delivery
+from worldmill.runtime.dead_letters import fit_headers
 from worldmill.runtime.servers import S3Endpoint, free_port
 from worldmill.runtime.store import ObjectStore
 

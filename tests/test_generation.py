@@ -28,7 +28,7 @@ from worldmill.gpu_runner.backends.base import Frames, StepCallback
 from worldmill.gpu_runner.cache import ModelCache
 from worldmill.gpu_runner.worker import Runner
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.consumer import dead_letter
+from worldmill.runtime.dead_letters import dead_letter
 from worldmill.runtime.decode import parse
 from worldmill.runtime.docstore import DocumentStore
 from worldmill.runtime.media import probe

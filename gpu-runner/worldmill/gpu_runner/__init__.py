@@ -10,6 +10,8 @@ Modules:
     selection   which held job runs next (pure)
     jobwork     one job's work outside the event loop: chunks, then assemble, convert, encode
     video       assemble chunks, convert fps, encode exactly the planned frames
+    inputs      a job's inputs from the store: checked, downloaded, decoded, prefetched during the job before
+    provenance  what a finished video records: model, plan, seeds, versions, device, timings
     worker      the loop: hold a window of jobs, run the best next one, overlap the rest
     settings    the runner's settings (``WM_GPU_RUNNER_*``)
     app         the process (``worldmill serve gpu-runner``)

@@ -6,8 +6,8 @@
 * Models stay loaded between jobs (``cache``), one load per execution signature while the memory
   budget allows.
 * The model thread never waits for the rest: the next job's inputs (its conditioning frames, or a
-  Transfer job's input and control videos) download and decode while the current job generates,
-  and the previous job's video is encoded and uploaded meanwhile.
+  Transfer job's input and control videos) download and decode (``inputs``) while the current job
+  generates, and the previous job's video is encoded and uploaded meanwhile.
 * A Transfer job's control videos must be in the object store (``ControlSpec.video``) with exactly
   the plan's native frame count: the runner computes no controls. Anything else fails the job for
   good (``InvalidInputError`` naming ``controls.<type>``), before any GPU time is spent.
@@ -40,7 +40,6 @@ from typing import Literal, TypeVar
 
 from worldmill.contracts.backends import builtin_backends
 from worldmill.contracts.base import Message, ObjectRef
-from worldmill.contracts.cards import GenerationMode
 from worldmill.contracts.envelope import EnvelopeAttributes, wrap
 from worldmill.contracts.generation import (
     GpuJob,
@@ -50,31 +49,23 @@ from worldmill.contracts.generation import (
     JobPhase,
     JobProgress,
     Provenance,
-    Timings,
 )
 from worldmill.contracts.keys import provenance_key
 from worldmill.contracts.subjects import GPU_JOBS
-from worldmill.gpu_runner.backends.base import Backend, Canceled, Frames, library_versions
+from worldmill.gpu_runner.backends.base import Backend, Canceled
 from worldmill.gpu_runner.cache import ModelCache
-from worldmill.gpu_runner.devices import DeviceInfo, PeakMemory, describe_device
-from worldmill.gpu_runner.jobwork import (
-    ChunkProgress,
-    Generated,
-    JobInputs,
-    finish_video,
-    generate_job,
-    read_condition,
-    read_video,
-)
+from worldmill.gpu_runner.devices import PeakMemory
+from worldmill.gpu_runner.inputs import InputFetcher
+from worldmill.gpu_runner.jobwork import ChunkProgress, Generated, JobInputs, finish_video, generate_job
+from worldmill.gpu_runner.provenance import DeviceDescriptions, code_version, job_provenance
 from worldmill.gpu_runner.selection import Candidate, choose, passed_over
 from worldmill.runtime.bus import Bus
 from worldmill.runtime.cancel import CancelFlags
-from worldmill.runtime.errors import BusUnavailableError, InvalidInputError, ObjectNotFoundError, PermanentError
+from worldmill.runtime.errors import BusUnavailableError, ObjectNotFoundError, PermanentError
 from worldmill.runtime.jobqueue import HeldJob, JobQueue
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.outage import Backoff, Outage, patiently
 from worldmill.runtime.store import ObjectStore
-from worldmill.runtime.versions import package_version
 
 log = get_logger(__name__)
 
@@ -108,19 +99,6 @@ class RunnerStats:
     replayed: int = 0
     busy_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
-
-
-def code_version() -> str:
-    """worldmill's version (and the git commit when running from a checkout)."""
-    ver = package_version("worldmill")
-    head = Path(__file__).resolve().parents[3] / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            ref = (head.parent / ref.removeprefix("ref: ")).read_text().strip()
-        return f"{ver}+g{ref[:12]}"
-    except OSError:
-        return ver
 
 
 class Runner:
@@ -157,14 +135,13 @@ class Runner:
         #: How long a job in hand waits out the store or NATS being down before that fails it.
         self.outage_patience_s = outage_patience_s
         self._load_lock = asyncio.Lock()  # concurrent served jobs must not load one signature twice
-        self._devices: dict[str, DeviceInfo | None] = {}
+        self._devices = DeviceDescriptions()
         self.flags = CancelFlags(bus)
         self.stats = RunnerStats()
         self._held: list[Held] = []
         self.queue = JobQueue(bus, GPU_JOBS, (GpuJob,), source=source, store=store)
         self._cancel_watch = Outage("cancel-flags")
-        self._fetching: dict[str, asyncio.Task[JobInputs]] = {}
-        self._fetch_wait: dict[str, float] = {}
+        self.fetcher = InputFetcher(store, outage_patience_s=outage_patience_s)
         self._current: GpuJob | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._code_version = code_version()
@@ -191,7 +168,7 @@ class Runner:
                     held = self._next()
                     self._current = held.job
                     if self._held:  # the next job's inputs download while this one computes
-                        self._prefetch(self._peek(), Path(tmp))
+                        self.fetcher.prefetch(self._peek().job, Path(tmp))
                     if self.served_concurrency > 1 and self._is_served(held.job):
                         # A served engine computes elsewhere: up to served_concurrency such jobs wait on
                         # it at once (it may batch them); the loop goes on taking jobs meanwhile.
@@ -215,8 +192,7 @@ class Runner:
                     await asyncio.wait(served)
                 if finishing:
                     await asyncio.wait(finishing)
-                for job_id in list(self._fetching):
-                    self._forget_prefetch(job_id)
+                self.fetcher.forget_all()
                 self._held.clear()
                 await self.queue.close()
                 watcher.cancel()
@@ -247,7 +223,7 @@ class Runner:
     async def _crashed(self, held: Held, exc: BaseException) -> None:
         """An unexpected error around one job: hand it back (after a delay) if it is still held; the loop goes on."""
         log.error("job.crashed", job_id=held.job.job_id, error=f"{type(exc).__name__}: {exc}")
-        self._forget_prefetch(held.job.job_id)
+        self.fetcher.forget(held.job.job_id)
         if self._current is held.job:
             self._current = None
         if self.queue.holds(held.handle):
@@ -290,103 +266,6 @@ class Runner:
         current = self._current.signature if self._current else None
         return self._held[choose(candidates, self.cache.signatures(), max_passes=self.max_passes, current=current)]
 
-    @staticmethod
-    def _needs_fetch(job: GpuJob) -> bool:
-        """Whether the job reads anything from the store before generating."""
-        transfer_input = job.plan.mode is GenerationMode.TRANSFER and bool(job.inputs)
-        return (job.plan.chunks[0].condition == "input" and bool(job.inputs)) or transfer_input or bool(job.controls)
-
-    def _prefetch(self, held: Held, tmp: Path) -> None:
-        job = held.job
-        if self._needs_fetch(job) and job.job_id not in self._fetching:
-            self._fetching[job.job_id] = asyncio.create_task(self._fetch_inputs(job, tmp))
-
-    def _forget_prefetch(self, job_id: str) -> None:
-        """Drop a prefetch the job will not use (canceled, replayed, runner stopping)."""
-        task = self._fetching.pop(job_id, None)
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()
-        elif not task.cancelled():
-            task.exception()  # retrieved: a failed prefetch of a job that never ran is not an error
-
-    async def _inputs(self, held: Held, tmp: Path) -> JobInputs:
-        """The job's inputs: prefetched while the previous job computed, or fetched now."""
-        job = held.job
-        if not self._needs_fetch(job):
-            return JobInputs()
-        task = self._fetching.pop(job.job_id, None)
-        started = time.perf_counter()
-        inputs = await task if task is not None else await self._fetch_inputs(job, tmp)
-        self._fetch_wait[job.job_id] = time.perf_counter() - started
-        return inputs
-
-    async def _fetch_inputs(self, job: GpuJob, tmp: Path) -> JobInputs:
-        """Download and decode what the job needs; :class:`InvalidInputError` when the job cannot be run."""
-        provided: list[tuple[str, ObjectRef]] = []
-        for control in job.controls:  # checked before any download: such a job can never run here
-            kind = control.type.value
-            if control.video is None:
-                raise InvalidInputError(
-                    f"controls.{kind}",
-                    f"the {kind} control video is missing: the GPU runner computes no controls, so every control "
-                    "needs its video in the object store (ControlSpec.video)",
-                )
-            if any(kind == seen for seen, _ in provided):
-                raise InvalidInputError(f"controls.{kind}", "is given more than once; give each control type once")
-            provided.append((kind, control.video))
-        condition: Frames | None = None
-        input_video: Frames | None = None
-        if job.plan.mode is GenerationMode.TRANSFER and job.inputs:
-            ref = job.inputs[0]
-            input_video = await self._fetch_video(job, ref, "input", "input", tmp, what="the input video ")
-            if job.plan.chunks[0].condition == "input":
-                condition = input_video[-job.plan.chunks[0].condition_frames :]
-        elif job.plan.chunks[0].condition == "input" and job.inputs:
-            condition = await self._fetch_condition(job, tmp)
-        controls: dict[str, Frames] = {}
-        for kind, ref in provided:
-            controls[kind] = await self._fetch_video(
-                job, ref, f"control-{kind}", f"controls.{kind}", tmp, what=f"the {kind} control video "
-            )
-        return JobInputs(condition=condition, input_video=input_video, controls=controls)
-
-    async def _fetch_video(
-        self, job: GpuJob, ref: ObjectRef, name: str, field: str, tmp: Path, *, what: str = ""
-    ) -> Frames:
-        """Every frame of ``ref`` at the plan's resolution; exactly the plan's native frame count."""
-        path = tmp / f"{job.job_id}-{name}{Path(ref.key).suffix}"
-        await self._patient(lambda: self.store.download(ref.bucket, ref.key, path), self.store.outage)
-        res = job.plan.resolution
-        try:
-            video = await asyncio.to_thread(read_video, path, res.width, res.height)
-        except InvalidInputError as exc:
-            raise InvalidInputError(field, f"{what}{ref.uri()} {exc.rule.split(' (')[0]}") from exc
-        finally:
-            path.unlink(missing_ok=True)
-        expected = job.plan.native_frames
-        if len(video) != expected:
-            raise InvalidInputError(
-                field,
-                f"{what}{ref.uri()} has {len(video)} frames but the plan expects {expected} "
-                f"(the planned input length at {job.plan.native_fps:g} fps)",
-            )
-        return video
-
-    async def _fetch_condition(self, job: GpuJob, tmp: Path) -> Frames:
-        ref = job.inputs[0]
-        path = tmp / f"{job.job_id}-input{Path(ref.key).suffix}"
-        await self._patient(lambda: self.store.download(ref.bucket, ref.key, path), self.store.outage)
-        try:
-            first = job.plan.chunks[0]
-            res = job.plan.resolution
-            return await asyncio.to_thread(read_condition, path, first.condition_frames, res.width, res.height)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"input {ref.uri()}", exc.rule.split(" (")[0]) from exc
-        finally:
-            path.unlink(missing_ok=True)
-
     def _next(self) -> Held:
         candidates = [h.candidate for h in self._held]
         current = self._current.signature if self._current else None
@@ -399,7 +278,7 @@ class Runner:
     async def _run_job(self, held: Held, tmp: Path) -> asyncio.Task[None] | None:
         job = held.job
         if self.flags.is_canceled(job.run_id) or await self._fetch_flag(job.run_id):
-            self._forget_prefetch(job.job_id)
+            self.fetcher.forget(job.job_id)
             await self._outcome(
                 held,
                 JobCanceled(
@@ -411,18 +290,18 @@ class Runner:
         try:
             replayed = await self._replay_if_done(held)
         except Exception as exc:  # the store stayed down past the patience, or answered nonsense
-            self._forget_prefetch(job.job_id)
+            self.fetcher.forget(job.job_id)
             await self._fail(held, "queued", exc)
             return None
         if replayed:
-            self._forget_prefetch(job.job_id)
+            self.fetcher.forget(job.job_id)
             return None
         started_at = datetime.now(UTC)
         self._current = job
         busy_from = time.perf_counter()
         try:
             self._progress(job, "loading", chunk=0, chunks=len(job.plan.chunks), step=0, steps=1, force=True)
-            inputs = await self._inputs(held, tmp)
+            inputs = await self.fetcher.inputs(job, tmp)
             async with self._load_lock:
                 backend, load_s = await self.cache.get(job.signature)
             generated = await asyncio.to_thread(self._generate, job, backend, inputs)
@@ -449,16 +328,6 @@ class Runner:
         with PeakMemory(backend.describe().get("device", "cpu")) as peak:
             generated = generate_job(job, backend, inputs, self._step_reporter(job))
         return dataclasses.replace(generated, peak_memory_bytes=peak.bytes, peak_memory_kind=peak.kind)
-
-    def _device_info(self, device: str) -> DeviceInfo | None:
-        """The device's description, read once per device (``None`` when it cannot be read)."""
-        if device not in self._devices:
-            try:
-                self._devices[device] = describe_device(device)
-            except Exception as exc:  # provenance must not fail a finished video
-                log.warning("device.describe_failed", device=device, error=str(exc))
-                self._devices[device] = None
-        return self._devices[device]
 
     def _step_reporter(self, job: GpuJob) -> ChunkProgress:
         def report(chunk: int, chunks: int, step: int, steps: int) -> None:
@@ -495,15 +364,20 @@ class Runner:
                 ),
                 self.store.outage,
             )
-            provenance = self._provenance(
+            provenance = job_provenance(
                 job,
                 backend=backend,
                 generated=generated,
                 load_s=load_s,
+                fetch_s=self.fetcher.waited(job.job_id),
                 encode_s=encode_s,
                 upload_s=time.perf_counter() - t0,
                 started_at=started_at,
                 fps_method=delivered.fps_method,
+                runner=self.name,
+                default_device=self.device,
+                code_version=self._code_version,
+                devices=self._devices,
             )
             prov_bytes = provenance.model_dump_json(indent=2).encode()
             prov_ref = await self._patient(
@@ -539,56 +413,6 @@ class Runner:
             if self.queue.holds(held.handle):  # settled on every path above; never leave one heartbeated forever
                 log.error("job.unsettled", job_id=job.job_id)
                 await self.queue.give_back(held.handle, delay_s=CRASH_GIVE_BACK_S)
-
-    def _provenance(
-        self,
-        job: GpuJob,
-        *,
-        backend: Backend,
-        generated: Generated,
-        load_s: float,
-        encode_s: float,
-        upload_s: float,
-        started_at: datetime,
-        fps_method: str,
-    ) -> Provenance:
-        described = backend.describe()
-        device = described.get("device", self.device)
-        info = self._device_info(device)
-        return Provenance(
-            backend=described.get("backend", backend.name),
-            model=job.signature.model,
-            checkpoint=described.get("checkpoint", job.signature.checkpoint),
-            checkpoint_sha256=described.get("checkpoint_sha256") or None,
-            plan=job.plan,
-            prompt=job.prompt,
-            sampling=job.plan.sampling,
-            seeds=tuple(c.seed for c in job.plan.chunks),
-            inputs=job.inputs,
-            code_version=self._code_version,
-            library_versions=library_versions(described),
-            device=device,
-            runner=self.name,
-            timings=Timings(
-                load_s=round(load_s, 4),
-                fetch_s=round(self._fetch_wait.pop(job.job_id, 0.0), 4),
-                infer_s=round(generated.seconds, 4),
-                encode_s=round(encode_s, 4),
-                upload_s=round(upload_s, 4),
-            ),
-            peak_memory_bytes=generated.peak_memory_bytes,
-            peak_memory_kind=generated.peak_memory_kind,
-            started_at=started_at,
-            finished_at=datetime.now(UTC),
-            extra={
-                **{k: v for k, v in described.items() if not k.startswith("version.")},
-                **(info.as_provenance() if info is not None else {}),
-                "fps_conversion": fps_method,
-                "chunking": job.plan.chunking,
-                "model_calls": generated.calls,
-                **({"controls": [c.model_dump(mode="json") for c in job.controls]} if job.controls else {}),
-            },
-        )
 
     async def _replay_if_done(self, held: Held) -> bool:
         """A redelivered job whose video and provenance are stored: announce it again, do not regenerate."""

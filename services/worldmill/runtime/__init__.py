@@ -10,6 +10,8 @@ Modules:
     bus             NATS JetStream: connect, ensure streams and consumers, publish with dedup ids
     decode          message bytes → typed message, or the dead-letter reason
     consumer        the consume loop: ack / nak with backoff / dead-letter, heartbeats, drain
+    admission       a consumer's way in: decode, the delivery limit, dead-letter or hand back with backoff
+    dead_letters    dead letters written: payload in the letter or the store, published before ``term``
     outage          a dependency's outage noticed once, waited out, logged once
     watchdog        is a work loop getting anything done (for ``/readyz`` and ``/healthz``)
     jobqueue        hold, reorder and settle jobs (the GPU runner's way in)

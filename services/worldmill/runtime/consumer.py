@@ -27,20 +27,18 @@ the store down) is called again with the same delivery once the outage is over, 
 loop's progress for ``/readyz`` and ``/healthz``.
 
 A dead letter always fits: a payload too big for the envelope is stored as an object and
-referenced. When the letter cannot be written now (store or NATS down) the message is handed
-back with backoff (``nak`` with a delay), so it neither blocks the queue nor gets lost.
+referenced (``dead_letters``). When the letter cannot be written now (store or NATS down) the message
+is handed back with backoff (``nak`` with a delay), so it neither blocks the queue nor gets lost. Every
+message comes in through ``admission``: decoded, checked against the delivery limit, or dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, TypedDict, cast, overload
+from typing import Any, Generic, TypedDict, cast, overload
 
 import nats.errors
 import structlog
@@ -50,19 +48,17 @@ from nats.js.errors import NotFoundError
 from typing_extensions import TypeVar, Unpack
 
 from worldmill.contracts.base import Message
-from worldmill.contracts.deadletter import DeadLetter, DeadLetterReason, dead_letter_id, payload_key
-from worldmill.contracts.envelope import MAX_ENVELOPE_BYTES, EnvelopeAttributes, wrap
-from worldmill.contracts.keys import ARTIFACTS_BUCKET
-from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec, dlq_subject
-from worldmill.runtime.bus import Bus, encode
-from worldmill.runtime.decode import Undeliverable, parse
+from worldmill.contracts.deadletter import DeadLetterReason
+from worldmill.contracts.envelope import EnvelopeAttributes
+from worldmill.contracts.subjects import ALL_STREAMS, ConsumerSpec
+from worldmill.runtime.admission import Admitted, Deferred, admit, backoff_delay, defer_dead_letter
+from worldmill.runtime.bus import Bus
+from worldmill.runtime.dead_letters import DeadLetterDeferredError, dead_letter
 from worldmill.runtime.errors import (
     BusUnavailableError,
-    InvalidInputError,
     PermanentError,
     TransientError,
     UnavailableError,
-    WorldmillError,
 )
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.outage import Backoff, Outage, patiently
@@ -110,24 +106,11 @@ class ConsumerOptions(TypedDict, total=False):
 BUSY_LINGER_S = 0.05
 #: How long a handler's message waits out an outage (NATS or the store down) before it counts as a failure.
 DEFAULT_PATIENCE_S = 300.0
-#: A dead letter's headers beyond this many bytes are cut (the payload is kept whole).
-MAX_LETTER_HEADER_BYTES = 64 * 1024
 #: Pull failures that a new binding can heal: connection errors, JetStream errors (503 while it
 #: starts, consumer or stream not found after a restart). Timeouts are not failures: nothing came.
 PULL_ERRORS = (nats.errors.Error, OSError)
 
 PullSubscription = JetStreamContext.PullSubscription
-
-
-class DeadLetterDeferredError(TransientError):
-    """The dead letter could not be written now (store or NATS down): the message is handed back, not lost."""
-
-
-class Deferred(NamedTuple):
-    """A message that should be dead-lettered but could not be yet; it was handed back with a delay."""
-
-    reason: DeadLetterReason
-    error: str
 
 
 @dataclass
@@ -147,28 +130,6 @@ class ConsumerStats:
     heartbeats: int = 0
     last_error: str | None = None
     reasons: dict[str, int] = field(default_factory=dict)
-
-
-def backoff_delay(spec: ConsumerSpec, num_delivered: int) -> float:
-    """Nak delay after the ``num_delivered``-th failed delivery: base × 2^(n-1), capped."""
-    return float(min(spec.backoff_max_s, spec.backoff_base_s * (2 ** max(0, num_delivered - 1))))
-
-
-def delivery_counts(msg: Msg) -> tuple[int, int]:
-    """(times delivered, stream sequence) from the JetStream ack subject of a message.
-
-    The ack subject's layout is fixed by the JetStream protocol (ADR-15):
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``, or
-    with ``<domain>.<account hash>`` after ``ACK`` and a trailing token (12+ tokens). Reading two
-    fields directly costs a quarter of nats-py's full ``metadata`` parse, on every message.
-    """
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[1] == "ACK":
-        return int(tokens[4]), int(tokens[5])
-    if len(tokens) >= 12 and tokens[1] == "ACK":
-        return int(tokens[6]), int(tokens[7])
-    meta = msg.metadata
-    return meta.num_delivered, meta.sequence.stream
 
 
 class Consumer(Generic[M]):
@@ -476,7 +437,7 @@ class Consumer(Generic[M]):
                 store=self.store,
             )
         except DeadLetterDeferredError as exc:
-            await _defer(msg, self.spec, delivered, reason, exc)
+            await defer_dead_letter(msg, self.spec, delivered, reason, exc)
             self.stats.deferred += 1
         else:
             self._count_dead_letter(reason)
@@ -524,182 +485,6 @@ async def ensure_pull_consumer(bus: Bus, spec: ConsumerSpec) -> None:
             raise
         await bus.ensure_stream(known)
         await bus.ensure_consumer(spec)
-
-
-async def _defer(msg: Msg, spec: ConsumerSpec, delivered: int, reason: DeadLetterReason, exc: Exception) -> None:
-    """Hand a message whose dead letter cannot be written now back with backoff: other messages flow meanwhile."""
-    delay = backoff_delay(spec, delivered)
-    with contextlib.suppress(Exception):  # NATS down too: it comes back after ack_wait
-        await msg.nak(delay=delay)
-    log.error("message.dead_letter_deferred", reason=reason, error=str(exc)[:500], delay_s=delay, delivery=delivered)
-
-
-class Admitted(NamedTuple):
-    """A message that may be handled: decoded, and not delivered more often than allowed."""
-
-    envelope: EnvelopeAttributes
-    message: Message
-    delivered: int
-    sequence: int
-
-
-async def admit(
-    bus: Bus,
-    msg: Msg,
-    *,
-    spec: ConsumerSpec,
-    accept: frozenset[str] | None,
-    source: str,
-    decode: RawDecoder[Message] | None = None,
-    store: ObjectStore | None = None,
-) -> Admitted | DeadLetterReason | Deferred:
-    """The way in for every consumer: an undecodable or crash-looping message is dead-lettered (and its
-    reason returned) before any handler sees it; ``Deferred`` when its dead letter cannot be written now
-    (it was handed back with backoff). With ``decode``, the payload is a foreign message (not an
-    envelope) and gets an envelope named after its stream position."""
-    delivered, seq = delivery_counts(msg)
-    try:
-        if decode is not None:
-            try:
-                message = decode(msg.data)
-            except InvalidInputError as exc:
-                raise Undeliverable("invalid_data", str(exc)) from exc
-            envelope: EnvelopeAttributes = wrap(message, source=source, event_id=f"{spec.stream}-{seq}")
-        else:
-            envelope, message = parse(msg.data, accept, (msg.headers or {}).get("ce-type"))
-        # After decoding, so a letter deferred a few times still says why it could not be decoded.
-        if delivered > spec.max_deliver:
-            raise Undeliverable(
-                "max_deliveries",
-                f"delivered {delivered} times without an answer (its worker probably crashed each time)",
-                envelope,
-            )
-    except Undeliverable as exc:
-        try:
-            await dead_letter(
-                bus,
-                msg,
-                consumer=spec.durable,
-                source=source,
-                reason=exc.reason,
-                error=exc.error,
-                envelope=exc.envelope,
-                store=store,
-            )
-        except DeadLetterDeferredError as deferred:
-            await _defer(msg, spec, delivered, exc.reason, deferred)
-            return Deferred(exc.reason, exc.error)
-        return exc.reason
-    return Admitted(envelope, message, delivered, seq)
-
-
-async def dead_letter(
-    bus: Bus,
-    msg: Msg,
-    *,
-    consumer: str,
-    source: str,
-    reason: DeadLetterReason,
-    error: str,
-    envelope: EnvelopeAttributes | None = None,
-    store: ObjectStore | None = None,
-) -> None:
-    """Copy a message to ``wm.dlq.<consumer>`` with the reason, then ``term`` it (never the other way).
-
-    The payload goes in the letter, or, when the letter would not fit in an envelope, into the
-    store (``deadletters/<consumer>/<stream>/<seq>.bin`` in the artifacts bucket), referenced by the
-    letter. Raises :class:`DeadLetterDeferredError` when the letter cannot be written now; the
-    message is then left as it is for the caller to hand back.
-    """
-    meta = msg.metadata
-    stream, seq = meta.stream, meta.sequence.stream
-    try:
-        text, encoding = msg.data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(msg.data).decode(), "base64"
-    letter = DeadLetter(
-        consumer=consumer,
-        stream=stream,
-        original_subject=msg.subject,
-        stream_sequence=seq,
-        deliveries=meta.num_delivered,
-        reason=reason,
-        error=error[:4000],
-        payload_encoding=encoding,
-        payload=text,
-        payload_size=len(msg.data),
-        headers={k: str(v) for k, v in (msg.headers or {}).items()},
-        original_id=envelope.id if envelope else None,
-        original_type=envelope.type if envelope else None,
-        failed_at=datetime.now(UTC),
-    )
-
-    def enveloped(body: DeadLetter) -> Any:
-        return wrap(
-            body,
-            source=source,
-            event_id=dead_letter_id(consumer, stream, seq),
-            correlation_id=envelope.correlationid if envelope else None,
-            causation_id=envelope.id if envelope else None,
-        )
-
-    out = enveloped(letter)
-    if len(encode(out)) > MAX_ENVELOPE_BYTES:
-        if store is None:
-            raise DeadLetterDeferredError(
-                f"the payload ({len(msg.data)} bytes) does not fit in a dead letter and consumer {consumer} "
-                "has no object store to keep it"
-            )
-        try:
-            ref = await store.put_bytes(
-                ARTIFACTS_BUCKET,
-                payload_key(consumer, stream, seq),
-                msg.data,
-                metadata={"consumer": consumer, "stream": stream, "sequence": str(seq), "subject": msg.subject},
-            )
-        except WorldmillError as exc:
-            raise DeadLetterDeferredError(f"the payload could not be stored: {type(exc).__name__}: {exc}") from exc
-        headers, cut = fit_headers(letter.headers, MAX_LETTER_HEADER_BYTES)
-        letter = letter.model_copy(
-            update={
-                "payload_encoding": "object",
-                "payload": "",
-                "payload_ref": ref,
-                "headers": headers,
-                "headers_truncated": cut,
-            }
-        )
-        out = enveloped(letter)
-    # Publish first: a message is only removed (term) once its dead letter is stored.
-    try:
-        await bus.publish(out, subject=dlq_subject(consumer))
-    except BusUnavailableError as exc:
-        raise DeadLetterDeferredError(str(exc)) from exc
-    await msg.term()
-    log.warning(
-        "message.dead_lettered",
-        reason=reason,
-        error=error[:500],
-        stream_seq=seq,
-        payload=letter.payload_ref.uri() if letter.payload_ref else encoding,
-    )
-
-
-def fit_headers(headers: dict[str, str], budget: int) -> tuple[dict[str, str], bool]:
-    """Headers within ``budget`` bytes of JSON: unchanged when they fit, else values cut to 256
-    characters and headers past the budget dropped. Returns them and whether anything was cut."""
-    if len(json.dumps(headers)) <= budget:
-        return headers, False
-    kept: dict[str, str] = {}
-    used = 2
-    for name, value in headers.items():
-        item = {name[:256]: value[:256]}
-        size = len(json.dumps(item))
-        if used + size > budget:
-            break
-        kept.update(item)
-        used += size
-    return kept, True
 
 
 async def run_consumers(consumers: list[Consumer[Any]], stop: asyncio.Event) -> None:

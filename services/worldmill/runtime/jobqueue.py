@@ -25,15 +25,9 @@ from nats.aio.msg import Msg
 from worldmill.contracts.base import Message
 from worldmill.contracts.envelope import EnvelopeAttributes
 from worldmill.contracts.subjects import ConsumerSpec
+from worldmill.runtime.admission import Admitted, admit, delivery_counts
 from worldmill.runtime.bus import Bus
-from worldmill.runtime.consumer import (
-    PULL_ERRORS,
-    Admitted,
-    PullSubscription,
-    admit,
-    delivery_counts,
-    ensure_pull_consumer,
-)
+from worldmill.runtime.consumer import PULL_ERRORS, PullSubscription, ensure_pull_consumer
 from worldmill.runtime.errors import BusUnavailableError
 from worldmill.runtime.logs import get_logger
 from worldmill.runtime.outage import Backoff, Outage
