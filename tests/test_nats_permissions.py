@@ -92,7 +92,7 @@ def _module_name(path: Path) -> str:
 
 
 def _spec_names(tree: ast.Module) -> list[str]:
-    """Names given as the spec of ``Consumer(bus, SPEC, …)`` / ``JobQueue(bus, SPEC, …)``; a parameter counts as its default."""
+    """Names given as the spec of ``Consumer[…](bus, SPEC, …)`` / ``JobQueue(bus, SPEC, …)``; a parameter counts as its default."""
     names: list[str] = []
     for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]:
         params = [*fn.args.posonlyargs, *fn.args.args]
@@ -101,9 +101,13 @@ def _spec_names(tree: ast.Module) -> list[str]:
         )
         defaults |= {a.arg: d for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True) if d is not None}
         for node in ast.walk(fn):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            if not isinstance(node, ast.Call):
                 continue
-            if node.func.id in ("Consumer", "JobQueue") and len(node.args) >= 2 and isinstance(node.args[1], ast.Name):
+            # ``Consumer(...)`` or, typed by what it accepts, ``Consumer[QaPassed | QaFailed](...)``.
+            func = node.func.value if isinstance(node.func, ast.Subscript) else node.func
+            if not isinstance(func, ast.Name):
+                continue
+            if func.id in ("Consumer", "JobQueue") and len(node.args) >= 2 and isinstance(node.args[1], ast.Name):
                 name = node.args[1].id
                 default = defaults.get(name)
                 names.append(default.id if isinstance(default, ast.Name) else name)
@@ -294,3 +298,12 @@ async def test_a_wrong_password_is_refused_at_login_with_the_user_named(admin: B
     bus = Bus(secured.url, name="intruder", user="catalog", password="not-the-password", connect_timeout_s=3)
     with pytest.raises(BusPermissionError, match="refused the login of user catalog"):
         await bus.connect()
+
+
+def test_the_consumer_scan_sees_plain_and_typed_consumers() -> None:
+    """``Consumer(bus, A)`` and ``Consumer[X | Y](bus, B)`` both count (the scan missed the typed form once)."""
+    tree = ast.parse(
+        "def consumers(ctx, spec=C):\n"
+        "    return [Consumer(ctx.bus, A, f), Consumer[X | Y](ctx.bus, B, g), JobQueue(ctx.bus, spec)]\n"
+    )
+    assert sorted(_spec_names(tree)) == ["A", "B", "C"]
