@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def test_verify_finds_missing_mismatched_and_orphaned_objects_and_spares_young_o
         assets={"asset-1"},
         named=set(),
         now=datetime(2026, 12, 1, 12, tzinfo=UTC),
-        min_age=__import__("datetime").timedelta(minutes=10),
+        min_age=timedelta(minutes=10),
     )
     assert [p.uri.split("wm-artifacts/")[1] for p in orphans] == [
         "runs/ghost/attempt-1/video.mp4",

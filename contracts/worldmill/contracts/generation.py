@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -353,6 +353,8 @@ class VideoReady(Message):
 
 RunState = Literal["queued", "running", "post_processing", "ready", "failed", "canceled", "lost"]
 FINAL_STATES: frozenset[str] = frozenset({"ready", "failed", "canceled", "lost"})
+#: The states of a run still being made (every other state is final), in their order.
+ACTIVE_STATES: tuple[str, ...] = tuple(s for s in get_args(RunState) if s not in FINAL_STATES)
 
 
 class AttemptRecord(Contract):

@@ -16,22 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from worldmill.catalog.verify import expected_objects
 from worldmill.contracts.catalog import DeletedAsset, DeletionPlan, DeletionRequest
 from worldmill.contracts.keys import ARTIFACTS_BUCKET, run_prefix
 
 Row = Mapping[str, Any]
 
 
-def _uri(ref: Any) -> str | None:
-    if isinstance(ref, Mapping) and ref.get("bucket") and ref.get("key"):
-        return f"s3://{ref['bucket']}/{ref['key']}"
-    return None
-
-
 def known_objects(row: Row) -> list[str]:
-    """The objects an asset row names: its video, screenshots and contact sheet (as s3:// URIs)."""
-    refs: list[Any] = [row.get("video"), row.get("contact_sheet"), *(row.get("screenshots") or [])]
-    return list(dict.fromkeys(u for u in map(_uri, refs) if u))
+    """The objects an asset row names: its video, contact sheet and screenshots (as s3:// URIs)."""
+    return list(dict.fromkeys(e.uri for e in expected_objects([row])))
 
 
 def asset_prefixes(row: Row) -> list[tuple[str, str]]:

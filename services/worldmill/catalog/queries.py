@@ -31,9 +31,9 @@ from worldmill.catalog.tables import (
     RUNS,
 )
 from worldmill.contracts.catalog import LineageEdge, LineageNode
+from worldmill.contracts.generation import ACTIVE_STATES
 
 #: Run states that are not final (the queue).
-ACTIVE_RUN_STATES = ("queued", "running", "post_processing")
 MAX_LINEAGE_NODES = 200
 FACET_LIMIT = 200
 
@@ -249,7 +249,7 @@ def active_runs(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
     r = RUNS.c
     runs = list(
         conn.execute(
-            sa.select(RUNS).where(r.state.in_(ACTIVE_RUN_STATES)).order_by(r.updated_at.desc(), r.run_id).limit(limit)
+            sa.select(RUNS).where(r.state.in_(ACTIVE_STATES)).order_by(r.updated_at.desc(), r.run_id).limit(limit)
         ).mappings()
     )
     return [run_status(conn, row) for row in runs]

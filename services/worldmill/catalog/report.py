@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from worldmill.contracts.catalog import GenerationStatus, StatusItem, StatusState
+from worldmill.contracts.generation import ACTIVE_STATES
 
 STATES: tuple[StatusState, ...] = ("passed", "in_flight", "unverified", "failed", "missing")
-ACTIVE = frozenset({"queued", "running", "post_processing"})
 
 #: A row as the queries return it (SQLAlchemy's RowMapping) or a plain dict in tests.
 Row = Mapping[Any, Any]
@@ -27,7 +27,7 @@ def spec_state(assets: Sequence[Row], runs: Sequence[Row]) -> StatusState:
     statuses = {a["qa_status"] for a in assets}
     if "passed" in statuses:
         return "passed"
-    if any(r["state"] in ACTIVE for r in runs):
+    if any(r["state"] in ACTIVE_STATES for r in runs):
         return "in_flight"
     if "pending" in statuses:
         return "unverified"

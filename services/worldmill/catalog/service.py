@@ -301,14 +301,14 @@ class CatalogService:
     @staticmethod
     async def _delete_objects(store: ObjectStore, uris: list[str], prefixes: list[tuple[str, str]]) -> list[str]:
         """Delete these objects and everything under these prefixes; the URIs of what was there."""
-        targets = dict.fromkeys(uris)
-        for bucket, prefix in prefixes:
-            for info in await store.list(bucket, prefix):
-                targets[f"s3://{bucket}/{info.key}"] = None
+        listed = {
+            f"s3://{bucket}/{info.key}" for bucket, prefix in prefixes for info in await store.list(bucket, prefix)
+        }
         removed: list[str] = []
-        for uri in targets:
+        for uri in dict.fromkeys([*uris, *sorted(listed)]):
             bucket, _, key = uri.removeprefix("s3://").partition("/")
-            if await store.exists(bucket, key):
+            # A listed object is there; one only named (a video outside the folders) is looked up first.
+            if uri in listed or await store.exists(bucket, key):
                 await store.delete(bucket, key)
                 removed.append(uri)
         return removed

@@ -21,12 +21,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from worldmill.contracts.catalog import StatusItem, StatusState
-from worldmill.contracts.generation import MAX_REGENERATION, Regeneration
+from worldmill.contracts.generation import ACTIVE_STATES, MAX_REGENERATION, Regeneration
 
 #: The states ``--missing``, ``--failed`` and ``--unverified`` select.
 SELECTABLE: tuple[StatusState, ...] = ("missing", "failed", "unverified")
-#: Run states in which a spec is being made (``contracts.generation.RunState`` less the final ones).
-ACTIVE_RUN_STATES: tuple[str, ...] = ("queued", "running", "post_processing")
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def plan_backlog(items: Iterable[StatusItem], states: Collection[str], active: C
         if item.state not in states:
             continue
         counts[item.state] += 1
-        if item.prompt_id in active or (item.run_state or "") in ACTIVE_RUN_STATES:
+        if item.prompt_id in active or (item.run_state or "") in ACTIVE_STATES:
             in_flight.append(item.prompt_id)
         elif item.state == "failed" and set(item.assets) - set(item.passed_assets):
             regenerate.append(replacement(item))

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from worldmill.contracts.catalog import GenerationStatus
 from worldmill.contracts.generation import (
+    ACTIVE_STATES,
     FINAL_STATES,
     GenerationAccepted,
     JobCanceled,
@@ -24,7 +25,7 @@ from worldmill.contracts.generation import (
     RunRecord,
 )
 from worldmill.contracts.subjects import EVENTS, event_subject
-from worldmill.generate.backlog import ACTIVE_RUN_STATES, Backlog, backlog_request_id, plan_backlog
+from worldmill.generate.backlog import Backlog, backlog_request_id, plan_backlog
 from worldmill.runtime import cli_support
 from worldmill.runtime.cli_support import (
     EXIT_FAILED,
@@ -74,17 +75,7 @@ def wait_for_runs(client: ServiceClient, request_id: str, total: int, *, timeout
     with progress_bar() as bar:
         task = bar.add_task("runs finished", total=total)
         while time.monotonic() < deadline:
-            runs = []
-            cursor = None
-            while True:
-                params: dict[str, Any] = {"request_id": request_id, "limit": 500}
-                if cursor:
-                    params["cursor"] = cursor
-                page = RunPage.model_validate(client.request("GET", "/runs", params=params).json())
-                runs.extend(page.items)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
+            runs = list_runs(client, request_id=request_id)
             finished = sum(r.state in FINAL_STATES for r in runs)
             bar.update(task, completed=finished)
             if finished >= total:
@@ -149,24 +140,27 @@ def _estimate(*accepted: GenerationAccepted) -> str:
     return f", estimated {seconds:,.0f} GPU-seconds" if seconds else ""
 
 
+def list_runs(client: ServiceClient, **filters: str) -> list[RunRecord]:
+    """Every run ``GET /runs`` lists for these filters, page by page (exit on an error answer)."""
+    runs: list[RunRecord] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {**filters, "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        resp = client.request("GET", "/runs", params=params)
+        if resp.status_code >= 400:
+            fail_response(resp)
+        page = RunPage.model_validate(resp.json())
+        runs.extend(page.items)
+        cursor = page.next_cursor
+        if not cursor:
+            return runs
+
+
 def _active_prompt_ids(client: ServiceClient) -> set[str]:
     """Prompt ids with a run queued, running or post-processing, as the generate service knows them."""
-    active: set[str] = set()
-    for state in ACTIVE_RUN_STATES:
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"state": state, "limit": 500}
-            if cursor:
-                params["cursor"] = cursor
-            resp = client.request("GET", "/runs", params=params)
-            if resp.status_code >= 400:
-                fail_response(resp)
-            page = RunPage.model_validate(resp.json())
-            active.update(r.prompt_id for r in page.items)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-    return active
+    return {r.prompt_id for state in ACTIVE_STATES for r in list_runs(client, state=state)}
 
 
 def _print_dry_run(backlog: Backlog) -> None:

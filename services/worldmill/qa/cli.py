@@ -33,13 +33,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worldmill.contracts.prompts import ManifestProblem, PromptPage, PromptSpec
+from worldmill.contracts.prompts import ManifestProblem, PromptSpec
 from worldmill.contracts.qa import Finding, Severity
 from worldmill.qa.audit import VIDEO_SUFFIXES, Audit, Auditor, Expectations, find_videos, is_video
 from worldmill.qa.audit_report import write_html, write_json
 from worldmill.qa.findings import passed
 from worldmill.runtime.cli_support import is_manifest_file, service_client
-from worldmill.runtime.client import ServiceClient, ServiceUnavailableError, error_detail, locate_store
+from worldmill.runtime.client import (
+    RequestFailedError,
+    ServiceClient,
+    ServiceUnavailableError,
+    error_detail,
+    list_manifest_specs,
+    locate_store,
+)
 from worldmill.runtime.errors import WorldmillError
 from worldmill.runtime.store import ObjectStore
 
@@ -104,26 +111,15 @@ def _expectations(manifest: str | None, fps: float, data_dir: Path) -> Expectati
 
 def _stored_specs(name: str, data_dir: Path) -> list[PromptSpec]:
     """The latest spec versions of manifest ``name`` as the prompt service holds them (exit 2 if none)."""
-    specs: list[PromptSpec] = []
-    cursor: str | None = None
     with service_client("prompt", data_dir) as prompts:
-        while True:
-            params: dict[str, Any] = {"manifest": name, "limit": 500}
-            if cursor:
-                params["cursor"] = cursor
-            try:
-                resp = prompts.request("GET", "/prompts", params=params)
-            except ServiceUnavailableError as exc:
-                err.print(f"[bold red]failed:[/] {escape(str(exc))}")
-                raise typer.Exit(EXIT_FAILED) from exc
-            if resp.status_code >= 400:
-                err.print(f"[bold red]failed:[/] {escape(error_detail(resp))}")
-                raise typer.Exit(EXIT_FAILED)
-            page = PromptPage.model_validate(resp.json())
-            specs.extend(page.items)
-            cursor = page.next_cursor
-            if not cursor:
-                break
+        try:
+            specs = list_manifest_specs(prompts, name)
+        except ServiceUnavailableError as exc:
+            err.print(f"[bold red]failed:[/] {escape(str(exc))}")
+            raise typer.Exit(EXIT_FAILED) from exc
+        except RequestFailedError as exc:
+            err.print(f"[bold red]failed:[/] {escape(error_detail(exc.response))}")
+            raise typer.Exit(EXIT_FAILED) from exc
     if not specs:
         raise _usage(
             f"--manifest: no manifest named {name!r} is known to the prompt service "

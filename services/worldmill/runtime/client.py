@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from worldmill.contracts.prompts import ManifestResult, PromptPage
+from worldmill.contracts.prompts import ManifestResult, PromptPage, PromptSpec
 from worldmill.runtime.errors import TransientError, WorldmillError
 from worldmill.runtime.settings import RuntimeSettings, service_prefix
 from worldmill.runtime.stack import running_state
@@ -94,7 +94,12 @@ def submit_manifest(prompts: ServiceClient, content: str) -> tuple[ManifestResul
 
 def list_manifest_prompt_ids(prompts: ServiceClient, name: str) -> list[str]:
     """The prompt ids the prompt service holds for manifest ``name`` (latest versions; none if unknown)."""
-    ids: list[str] = []
+    return [spec.prompt_id for spec in list_manifest_specs(prompts, name)]
+
+
+def list_manifest_specs(prompts: ServiceClient, name: str) -> list[PromptSpec]:
+    """The specs (latest versions) the prompt service holds for manifest ``name``; none if unknown."""
+    specs: list[PromptSpec] = []
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"manifest": name, "limit": 500}
@@ -104,10 +109,10 @@ def list_manifest_prompt_ids(prompts: ServiceClient, name: str) -> list[str]:
         if listed.status_code >= 400:
             raise RequestFailedError(listed)
         page = PromptPage.model_validate(listed.json())
-        ids.extend(item.prompt_id for item in page.items)
+        specs.extend(page.items)
         cursor = page.next_cursor
         if not cursor:
-            return ids
+            return specs
 
 
 def locate_store(data_dir: Path) -> ObjectStore:
